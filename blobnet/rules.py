@@ -206,19 +206,30 @@ class Round:
         for seat, hand in enumerate(hands):
             if len(hand) != cards:
                 raise ValueError(f"seat {seat} holds {len(hand)} cards; every seat must hold {cards}")
+            ids = []
             for c in hand:
-                c = operator.index(c)
+                try:
+                    c = operator.index(c)  # Python int from here on: numpy ints have no bit_length
+                except TypeError:
+                    raise ValueError(f"seat {seat} holds {c!r}, not an integer card id 0..51") from None
                 if not 0 <= c < N_CARDS:
                     raise ValueError(f"seat {seat} holds card id {c}, outside 0..51")
                 if c in seen:
                     raise ValueError(f"card {card_str(c)} ({c}) is dealt twice: to seats {seen[c]} and {seat}")
                 seen[c] = seat
-            masks.append(mask_of(hand))
+                ids.append(c)
+            masks.append(mask_of(ids))
         return masks
 
     def clone(self) -> Round:
         r = Round.__new__(Round)
-        r.players, r.cards, r.trump, r.dealer, r.context = self.players, self.cards, self.trump, self.dealer, self.context
+        r.players, r.cards, r.trump, r.dealer, r.context = (
+            self.players,
+            self.cards,
+            self.trump,
+            self.dealer,
+            self.context,
+        )
         r.masks = self.masks[:]
         r.bids = self.bids[:]
         r.tricks_won = self.tricks_won[:]
@@ -379,7 +390,13 @@ class Round:
     def from_view(cls, view: View, masks: list[int]) -> Round:
         """The round a view describes, with every seat's hand given as a mask (determinization)."""
         r = cls.__new__(cls)
-        r.players, r.cards, r.trump, r.dealer, r.context = view.players, view.cards, view.trump, view.dealer, view.context
+        r.players, r.cards, r.trump, r.dealer, r.context = (
+            view.players,
+            view.cards,
+            view.trump,
+            view.dealer,
+            view.context,
+        )
         r.masks = masks
         r.bids = list(view.bids)
         r.tricks_won = list(view.tricks_won)
@@ -392,8 +409,10 @@ class Round:
         r.bid_total = sum(b for b in view.bids if b is not None)
         r.win_seat = r.win_card = -1
         for s, c in view.trick:
-            if r.win_card < 0 or (c // 13 == r.win_card // 13 and c > r.win_card) or (
-                c // 13 == view.trump and r.win_card // 13 != view.trump
+            if (
+                r.win_card < 0
+                or (c // 13 == r.win_card // 13 and c > r.win_card)
+                or (c // 13 == view.trump and r.win_card // 13 != view.trump)
             ):
                 r.win_seat, r.win_card = s, c
         return r
@@ -454,14 +473,15 @@ class Game:
         if self.is_over:
             raise IllegalMove("the game is over; no action is legal")
         self.round.play(action)
-        self._advance()
+        self.advance()
 
     def apply(self, action: int) -> None:
         """Unchecked, like ``Round.apply``."""
         self.round.apply(action)
-        self._advance()
+        self.advance()
 
-    def _advance(self) -> None:
+    def advance(self) -> None:
+        """Score the current round and deal the next once it is over; nothing before that."""
         if self.round.to_play is not None:
             return
         for s, pts in enumerate(self.round.scores()):

@@ -9,7 +9,7 @@ draws one with the right probability. Bids do not weight the deals.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from math import comb
 
 import numpy as np
@@ -86,7 +86,7 @@ def _exact_masks(
         rec(0, n, ())
         return out
 
-    @lru_cache(maxsize=None)
+    @cache
     def ways(j: int, left: tuple[int, ...]) -> int:
         if j == len(constrained):
             return 1  # the rest is a plain shuffle whose count is the same for every partial deal
@@ -112,7 +112,7 @@ def _exact_masks(
         weights = [w for w in weighted if w]
         pick = int(rng.random() * sum(weights))
         acc = 0
-        for k, w in zip(options, weights):
+        for k, w in zip(options, weights):  # noqa: B007 (k is the pick, used after the loop)
             acc += w
             if pick < acc:
                 break

@@ -1,0 +1,238 @@
+"""Run configuration: one frozen struct per part, composed into ``RunConfig``.
+
+Loaded from TOML (``configs/*.toml``) and overridden with ``--set section.key=value``. Unknown keys
+and bad values are refused with the key's name and what would be valid. Derive with
+``msgspec.structs.replace``; never mutate.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "GameConfig",
+    "SearchConfig",
+    "NetworkConfig",
+    "ServerConfig",
+    "TrainConfig",
+    "ArenaConfig",
+    "RunConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "ConfigError",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+def _check(cond: bool, key: str, valid: str, value: object) -> None:
+    if not cond:
+        raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
+
+
+class GameConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What is played: independent rounds or full games on the standard schedule."""
+
+    mode: str = "rounds"  # "rounds" (independent rounds) or "games" (standard schedule)
+    players: list[int] = msgspec.field(default_factory=lambda: [4])  # sampled uniformly per round/game
+    cards: list[int] = msgspec.field(default_factory=lambda: [5])  # hand sizes sampled per round (mode rounds)
+    start_cards: int | None = None  # mode games: first round's hand size; None = min(7, 52 // players)
+
+    def __post_init__(self) -> None:
+        _check(self.mode in ("rounds", "games"), "game.mode", 'one of "rounds", "games"', self.mode)
+        _check(
+            bool(self.players) and all(3 <= p <= 8 for p in self.players),
+            "game.players",
+            "a list of 3..8",
+            self.players,
+        )
+        _check(
+            bool(self.cards) and all(c >= 1 for c in self.cards), "game.cards", "a list of hand sizes >= 1", self.cards
+        )
+        for p in self.players:
+            for c in self.cards if self.mode == "rounds" else [self.start_cards or 1]:
+                _check(c * p <= 52, "game.cards", f"cards * players <= 52 (cards {c} with {p} players)", self.cards)
+
+
+class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Determinized PUCT search."""
+
+    dets: int = 3  # determinizations (sampled deals of the hidden cards) per decision
+    sims: int = 30  # simulations per determinization
+    leaves: int = 4  # leaves in flight per tree (virtual loss)
+    c_puct: float = 1.5  # exploration constant
+    dirichlet_alpha: float = 0.5  # root noise concentration (self-play only)
+    dirichlet_eps: float = 0.25  # share of the root prior replaced by noise (self-play only)
+    temperature: float = 1.0  # self-play move choice: visits ** (1 / T); 0 picks the most visited
+
+    def __post_init__(self) -> None:
+        _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
+        _check(self.sims >= 1, "search.sims", "at least 1 simulation", self.sims)
+        _check(self.leaves >= 1, "search.leaves", "at least 1 leaf in flight", self.leaves)
+        _check(self.c_puct > 0, "search.c_puct", "a positive number", self.c_puct)
+        _check(self.dirichlet_alpha > 0, "search.dirichlet_alpha", "a positive number", self.dirichlet_alpha)
+        _check(0 <= self.dirichlet_eps <= 1, "search.dirichlet_eps", "a number in 0..1", self.dirichlet_eps)
+        _check(self.temperature >= 0, "search.temperature", "0 or more", self.temperature)
+
+
+class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which network preset (blobnet.net.PRESETS) and numeric type."""
+
+    preset: str = "small"
+    dtype: str = "float32"  # float32, bfloat16 or float16 for inference
+
+    def __post_init__(self) -> None:
+        from blobnet.net import PRESETS
+
+        _check(self.preset in PRESETS, "network.preset", f"one of {sorted(PRESETS)}", self.preset)
+        _check(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            "network.dtype",
+            "float32, bfloat16 or float16",
+            self.dtype,
+        )
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The in-process batcher."""
+
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    max_batch: int = 4096  # most rows in one forward pass
+    mode: str = "inline"  # where a CPU forward runs: "inline", "thread" or "process"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.device == "cpu" or self.device.startswith("cuda"), "server.device", '"cpu" or "cuda[:N]"', self.device
+        )
+        _check(self.max_batch >= 1, "server.max_batch", "at least 1", self.max_batch)
+        _check(self.mode in ("inline", "thread", "process"), "server.mode", "inline, thread or process", self.mode)
+
+
+class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Self-play iterations and the learner."""
+
+    iterations: int = 10
+    rounds_per_iteration: int = 1000  # self-play rounds each iteration
+    concurrency: int = 64  # games live at once in self-play
+    replay_size: int = 200_000  # examples kept in the replay buffer
+    batch_size: int = 512  # learner minibatch
+    steps_per_iteration: int = 200  # learner steps after each self-play phase
+    lr: float = 1e-3
+    lr_final: float = 1e-4  # cosine schedule from lr to lr_final over the run
+    weight_decay: float = 1e-4
+    value_weight: float = 1.0  # value loss weight against the policy cross-entropy
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "rounds_per_iteration", "concurrency", "replay_size", "batch_size"):
+            v = getattr(self, key)
+            _check(v >= 1, f"train.{key}", "at least 1", v)
+        _check(self.steps_per_iteration >= 0, "train.steps_per_iteration", "0 or more", self.steps_per_iteration)
+        _check(self.lr > 0, "train.lr", "a positive number", self.lr)
+        _check(0 < self.lr_final <= self.lr, "train.lr_final", "positive and at most train.lr", self.lr_final)
+        _check(self.weight_decay >= 0, "train.weight_decay", "0 or more", self.weight_decay)
+        _check(self.value_weight >= 0, "train.value_weight", "0 or more", self.value_weight)
+
+
+class ArenaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Evaluation after each iteration and the promotion gate."""
+
+    rounds: int = 400  # mirrored rounds per match
+    players: int = 4
+    cards: int = 5
+    gate_margin: float = 0.0  # a candidate must beat best by more than this (points per round)
+    gate_confidence: float = 0.95  # with this one-sided confidence
+    baselines: list[str] = msgspec.field(default_factory=lambda: ["heuristic", "random"])
+    final_rounds: int = 2000  # rounds of the closing match against the baselines
+    concurrency: int = 128  # tables played at once
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 2, "arena.rounds", "at least 2", self.rounds)
+        _check(3 <= self.players <= 8, "arena.players", "3..8", self.players)
+        _check(1 <= self.cards and self.cards * self.players <= 52, "arena.cards", "cards * players <= 52", self.cards)
+        _check(0.5 <= self.gate_confidence < 1, "arena.gate_confidence", "in 0.5..1", self.gate_confidence)
+        _check(self.final_rounds >= 0, "arena.final_rounds", "0 or more", self.final_rounds)
+        _check(self.concurrency >= 1, "arena.concurrency", "at least 1", self.concurrency)
+
+
+class RunConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    game: GameConfig = msgspec.field(default_factory=GameConfig)
+    search: SearchConfig = msgspec.field(default_factory=SearchConfig)
+    network: NetworkConfig = msgspec.field(default_factory=NetworkConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    train: TrainConfig = msgspec.field(default_factory=TrainConfig)
+    arena: ArenaConfig = msgspec.field(default_factory=ArenaConfig)
+
+
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "game": GameConfig,
+    "search": SearchConfig,
+    "network": NetworkConfig,
+    "server": ServerConfig,
+    "train": TrainConfig,
+    "arena": ArenaConfig,
+}
+
+
+def config_from_dict(data: dict[str, Any], source: str) -> RunConfig:
+    """Validate a config dict; errors name the key as ``section.key`` and what would be valid."""
+    try:
+        return msgspec.convert(data, RunConfig)
+    except msgspec.ValidationError as e:
+        text = str(e)
+        m = re.match(r"Object contains unknown field `(\w+)`(?: - at `\$\.(\w+)`)?", text)
+        if m:
+            section, key = m.group(2), m.group(1)
+            if section is None:
+                raise ConfigError(f"{source}: unknown section [{key}]; sections: {', '.join(_SECTIONS)}") from None
+            valid = ", ".join(_SECTIONS[section].__struct_fields__)
+            raise ConfigError(f"{source}: unknown key {section}.{key}; keys of [{section}]: {valid}") from None
+        m = re.match(r"(.*) - at `\$\.([\w.\[\]]+)`", text)
+        if m:
+            what, where = m.group(1), m.group(2)
+            # our own checks already name the key; msgspec's type errors name it in `where`
+            raise ConfigError(f"{source}: {what if ' is not valid: ' in what else f'{where}: {what}'}") from None
+        raise ConfigError(f"{source}: {text}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["search.sims=50", "game.players=[4,5]"]`` onto a config dict; values are TOML values."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set {item!r}: write section.key=value, e.g. search.sims=50")
+        if section not in RunConfig.__struct_fields__:
+            raise ConfigError(
+                f"--set {item!r}: unknown section {section!r}; sections: {', '.join(RunConfig.__struct_fields__)}"
+            )
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()  # a bare word such as cuda or games
+        data.setdefault(section, {})[name] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:  # type: ignore[assignment]
+    """Read a TOML file (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return config_from_dict(apply_overrides(data, list(overrides)), source)

@@ -1,0 +1,190 @@
+"""The network's input: one float32 row of ``WIDTH`` per position, seen by the acting seat.
+
+Seats are relative to the acting seat (0 = itself, 1 = next to play after it, ...) and padded to
+8. The layout, field by field, is in docs/ENCODING.md; ``FIELDS`` below is its source of truth.
+The hot path (``encode_round``, called at every leaf of the search) gathers the indices of the
+ones and the scalar entries into lists and writes each list with a single numpy call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blobnet.cards import MAX_BID, MAX_PLAYERS, MIN_PLAYERS, N_CARDS
+from blobnet.rules import Round, View
+
+__all__ = ["FIELDS", "WIDTH", "OFFSETS", "encode", "encode_round", "value_scale"]
+
+P = MAX_PLAYERS
+# (name, width): the order is the row's order.
+FIELDS: tuple[tuple[str, int], ...] = (
+    ("hand", N_CARDS),  # own cards, one-hot by card id
+    ("trump", 5),  # S H C D none
+    ("players", MAX_PLAYERS - MIN_PLAYERS + 1),  # one-hot 3..8
+    ("cards", 1),  # cards dealt to each seat this round / 17
+    ("phase", 2),  # bid, play
+    ("dealer", P),  # dealer's relative seat
+    ("has_bid", P),  # 1 when that seat has bid
+    ("bid", P),  # bid / cards
+    ("won", P),  # tricks won / cards
+    ("need", P),  # (bid - won) / cards: tricks still to take, negative once over the bid
+    ("held", P),  # cards still in hand / cards
+    ("bid_total", 1),  # sum of bids so far / cards
+    ("played_by", P * N_CARDS),  # for each relative seat, the cards it has played this round
+    ("in_trick", N_CARDS),  # cards in the current trick
+    ("leader", P),  # relative seat that led the current trick
+    ("winning", P),  # relative seat holding the current trick so far
+    ("led_suit", 4),  # suit led in the current trick
+    ("voids", P * 4),  # suits each seat is known to lack
+    ("in_game", 1),  # 1 inside a full game, 0 for an independent round
+    ("totals", P),  # game totals before this round, relative to the acting seat's, / 100
+    ("rounds_left", 1),  # rounds after this one / len(schedule)
+    ("cards_left", 1),  # cards still to be dealt in later rounds / (17 * len(schedule))
+)
+OFFSETS: dict[str, int] = {}
+_o = 0
+for _name, _w in FIELDS:
+    OFFSETS[_name] = _o
+    _o += _w
+WIDTH = _o
+del _o, _name, _w
+
+_HAND = OFFSETS["hand"]
+_TRUMP = OFFSETS["trump"]
+_PLAYERS = OFFSETS["players"]
+_CARDS = OFFSETS["cards"]
+_PHASE = OFFSETS["phase"]
+_DEALER = OFFSETS["dealer"]
+_HAS_BID = OFFSETS["has_bid"]
+_BID = OFFSETS["bid"]
+_WON = OFFSETS["won"]
+_NEED = OFFSETS["need"]
+_HELD = OFFSETS["held"]
+_BID_TOTAL = OFFSETS["bid_total"]
+_PLAYED_BY = OFFSETS["played_by"]
+_IN_TRICK = OFFSETS["in_trick"]
+_LEADER = OFFSETS["leader"]
+_WINNING = OFFSETS["winning"]
+_LED = OFFSETS["led_suit"]
+_VOIDS = OFFSETS["voids"]
+_IN_GAME = OFFSETS["in_game"]
+_TOTALS = OFFSETS["totals"]
+_ROUNDS_LEFT = OFFSETS["rounds_left"]
+_CARDS_LEFT = OFFSETS["cards_left"]
+
+
+def value_scale(cards: int) -> float:
+    """Round scores are divided by this for the value head: the most a seat can score, 10 + cards."""
+    return 10.0 + cards
+
+
+def encode_round(r: Round, row: np.ndarray) -> None:
+    """Write the position of ``r`` seen by the seat to play into ``row`` (float32, ``WIDTH``).
+
+    Reads only what that seat knows: its own hand and the public state."""
+    seat: int = r.to_play  # type: ignore[assignment]
+    _encode(
+        row, seat, r.players, r.cards, r.trump, r.dealer, r.masks[seat], r.bids, r.tricks_won,
+        r.trick, r.played, r.void_masks, r.n_bids < r.players, r.win_seat, r.context,
+    )  # fmt: skip
+
+
+def encode(view: View, row: np.ndarray) -> None:
+    """Write ``view`` into ``row``: the same numbers ``encode_round`` gives for that position."""
+    hand = 0
+    for c in view.hand:
+        hand |= 1 << c
+    win_seat = -1
+    win_card = -1
+    for s, c in view.trick:
+        if (
+            win_card < 0
+            or (c // 13 == win_card // 13 and c > win_card)
+            or (c // 13 == view.trump and win_card // 13 != view.trump)
+        ):
+            win_seat, win_card = s, c
+    _encode(
+        row, view.seat, view.players, view.cards, view.trump, view.dealer, hand, view.bids, view.tricks_won,
+        view.trick, view.played, [sum(1 << x for x in v) for v in view.voids], view.phase == "bid", win_seat,
+        view.context,
+    )  # fmt: skip
+
+
+class _Seats:
+    """Index tables for one (players, acting seat) pair, so the hot path does no seat arithmetic.
+    Every list is in absolute seat order; each entry is where that seat's field lands."""
+
+    __slots__ = ("played", "won_held", "bid_need", "has_bid", "bid", "need", "voids", "dealer", "rel", "totals")
+
+    def __init__(self, n: int, seat: int) -> None:
+        rel = [(s - seat) % n for s in range(n)]
+        self.rel = rel
+        self.played = [_PLAYED_BY + r * N_CARDS for r in rel]
+        self.won_held = [_WON + r for r in rel] + [_HELD + r for r in rel]
+        self.bid = [_BID + r for r in rel]
+        self.need = [_NEED + r for r in rel]
+        self.bid_need = self.bid + self.need
+        self.has_bid = [_HAS_BID + r for r in rel]
+        self.voids = [_VOIDS + r * 4 for r in rel]
+        self.dealer = [_DEALER + r for r in rel]
+        self.totals = [_TOTALS + r for r in rel]
+
+
+_SEATS = {(n, s): _Seats(n, s) for n in range(MIN_PLAYERS, MAX_PLAYERS + 1) for s in range(n)}
+
+
+def _encode(row, seat, n, cards, trump, dealer, hand, bids, won, trick, played, void_masks, bidding, win_seat, context):  # type: ignore[no-untyped-def]  # the hot path: positional and untyped on purpose
+    t = _SEATS[n, seat]
+    row.fill(0.0)
+    base = t.played
+    ones = [base[s] + c for s, c in played]
+    ones += (_TRUMP + (4 if trump is None else trump), _PLAYERS + n - MIN_PLAYERS, _PHASE + (0 if bidding else 1),
+             t.dealer[dealer])  # fmt: skip
+    while hand:
+        low = hand & -hand
+        ones.append(_HAND + low.bit_length() - 1)
+        hand ^= low
+    inv = 1.0 / cards
+    left = (cards - len(played) // n) * inv  # cards held after the completed tricks
+    held = [left] * n
+    if trick:
+        for s, c in trick:
+            ones.append(_IN_TRICK + c)
+            held[s] -= inv
+        rel = t.rel
+        ones += (_LEADER + rel[trick[0][0]], _WINNING + rel[win_seat], _LED + trick[0][1] // 13)
+    idx = t.won_held + [_CARDS, _BID_TOTAL]
+    val = [w * inv for w in won] + held + [cards / MAX_BID, 0.0]
+    if bidding:
+        total = 0
+        for s in range(n):
+            b = bids[s]
+            if b is not None:
+                total += b
+                ones.append(t.has_bid[s])
+                idx += (t.bid[s], t.need[s])
+                val += (b * inv, (b - won[s]) * inv)
+    else:
+        total = sum(bids)
+        ones += t.has_bid
+        idx += t.bid_need
+        val += [b * inv for b in bids]
+        val += [(b - w) * inv for b, w in zip(bids, won)]
+    val[2 * n + 1] = total * inv
+    for s in range(n):
+        v = void_masks[s]
+        if v:
+            vb = t.voids[s]
+            ones += [vb + x for x in range(4) if v >> x & 1]
+    if context is not None:
+        ones.append(_IN_GAME)
+        totals = context.totals
+        mine = totals[seat]
+        idx += t.totals
+        val += [(x - mine) / 100.0 for x in totals]
+        sched = context.schedule
+        later = sched[context.round_index + 1 :]
+        idx += (_ROUNDS_LEFT, _CARDS_LEFT)
+        val += (len(later) / len(sched), sum(later) / (MAX_BID * len(sched)))
+    row[ones] = 1.0
+    row[idx] = val

@@ -1,0 +1,61 @@
+"""Configuration: TOML, overrides, and refusals that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blobnet.config import ConfigError, RunConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_load():
+    cpu = load_config(ROOT / "configs" / "default.toml")
+    gpu = load_config(ROOT / "configs" / "gpu.toml")
+    assert cpu.server.device == "cpu" and gpu.server.device == "cuda"
+    assert load_config(None) == RunConfig()
+
+
+def test_override_replaces_one_key_and_keeps_the_rest():
+    base = load_config(ROOT / "configs" / "default.toml")
+    cfg = load_config(ROOT / "configs" / "default.toml", ["search.sims=50", "game.players=[3, 5]", "server.device=cuda"])
+    assert cfg.search.sims == 50 and cfg.game.players == [3, 5] and cfg.server.device == "cuda"
+    assert cfg.search.dets == base.search.dets and cfg.train == base.train
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        (["search.sims=0"], "search.sims"),
+        (["search.dets=-1"], "search.dets"),
+        (["train.concurrency=0"], "train.concurrency"),
+        (["game.players=[9]"], "game.players"),
+        (["game.cards=[14]"], "game.cards"),
+        (["search.foo=1"], "search.foo"),
+        (["train.lr=fast"], "train.lr"),
+        (["nosuch.key=1"], "nosuch"),
+        (["network.preset=huge"], "network.preset"),
+        (["searchsims=3"], "section.key=value"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_key(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(ROOT / "configs" / "default.toml", override)
+
+
+def test_unknown_key_in_a_file_lists_the_valid_ones(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[search]\nsimulations = 10\n")
+    with pytest.raises(ConfigError, match=r"search\.simulations.*dets, sims"):
+        load_config(path)
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search\nsims = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

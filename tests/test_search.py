@@ -1,0 +1,212 @@
+"""The search against evaluators whose best answer is known, and against an exhaustive solver."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from blobnet.cards import BID0, N_ACTIONS, N_CARDS
+from blobnet.config import ConfigError, SearchConfig
+from blobnet.encode import OFFSETS
+from blobnet.rules import Round, View
+from blobnet.search import Search, SearchResult, choose_action
+from clients.selfplay import FreeEvaluator
+
+
+class PlayedCardEvaluator:
+    """Misleading priors, honest values: whichever seat has played ``card`` gets value 1, the rest
+    0. The prior puts most weight on the lowest legal action, so only a search that reads
+    the values finds ``card``."""
+
+    def __init__(self, card: int) -> None:
+        self.card = card
+        self.calls = 0
+
+    async def evaluate(self, features: np.ndarray, legal: list[int]) -> tuple[list[float], list[float]]:
+        self.calls += 1
+        priors = [0.0] * N_ACTIONS
+        for a in legal:
+            priors[a] = 0.4 / len(legal)
+        priors[legal[0]] += 0.6
+        values = [0.0] * 8
+        played = features[OFFSETS["played_by"] : OFFSETS["played_by"] + 8 * N_CARDS].reshape(8, N_CARDS)
+        owners = np.nonzero(played[:, self.card])[0]
+        if len(owners):
+            values[int(owners[0])] = 1.0
+        await asyncio.sleep(0)  # suspend, as a real batcher does
+        return priors, values
+
+
+def leader_round() -> Round:
+    r = Round.deal(players=4, cards=5, trump=None, dealer=3, seed=11)
+    for _ in range(4):  # everyone bids 1: legal for the dealer too (total 4 != 5)
+        r.play(BID0 + 1)
+    return r
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_search_finds_the_valuable_card_against_a_misleading_prior():
+    r = leader_round()
+    seat = r.to_play
+    target = r.hands[seat][-1]  # the prior points at the lowest card instead
+    ev = PlayedCardEvaluator(target)
+    result = run(Search(ev, SearchConfig(dets=2, sims=40)).run(r.view(seat), np.random.default_rng(0)))
+    assert choose_action(result, 0, np.random.default_rng(0)) == target
+    assert result.visits[result.actions.index(target)] > sum(result.visits) / 2
+
+
+def test_forced_decision_is_not_searched():
+    r = leader_round()
+    r.play(r.legal_actions()[0])
+    # seat to play now follows suit; give it a view with exactly one legal card
+    v = r.view(r.to_play)
+    forced = View(**{f: getattr(v, f) for f in View.__dataclass_fields__ if f != "hand"}, hand=(v.legal_actions()[0],))
+    ev = PlayedCardEvaluator(0)
+    result = run(Search(ev, SearchConfig()).run(forced, np.random.default_rng(0)))
+    assert ev.calls == 0 and result.actions == [v.legal_actions()[0]] and result.simulations == 0
+
+
+def test_first_batch_is_not_copies_of_the_root():
+    """Every leaf sent while the first simulations are in flight is a different position."""
+    seen: list[bytes] = []
+
+    class Recorder(FreeEvaluator):
+        async def evaluate(self, features, legal):  # type: ignore[no-untyped-def]
+            seen.append(features.tobytes())
+            await asyncio.sleep(0)
+            return await super().evaluate(features, legal)
+
+    r = leader_round()
+    run(Search(Recorder(), SearchConfig(dets=1, sims=8, leaves=4)).run(r.view(r.to_play), np.random.default_rng(1)))
+    root, first_wave = seen[0], seen[1:5]
+    assert root not in first_wave
+    assert len(set(first_wave)) == 4
+
+
+def test_visit_counts_sum_over_determinizations():
+    r = leader_round()
+    cfg = SearchConfig(dets=3, sims=20, leaves=2)
+    result = run(Search(FreeEvaluator(), cfg).run(r.view(r.to_play), np.random.default_rng(2)))
+    assert sum(result.visits) == cfg.dets * cfg.sims
+    assert result.simulations == cfg.dets * cfg.sims
+    assert abs(sum(result.policy()) - 1) < 1e-9
+
+
+def test_dirichlet_noise_changes_root_priors_only_when_asked():
+    r = leader_round()
+    view = r.view(r.to_play)
+    cfg = SearchConfig(dets=1, sims=30, leaves=1)
+    plain = [run(Search(FreeEvaluator(), cfg).run(view, np.random.default_rng(0))).visits for _ in range(2)]
+    noisy = [run(Search(FreeEvaluator(), cfg).run(view, np.random.default_rng(s), noise=True)).visits for s in range(3)]
+    assert plain[0] == plain[1]
+    assert len({tuple(v) for v in noisy}) > 1
+
+
+def test_temperature_zero_picks_most_visited_and_positive_temperature_samples():
+    res = SearchResult([1, 2, 3], [5, 30, 5], 0, 40)
+    assert choose_action(res, 0, np.random.default_rng(0)) == 2
+    picks = {choose_action(res, 1.0, np.random.default_rng(s)) for s in range(50)}
+    assert picks == {1, 2, 3}
+
+
+def test_search_settings_out_of_range_are_refused_by_name():
+    for kwargs, name in [({"sims": 0}, "search.sims"), ({"dets": 0}, "search.dets"), ({"leaves": 0}, "search.leaves")]:
+        with pytest.raises(ConfigError, match=name):
+            SearchConfig(**kwargs)
+
+
+def test_search_refuses_a_view_whose_seat_is_not_to_play():
+    r = leader_round()
+    with pytest.raises(ValueError, match="not to play"):
+        run(Search(FreeEvaluator(), SearchConfig()).run(r.view((r.to_play + 1) % 4), np.random.default_rng(0)))
+
+
+# -- endgames against an exhaustive solver --------------------------------------------------------
+
+
+def solve(r: Round) -> dict[int, float]:
+    """Every legal action's value for the seat to play when every seat, knowing all hands,
+    maximises its own round score; a seat indifferent between moves picks among them uniformly."""
+
+    @lru_cache(maxsize=None)
+    def value(key: tuple) -> tuple[float, ...]:  # type: ignore[type-arg]
+        return _values(states[key])
+
+    states: dict[tuple, Round] = {}  # type: ignore[type-arg]
+
+    def key_of(s: Round) -> tuple:  # type: ignore[type-arg]
+        k = (tuple(s.masks), tuple(s.tricks_won), tuple(s.trick), s.to_play)
+        states[k] = s
+        return k
+
+    def _values(s: Round) -> tuple[float, ...]:
+        if s.to_play is None:
+            return tuple(float(x) for x in s.scores())
+        seat = s.to_play
+        options = []
+        for a in s.legal():
+            t = s.clone()
+            t.apply(a)
+            options.append(value(key_of(t)))
+        best = max(o[seat] for o in options)
+        top = [o for o in options if o[seat] >= best - 1e-9]
+        return tuple(sum(o[i] for o in top) / len(top) for i in range(s.players))
+
+    out = {}
+    for a in r.legal():
+        t = r.clone()
+        t.apply(a)
+        out[a] = value(key_of(t))[r.to_play]
+    return out
+
+
+def endgame(rng: np.random.Generator) -> Round:
+    """A random position with 1 to 3 cards left in each hand, bids already made."""
+    players = int(rng.integers(3, 6))
+    left = int(rng.integers(1, 4))
+    cards = left + int(rng.integers(0, 3))
+    r = Round.deal(players=players, cards=cards, trump=[0, 1, 2, 3, None][int(rng.integers(5))],
+                   dealer=int(rng.integers(players)), rng=rng)  # fmt: skip
+    while r.phase == "bid":
+        legal = r.legal()
+        r.apply(legal[int(rng.integers(len(legal)))])
+    while r.masks[r.to_play].bit_count() > left or (r.trick and rng.random() < 0.5):
+        legal = r.legal()
+        r.apply(legal[int(rng.integers(len(legal)))])
+        if r.to_play is None:
+            break
+    return r
+
+
+def test_endgame_choices_match_an_exhaustive_solver():
+    rng = np.random.default_rng(2024)
+    agree = total = 0
+    cfg = SearchConfig(dets=1, sims=200, leaves=4)
+    while total < 60:
+        r = endgame(rng)
+        if r.to_play is None or len(r.legal()) < 2:
+            continue
+        values = solve(r)
+        best = max(values.values())
+        truth = r.clone()
+        search = Search(FreeEvaluator(), cfg, deal=lambda view, g, truth=truth: truth.clone())
+        result = run(search.run(r.view(r.to_play), np.random.default_rng(total)))
+        pick = choose_action(result, 0, rng)
+        agree += values[pick] >= best - 1e-9
+        total += 1
+    assert agree / total >= 0.95, f"search agreed with the solver on {agree}/{total} endgames"
+
+
+def test_solver_sees_a_forced_win():
+    # 3 players, 1 card each, no trump: seat 0 leads the ace and must make its bid of 1
+    hands = [[12], [0], [1]]
+    r = Round.deal(players=3, cards=1, trump=None, dealer=2, hands=hands)
+    for b in (1, 0, 1):
+        r.play(BID0 + b)
+    assert solve(r) == {12: 11.0}

@@ -1,0 +1,100 @@
+"""The self-play engine: examples, counters, full games, faults."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from blobnet.config import GameConfig, SearchConfig
+from blobnet.encode import OFFSETS, WIDTH
+from blobnet.replay import Examples
+from clients.selfplay import EngineError, FreeEvaluator, SelfPlayEngine
+
+FAST = SearchConfig(dets=2, sims=8, leaves=2)
+
+
+def play(rounds: int, *, concurrency: int = 4, game: GameConfig | None = None, evaluator=None, seed: int = 0):  # type: ignore[no-untyped-def]
+    parts: list[Examples] = []
+    engine = SelfPlayEngine(
+        evaluator or FreeEvaluator(),
+        search=FAST,
+        game=game or GameConfig(players=[4], cards=[3]),
+        concurrency=concurrency,
+        seed=seed,
+        sink=parts.append,
+    )
+    stats = asyncio.run(engine.run(rounds))
+    return stats, Examples.concat(parts)
+
+
+def test_engine_plays_the_rounds_asked_and_streams_well_formed_examples():
+    stats, ex = play(12)
+    assert stats.rounds == 12
+    assert len(ex) == stats.examples == stats.searched_decisions > 0
+    assert ex.features.shape == (len(ex), WIDTH) and ex.legal.shape == (len(ex), 70)
+    np.testing.assert_allclose(ex.policy.sum(axis=1), 1.0, rtol=1e-5)
+    assert not (ex.policy[~ex.legal] > 0).any()  # targets only on legal actions
+    assert (ex.legal.sum(axis=1) >= 2).all()  # forced moves are not searched, so not examples
+    assert stats.decisions == 12 * 4 * (3 + 1)  # 4 bids and 3 cards per seat
+
+
+def test_value_targets_are_the_round_scores_relative_to_the_acting_seat():
+    _, ex = play(6)
+    scale = 10 + 3
+    scores = ex.value[:, :4] * scale
+    # every score is 0 or 10 + bid (bid 0..3), and seats past the table are padding
+    assert set(np.round(scores).astype(int).ravel()) <= {0, 10, 11, 12, 13}
+    assert (ex.value[:, 4:] == 0).all()
+    own = ex.features[:, OFFSETS["has_bid"]]  # relative seat 0 is the acting seat
+    assert own.shape[0] == len(ex)
+
+
+def test_full_games_follow_the_schedule_and_carry_game_context():
+    stats, ex = play(20, concurrency=2, game=GameConfig(mode="games", players=[3], start_cards=3))
+    assert stats.rounds == 20 and stats.games >= 2
+    assert (ex.features[:, OFFSETS["in_game"]] == 1).all()
+
+
+def test_same_seed_same_examples():
+    _, a = play(6, concurrency=1, seed=3)
+    _, b = play(6, concurrency=1, seed=3)
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.policy, b.policy)
+
+
+class Exploding(FreeEvaluator):
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.left = after
+
+    async def evaluate(self, features, legal):  # type: ignore[no-untyped-def]
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("the net fell over")
+        await asyncio.sleep(0)
+        return await super().evaluate(features, legal)
+
+
+def test_a_failing_game_stops_the_engine_with_its_seed_and_keeps_finished_examples():
+    parts: list[Examples] = []
+    engine = SelfPlayEngine(
+        Exploding(after=400), search=FAST, game=GameConfig(players=[4], cards=[3]), concurrency=3, seed=9,
+        sink=parts.append,
+    )  # fmt: skip
+    with pytest.raises(EngineError, match=r"seed \[9, \d+\].*the net fell over"):
+        asyncio.run(engine.run(1000))
+    assert engine.stats.rounds >= 1 and sum(len(p) for p in parts) == engine.stats.examples
+
+
+@pytest.mark.parametrize("kwargs", [{"concurrency": 0}])
+def test_engine_settings_out_of_range_are_refused(kwargs):
+    with pytest.raises(ValueError, match="concurrency"):
+        SelfPlayEngine(FreeEvaluator(), search=FAST, game=GameConfig(), **kwargs)
+
+
+def test_rounds_below_one_is_refused():
+    engine = SelfPlayEngine(FreeEvaluator(), search=FAST, game=GameConfig(), concurrency=1)
+    with pytest.raises(ValueError, match="rounds"):
+        asyncio.run(engine.run(0))
