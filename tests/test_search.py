@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -134,7 +134,7 @@ def solve(r: Round) -> dict[int, float]:
     """Every legal action's value for the seat to play when every seat, knowing all hands,
     maximises its own round score; a seat indifferent between moves picks among them uniformly."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def value(key: tuple) -> tuple[float, ...]:  # type: ignore[type-arg]
         return _values(states[key])
 
