@@ -13,7 +13,7 @@ import numpy as np
 from blobnet.cards import MAX_BID, MAX_PLAYERS, MIN_PLAYERS, N_CARDS
 from blobnet.rules import Round, View
 
-__all__ = ["FIELDS", "WIDTH", "OFFSETS", "encode", "encode_round", "value_scale"]
+__all__ = ["FIELDS", "WIDTH", "OFFSETS", "encode", "encode_round", "encode_rounds", "value_scale"]
 
 P = MAX_PLAYERS
 # (name, width): the order is the row's order.
@@ -82,11 +82,22 @@ def encode_round(r: Round, row: np.ndarray) -> None:
     """Write the position of ``r`` seen by the seat to play into ``row`` (float32, ``WIDTH``).
 
     Reads only what that seat knows: its own hand and the public state."""
-    seat: int = r.to_play  # type: ignore[assignment]
-    _encode(
-        row, seat, r.players, r.cards, r.trump, r.dealer, r.masks[seat], r.bids, r.tricks_won,
-        r.trick, r.played, r.void_masks, r.n_bids < r.players, r.win_seat, r.context,
-    )  # fmt: skip
+    encode_rounds([r], row.reshape(1, WIDTH))
+
+
+def encode_rounds(rounds: list[Round], out: np.ndarray) -> None:
+    """``encode_round`` for many positions into the rows of ``out`` (float32, (>= k, WIDTH)),
+    with one numpy write for all of them: the search's hot path."""
+    ones: list[int] = []
+    idx: list[int] = []
+    val: list[float] = []
+    for k, r in enumerate(rounds):
+        seat: int = r.to_play  # type: ignore[assignment]
+        _collect(
+            ones, idx, val, k * WIDTH, seat, r.players, r.cards, r.trump, r.dealer, r.masks[seat], r.bids,
+            r.tricks_won, r.trick, r.played, r.void_masks, r.n_bids < r.players, r.win_seat, r.context,
+        )  # fmt: skip
+    _write(out, len(rounds), ones, idx, val)
 
 
 def encode(view: View, row: np.ndarray) -> None:
@@ -103,11 +114,24 @@ def encode(view: View, row: np.ndarray) -> None:
             or (c // 13 == view.trump and win_card // 13 != view.trump)
         ):
             win_seat, win_card = s, c
-    _encode(
-        row, view.seat, view.players, view.cards, view.trump, view.dealer, hand, view.bids, view.tricks_won,
-        view.trick, view.played, [sum(1 << x for x in v) for v in view.voids], view.phase == "bid", win_seat,
-        view.context,
+    ones: list[int] = []
+    idx: list[int] = []
+    val: list[float] = []
+    _collect(
+        ones, idx, val, 0, view.seat, view.players, view.cards, view.trump, view.dealer, hand, view.bids,
+        view.tricks_won, view.trick, view.played, [sum(1 << x for x in v) for v in view.voids], view.phase == "bid",
+        win_seat, view.context,
     )  # fmt: skip
+    _write(row.reshape(1, WIDTH), 1, ones, idx, val)
+
+
+def _write(out: np.ndarray, k: int, ones: list[int], idx: list[int], val: list[float]) -> None:
+    if not out.flags.c_contiguous or out.shape[1] != WIDTH:
+        raise ValueError(f"encode needs C-contiguous rows of width {WIDTH}, got shape {out.shape}")
+    out[:k] = 0.0
+    flat = out.reshape(-1)
+    flat[ones] = 1.0
+    flat[idx] = val
 
 
 class _Seats:
@@ -133,58 +157,66 @@ class _Seats:
 _SEATS = {(n, s): _Seats(n, s) for n in range(MIN_PLAYERS, MAX_PLAYERS + 1) for s in range(n)}
 
 
-def _encode(row, seat, n, cards, trump, dealer, hand, bids, won, trick, played, void_masks, bidding, win_seat, context):  # type: ignore[no-untyped-def]  # the hot path: positional and untyped on purpose
+def _collect(
+    ones, idx, val, base, seat, n, cards, trump, dealer, hand, bids, won, trick, played, void_masks, bidding,
+    win_seat, context,
+):  # type: ignore[no-untyped-def]  # the hot path: positional and untyped on purpose
+    """Append one position's entries, offset by ``base`` (its row's first flat index): the flat
+    indices holding 1 to ``ones``, the other non-zero entries to ``idx`` and their values to ``val``."""
     t = _SEATS[n, seat]
-    row.fill(0.0)
-    base = t.played
-    ones = [base[s] + c for s, c in played]
-    ones += (_TRUMP + (4 if trump is None else trump), _PLAYERS + n - MIN_PLAYERS, _PHASE + (0 if bidding else 1),
-             t.dealer[dealer])  # fmt: skip
+    b = base
+    bp = t.played
+    ones += [b + bp[s] + c for s, c in played]
+    ones += (b + _TRUMP + (4 if trump is None else trump), b + _PLAYERS + n - MIN_PLAYERS,
+             b + _PHASE + (0 if bidding else 1), b + t.dealer[dealer])  # fmt: skip
+    h = b + _HAND
     while hand:
         low = hand & -hand
-        ones.append(_HAND + low.bit_length() - 1)
+        ones.append(h + low.bit_length() - 1)
         hand ^= low
     inv = 1.0 / cards
     left = (cards - len(played) // n) * inv  # cards held after the completed tricks
     held = [left] * n
     if trick:
         for s, c in trick:
-            ones.append(_IN_TRICK + c)
+            ones.append(b + _IN_TRICK + c)
             held[s] -= inv
         rel = t.rel
-        ones += (_LEADER + rel[trick[0][0]], _WINNING + rel[win_seat], _LED + trick[0][1] // 13)
-    idx = t.won_held + [_CARDS, _BID_TOTAL]
-    val = [w * inv for w in won] + held + [cards / MAX_BID, 0.0]
+        ones += (b + _LEADER + rel[trick[0][0]], b + _WINNING + rel[win_seat], b + _LED + trick[0][1] // 13)
+    idx += [b + x for x in t.won_held]
+    idx += (b + _CARDS, b + _BID_TOTAL)
+    val += [w * inv for w in won]
+    val += held
     if bidding:
         total = 0
+        bid_val: list[float] = []
         for s in range(n):
-            b = bids[s]
-            if b is not None:
-                total += b
-                ones.append(t.has_bid[s])
-                idx += (t.bid[s], t.need[s])
-                val += (b * inv, (b - won[s]) * inv)
+            bid = bids[s]
+            if bid is not None:
+                total += bid
+                ones.append(b + t.has_bid[s])
+                idx += (b + t.bid[s], b + t.need[s])
+                bid_val += (bid * inv, (bid - won[s]) * inv)
+        val += (cards / MAX_BID, total * inv)
+        val += bid_val
     else:
-        total = sum(bids)
-        ones += t.has_bid
-        idx += t.bid_need
-        val += [b * inv for b in bids]
-        val += [(b - w) * inv for b, w in zip(bids, won)]
-    val[2 * n + 1] = total * inv
+        ones += [b + x for x in t.has_bid]
+        idx += [b + x for x in t.bid_need]
+        val += (cards / MAX_BID, sum(bids) * inv)
+        val += [bid * inv for bid in bids]
+        val += [(bid - w) * inv for bid, w in zip(bids, won)]
     for s in range(n):
         v = void_masks[s]
         if v:
-            vb = t.voids[s]
+            vb = b + t.voids[s]
             ones += [vb + x for x in range(4) if v >> x & 1]
     if context is not None:
-        ones.append(_IN_GAME)
+        ones.append(b + _IN_GAME)
         totals = context.totals
         mine = totals[seat]
-        idx += t.totals
+        idx += [b + x for x in t.totals]
         val += [(x - mine) / 100.0 for x in totals]
         sched = context.schedule
         later = sched[context.round_index + 1 :]
-        idx += (_ROUNDS_LEFT, _CARDS_LEFT)
+        idx += (b + _ROUNDS_LEFT, b + _CARDS_LEFT)
         val += (len(later) / len(sched), sum(later) / (MAX_BID * len(sched)))
-    row[ones] = 1.0
-    row[idx] = val

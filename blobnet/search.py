@@ -1,31 +1,35 @@
 """Determinized PUCT search with network priors and values for every seat.
 
-One decision: the acting seat's view is dealt out ``dets`` times (``determinize``); each deal gets
-its own tree, all trees run concurrently, and inside a tree ``leaves`` simulations descend at once
-under virtual loss. The policy target is the root visit counts summed over the trees.
+One decision: the acting seat's view is dealt out ``dets`` times (``determinize``) and each deal
+gets its own tree. The search runs in waves: in every tree, up to ``leaves`` simulations descend
+one after another under virtual loss, so each takes a different path; the new leaves of all the
+trees go to the evaluator in one request, and their values are backed up when it answers. One
+await per wave instead of one per leaf keeps the Python per simulation small, and a decision's
+leaves arrive at the batcher together.
 
-Values are per seat, in absolute seat order, normalised round scores (``blobnet.encode.value_scale``).
-Each edge keeps the value of the seat that chose it, so every node backs up the value of the seat
-that moved into it. Virtual loss is one visit counted on the way down with its value (0, the worst
-a seat can score) added only on the way back, so nothing needs undoing.
+Values are per seat, normalised round scores (``blobnet.encode.value_scale``). Each edge keeps
+the value of the seat that chose it, so every node backs up the value of the seat that moved into
+it. Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score)
+is replaced on the way back; a descent that runs into a leaf already waiting in this wave is
+undone and its tree sits the rest of the wave out.
 
-The search knows the evaluator protocol alone (``await evaluate(features, legal)``), never torch
-or a server; the root is expanded before the leaves are sent, so the first batch is never copies
-of the root, and a decision with one legal action is not searched.
+The root is expanded before any leaf is sent (its features depend on the view alone, so one
+evaluation serves every tree), so no wave is copies of the root; inside a tree, forced moves are
+walked without asking the network; a decision with one legal action is not searched.
+The search knows the evaluator protocol alone, never torch or a server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from blobnet.config import SearchConfig
-from blobnet.encode import WIDTH, encode, encode_round, value_scale
+from blobnet.encode import WIDTH, encode, encode_rounds, value_scale
 from blobnet.rules import Round, View
 from blobnet.views import determinize
 
@@ -33,18 +37,27 @@ __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
 
 
 class Evaluator(Protocol):
-    """Priors over the 70 actions (softmax over ``legal``) and 8 relative seat values."""
+    """What the search asks of a network, local or remote."""
 
-    async def evaluate(self, features: np.ndarray, legal: list[int]) -> tuple[list[float], list[float]]: ...
+    async def evaluate_many(
+        self, features: np.ndarray, legal: Sequence[Sequence[int]]
+    ) -> tuple[list[float], list[list[float]]]:
+        """features: (k, WIDTH) float32, copied before the first await (the caller reuses it);
+        legal: k lists of legal action ids. Returns (priors, values): priors, the softmax of the
+        policy over each row's legal ids, flat in row order (``sum(len(l) for l in legal)``
+        floats); values, k lists of 8 floats, every relative seat's expected normalised score."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 Determinize = Callable[[View, np.random.Generator], Round]
 
 
 class Node:
-    """A position in one tree. Edge statistics live in the parent, one slot per legal action."""
+    """A position in one tree. Edge statistics live in the node, one slot per legal action."""
 
-    __slots__ = ("state", "to_play", "actions", "priors", "children", "n", "w", "visits", "fpu", "values", "waiters")
+    __slots__ = ("state", "to_play", "actions", "priors", "children", "n", "w", "visits", "fpu", "values", "pending")
 
     def __init__(self, state: Round) -> None:
         self.state = state
@@ -57,7 +70,7 @@ class Node:
         self.visits = 0
         self.fpu = 0.0  # value assumed for an unvisited edge: the network's estimate of this node
         self.values: list[float] | None = None  # terminal: every seat's normalised score
-        self.waiters: asyncio.Future[list[float]] | None = None  # set while the net is asked
+        self.pending = False  # waiting for the network in the current wave
 
     def expand(self, actions: list[int], priors: list[float], fpu: float) -> None:
         k = len(actions)
@@ -93,22 +106,24 @@ def choose_action(result: SearchResult, temperature: float, rng: np.random.Gener
     return result.actions[int(rng.choice(len(weights), p=weights / weights.sum()))]
 
 
-class Search:
-    """PUCT over ``config.dets`` determinizations. ``evaluator`` and ``determinize`` are passed in
-    (the OpenSpiel MCTSBot style), so tests can hand in fakes with known answers."""
+def terminal_values(state: Round) -> list[float]:
+    scale = value_scale(state.cards)
+    return [s / scale for s in state.scores()]
 
-    def __init__(
-        self,
-        evaluator: Evaluator,
-        config: SearchConfig,
-        *,
-        deal: Determinize = determinize,
-    ) -> None:
+
+class Search:
+    """PUCT over ``config.dets`` determinizations. ``evaluator`` and ``deal`` are passed in (the
+    OpenSpiel MCTSBot style), so tests can hand in fakes with known answers. ``collisions``
+    counts descents undone because they met a leaf already waiting in their wave."""
+
+    def __init__(self, evaluator: Evaluator, config: SearchConfig, *, deal: Determinize = determinize) -> None:
         self.evaluator = evaluator
         self.config = config
         self.deal = deal
         self.evaluations = 0
         self.simulations = 0
+        self.collisions = 0
+        self._rows = np.zeros((config.dets * config.leaves, WIDTH), dtype=np.float32)
 
     async def run(self, view: View, rng: np.random.Generator, *, noise: bool = False) -> SearchResult:
         """Search the acting seat's decision. ``rng`` (the caller's) draws deals and noise."""
@@ -119,40 +134,70 @@ class Search:
             return SearchResult(legal, [1], 0, 0)
         cfg = self.config
         evals0, sims0 = self.evaluations, self.simulations
-        # The root's features depend on the view alone, so one evaluation serves every tree.
-        row = np.empty(WIDTH, dtype=np.float32)
-        encode(view, row)
-        priors, rel_values = await self.evaluator.evaluate(row, legal)
+        row = np.empty((1, WIDTH), dtype=np.float32)
+        encode(view, row[0])
+        priors, values = await self.evaluator.evaluate_many(row, [legal])
         self.evaluations += 1
-        root_priors = [priors[a] for a in legal]
         if noise:
             eta = rng.dirichlet([cfg.dirichlet_alpha] * len(legal))
             eps = cfg.dirichlet_eps
-            root_priors = [(1 - eps) * p + eps * float(e) for p, e in zip(root_priors, eta)]
-        fpu = rel_values[0]
+            priors = [(1 - eps) * p + eps * float(e) for p, e in zip(priors, eta)]
         roots = []
         for _ in range(cfg.dets):
             root = Node(self.deal(view, rng))
-            root.expand(legal, root_priors, fpu)
+            root.expand(legal, priors, values[0][0])
             roots.append(root)
-        leaves = min(cfg.leaves, cfg.sims)
-        try:
-            async with asyncio.TaskGroup() as tg:  # one failure cancels the other workers
-                for root in roots:
-                    for k in range(leaves):
-                        tg.create_task(self._worker(root, cfg.sims, leaves, k))
-        except BaseExceptionGroup as group:
-            raise _first(group) from None
+        left = [cfg.sims] * cfg.dets
+        while any(left):
+            await self._wave(roots, left)
         visits = [sum(col) for col in zip(*(root.n for root in roots))]
-        return SearchResult(legal, visits, self.evaluations - evals0, self.simulations - sims0, row)
+        return SearchResult(legal, visits, self.evaluations - evals0, self.simulations - sims0, row[0])
 
-    async def _worker(self, root: Node, sims: int, leaves: int, k: int) -> None:
-        # worker k of `leaves` runs its share of the tree's simulations
-        for _ in range(k, sims, leaves):
-            await self._simulate(root)
-
-    async def _simulate(self, root: Node) -> None:
+    async def _wave(self, roots: list[Node], left: list[int]) -> None:
+        """Up to ``leaves`` descents per tree, one evaluator request for all the new leaves."""
         c = self.config.c_puct
+        leaves: list[tuple[Node, list[tuple[Node, int]]]] = []
+        legals: list[list[int]] = []
+        rows = self._rows
+        for t, root in enumerate(roots):
+            for _ in range(min(self.config.leaves, left[t])):
+                path = self._descend(root, c)
+                if path is None:  # ran into this wave's own leaf: the tree is busy until it returns
+                    self.collisions += 1
+                    break
+                left[t] -= 1
+                node = path[-1][0].children[path[-1][1]]
+                assert node is not None
+                if node.values is not None:
+                    self._backup(path, node.values)
+                    continue
+                node.pending = True
+                leaves.append((node, path))
+                legals.append(node.actions)  # set by _descend; expanded when the values come
+        if not leaves:
+            return
+        encode_rounds([node.state for node, _ in leaves], rows)
+        priors, values = await self.evaluator.evaluate_many(rows[: len(leaves)], legals)
+        self.evaluations += len(leaves)
+        pos = 0
+        for (node, path), legal, rel in zip(leaves, legals, values):
+            k = len(legal)
+            node.expand(legal, priors[pos : pos + k], rel[0])
+            node.pending = False
+            pos += k
+            tp, n = node.to_play, node.state.players
+            self._backup(path, [rel[(s - tp) % n] for s in range(n)])  # type: ignore[operator]
+
+    def _backup(self, path: list[tuple[Node, int]], values: list[float]) -> None:
+        self.simulations += 1
+        for node, i in path:
+            node.w[i] += values[node.to_play]  # type: ignore[index]
+
+    @staticmethod
+    def _descend(root: Node, c: float) -> list[tuple[Node, int]] | None:
+        """Select edges by PUCT from the root to a new leaf, counting a virtual visit on each.
+        Returns the path whose last edge leads to the leaf (a new node, expanded already when it
+        is a forced move or terminal), or None (visits undone) when the path meets a pending leaf."""
         node = root
         path: list[tuple[Node, int]] = []
         while True:
@@ -166,7 +211,7 @@ class Search:
                 s = (w[i] / ni if ni else fpu) + scale * p[i] / (1 + ni)
                 if s > best_score:
                     best, best_score = i, s
-            n[best] += 1  # virtual loss: the visit counts now, its value arrives on the way back
+            n[best] += 1
             node.visits += 1
             path.append((node, best))
             child = node.children[best]
@@ -174,60 +219,19 @@ class Search:
                 state = node.state.clone()
                 state.apply(node.actions[best])
                 child = node.children[best] = Node(state)
-                values = await self._expand(child)
-                if values is None:  # a forced move: no evaluation, keep descending
-                    node = child
-                    continue
-                break
-            if child.values is not None:
-                values = child.values
-                break
-            if child.waiters is not None:  # another simulation is asking the net about this node
-                await child.waiters
+                if state.to_play is None:
+                    child.values = terminal_values(state)
+                    return path
+                legal = state.legal()
+                if len(legal) > 1:
+                    child.actions = legal
+                    return path
+                child.expand(legal, [1.0], 0.0)  # a forced move: walk on without the network
+            elif child.values is not None:
+                return path
+            elif child.pending:
+                for nd, i in path:
+                    nd.n[i] -= 1
+                    nd.visits -= 1
+                return None
             node = child
-        self.simulations += 1
-        for node, i in path:
-            node.w[i] += values[node.to_play]  # type: ignore[index]
-
-    async def _expand(self, node: Node) -> list[float] | None:
-        """Terminal: the seats' scores. One legal action: expanded without the net (None).
-        Otherwise ask the net, expand, and return every seat's value (absolute seats)."""
-        state = node.state
-        if state.to_play is None:
-            scale = value_scale(state.cards)
-            node.values = [s / scale for s in state.scores()]
-            return node.values
-        legal = state.legal()
-        if len(legal) == 1:
-            node.expand(legal, [1.0], 0.0)
-            return None
-        waiters = node.waiters = asyncio.get_running_loop().create_future()
-        row = self._row
-        encode_round(state, row)
-        try:
-            priors, rel = await self.evaluator.evaluate(row, legal)
-        except Exception as e:
-            waiters.set_exception(e)
-            waiters.exception()  # marked as seen: the error itself travels up this simulation
-            raise
-        except BaseException:
-            waiters.cancel()
-            raise
-        self.evaluations += 1
-        tp = node.to_play
-        n = state.players
-        node.expand(legal, [priors[a] for a in legal], rel[0])
-        values = [rel[(s - tp) % n] for s in range(n)]  # type: ignore[operator]
-        node.waiters = None
-        waiters.set_result(values)
-        return values
-
-    # One scratch row serves every leaf: the evaluator copies it before its first await.
-    _row = np.empty(WIDTH, dtype=np.float32)
-
-
-def _first(error: BaseException) -> BaseException:
-    """The first real error inside (nested) exception groups: what the caller should see."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error

@@ -13,7 +13,7 @@ import asyncio
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -68,12 +68,13 @@ class FreeEvaluator:
     def __init__(self, value: float = 0.5) -> None:
         self.values = [value] * 8
 
-    async def evaluate(self, features: np.ndarray, legal: list[int]) -> tuple[list[float], list[float]]:
-        priors = [0.0] * N_ACTIONS
-        p = 1.0 / len(legal)
-        for a in legal:
-            priors[a] = p
-        return priors, self.values
+    async def evaluate_many(
+        self, features: np.ndarray, legal: Sequence[Sequence[int]]
+    ) -> tuple[list[float], list[list[float]]]:
+        priors: list[float] = []
+        for ids in legal:
+            priors += [1.0 / len(ids)] * len(ids)
+        return priors, [self.values] * len(legal)
 
     async def aclose(self) -> None:
         return None

@@ -25,17 +25,20 @@ class PlayedCardEvaluator:
         self.card = card
         self.calls = 0
 
-    async def evaluate(self, features: np.ndarray, legal: list[int]) -> tuple[list[float], list[float]]:
-        self.calls += 1
-        priors = [0.0] * N_ACTIONS
-        for a in legal:
-            priors[a] = 0.4 / len(legal)
-        priors[legal[0]] += 0.6
-        values = [0.0] * 8
-        played = features[OFFSETS["played_by"] : OFFSETS["played_by"] + 8 * N_CARDS].reshape(8, N_CARDS)
-        owners = np.nonzero(played[:, self.card])[0]
-        if len(owners):
-            values[int(owners[0])] = 1.0
+    async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+        self.calls += len(legal)
+        priors: list[float] = []
+        values = []
+        played = features[:, OFFSETS["played_by"] : OFFSETS["played_by"] + 8 * N_CARDS].reshape(-1, 8, N_CARDS)
+        for row, ids in enumerate(legal):
+            p = [0.4 / len(ids)] * len(ids)
+            p[0] += 0.6
+            priors += p
+            v = [0.0] * 8
+            owners = np.nonzero(played[row, :, self.card])[0]
+            if len(owners):
+                v[int(owners[0])] = 1.0
+            values.append(v)
         await asyncio.sleep(0)  # suspend, as a real batcher does
         return priors, values
 
@@ -74,19 +77,19 @@ def test_forced_decision_is_not_searched():
 
 def test_first_batch_is_not_copies_of_the_root():
     """Every leaf sent while the first simulations are in flight is a different position."""
-    seen: list[bytes] = []
+    waves: list[list[bytes]] = []
 
     class Recorder(FreeEvaluator):
-        async def evaluate(self, features, legal):  # type: ignore[no-untyped-def]
-            seen.append(features.tobytes())
+        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            waves.append([row.tobytes() for row in features])
             await asyncio.sleep(0)
-            return await super().evaluate(features, legal)
+            return await super().evaluate_many(features, legal)
 
     r = leader_round()
     run(Search(Recorder(), SearchConfig(dets=1, sims=8, leaves=4)).run(r.view(r.to_play), np.random.default_rng(1)))
-    root, first_wave = seen[0], seen[1:5]
+    (root,), first_wave = waves[0], waves[1]
     assert root not in first_wave
-    assert len(set(first_wave)) == 4
+    assert len(first_wave) == 4 and len(set(first_wave)) == 4
 
 
 def test_visit_counts_sum_over_determinizations():

@@ -69,12 +69,12 @@ class Exploding(FreeEvaluator):
         super().__init__()
         self.left = after
 
-    async def evaluate(self, features, legal):  # type: ignore[no-untyped-def]
-        self.left -= 1
+    async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+        self.left -= len(legal)
         if self.left < 0:
             raise RuntimeError("the net fell over")
         await asyncio.sleep(0)
-        return await super().evaluate(features, legal)
+        return await super().evaluate_many(features, legal)
 
 
 def test_a_failing_game_stops_the_engine_with_its_seed_and_keeps_finished_examples():
