@@ -1,0 +1,178 @@
+"""Players: the protocol adapter, parsing player specs, and the network player on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from blobnet.arena import play_match
+from blobnet.bots import HeuristicBot, RandomBot
+from blobnet.cards import BID0
+from blobnet.checkpoint import save_checkpoint
+from blobnet.config import SearchConfig
+from blobnet.net import make_net
+from blobnet.player import NetworkPlayer, aclose_player, act_async, load_player, parse_player
+from blobnet.rules import Round, View
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, preset="tiny", model=make_net("tiny", seed=0).state_dict())
+    return path
+
+
+def views_to_decide() -> list[View]:
+    """Views of a few decisions: a bid, the dealer's hooked bid, a lead, a follow."""
+    r = Round.deal(players=4, cards=5, trump=1, dealer=3, seed=4)
+    out = [r.view(r.to_play)]  # type: ignore[arg-type]
+    for b in (1, 2, 1):
+        r.play(BID0 + b)
+    out.append(r.view(r.to_play))  # type: ignore[arg-type]  # the dealer: bid 1 is hooked
+    r.play(BID0 + 0)
+    out.append(r.view(r.to_play))  # type: ignore[arg-type]
+    r.play(r.legal()[0])
+    out.append(r.view(r.to_play))  # type: ignore[arg-type]
+    return out
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+
+def test_act_async_awaits_aact_when_there_is_one_else_calls_act() -> None:
+    class Both:
+        def act(self, view: View) -> int:
+            return -1
+
+        async def aact(self, view: View) -> int:
+            await asyncio.sleep(0)
+            return view.legal_actions()[-1]
+
+    v = views_to_decide()[0]
+    assert asyncio.run(act_async(Both(), v)) == v.legal_actions()[-1]
+    assert asyncio.run(act_async(RandomBot(seed=1), v)) in v.legal_actions()
+    asyncio.run(aclose_player(RandomBot()))  # a bot has nothing to close
+
+
+# -- parse_player --------------------------------------------------------------------------------
+
+
+def test_parse_player_knows_the_bots() -> None:
+    assert isinstance(parse_player("random", seed=1), RandomBot)
+    assert isinstance(parse_player(" Heuristic ", seed=1), HeuristicBot)
+
+
+def test_parse_player_reads_a_checkpoint_with_settings(tiny_ckpt: Path) -> None:
+    p = parse_player(f"{tiny_ckpt}:dets=2,sims=7,leaves=2,c_puct=2.5", seed=3)
+    assert isinstance(p, NetworkPlayer)
+    assert (p.search.dets, p.search.sims, p.search.leaves, p.search.c_puct) == (2, 7, 2, 2.5)
+    assert p.search.temperature == 0.0
+    plain = parse_player(str(tiny_ckpt))
+    assert isinstance(plain, NetworkPlayer) and (plain.search.dets, plain.search.sims) == (3, 30)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [
+        (":dets=two", r"dets='two' is not an integer"),
+        (":c_puct=high", r"c_puct='high' is not a number"),
+        (":depth=3", r"bad setting 'depth=3'.*keys dets, sims, leaves, c_puct"),
+        (":dets", r"bad setting 'dets'"),
+        (":dets=0", r"search.dets = 0"),
+    ],
+)
+def test_parse_player_names_a_bad_setting(tiny_ckpt: Path, suffix: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_player(f"{tiny_ckpt}{suffix}")
+
+
+def test_parse_player_names_a_missing_or_foreign_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"not random or heuristic, and no checkpoint file 'nope\.pt'"):
+        parse_player("nope.pt:sims=5")
+    with pytest.raises(ValueError, match="empty player"):
+        parse_player("  ")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        parse_player(str(junk))
+
+
+# -- the network player ------------------------------------------------------------------------
+
+
+def test_load_player_acts_legally_on_every_kind_of_decision(tiny_ckpt: Path) -> None:
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+    views = views_to_decide()
+    for v in views:
+        assert p.act(v) in v.legal_actions()
+    searched = sum(len(v.legal_actions()) > 1 for v in views)
+    assert searched >= 3 and p.decisions == searched and p.evaluations > searched
+
+
+def test_a_forced_move_is_answered_without_a_search(tiny_ckpt: Path) -> None:
+    p = load_player(tiny_ckpt, dets=2, sims=8)
+    r = Round.deal(players=3, cards=1, trump=None, dealer=0, seed=1)
+    for _ in range(3):
+        r.play(r.legal()[0])
+    v = r.view(r.to_play)  # type: ignore[arg-type]
+    assert p.act(v) == v.legal_actions()[0]
+    assert p.decisions == 0
+
+
+def test_the_same_seed_plays_the_same_move(tiny_ckpt: Path) -> None:
+    v = views_to_decide()[2]
+    one = load_player(tiny_ckpt, dets=2, sims=10, seed=7)
+    two = load_player(tiny_ckpt, dets=2, sims=10, seed=7)
+    assert one.act(v) == two.act(v)
+
+
+def test_act_works_inside_a_running_loop(tiny_ckpt: Path) -> None:
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+    v = views_to_decide()[0]
+
+    async def inside() -> int:
+        return p.act(v)  # a program with its own loop may still call the synchronous act
+
+    assert asyncio.run(inside()) in v.legal_actions()
+
+
+def test_network_player_plays_a_match_through_one_batcher(tiny_ckpt: Path) -> None:
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+
+    async def main() -> tuple[float, object, dict[str, float]]:
+        try:
+            res = await play_match(p, RandomBot(seed=1), players=4, cards=3, rounds=8, seed=0, concurrency=8)
+            batcher = p._batcher
+            stats = batcher.stats()
+        finally:
+            await p.aclose()
+        await p.aclose()  # idempotent
+        return res.diff, batcher, stats
+
+    diff, batcher, stats = asyncio.run(main())
+    assert p.decisions > 0
+    assert stats["rows"] == p.evaluations
+    assert stats["mean_batch"] > 1  # the tables' searches were batched together
+    # used again on a new loop, the player makes a new batcher
+    v = views_to_decide()[3]
+    assert asyncio.run(p.aact(v)) in v.legal_actions()
+    assert p._batcher is not batcher
+
+
+def test_two_network_players_on_one_model_share_nothing_but_the_weights(tiny_ckpt: Path) -> None:
+    model = make_net("tiny", seed=1)
+    a = NetworkPlayer(model, SearchConfig(dets=1, sims=4), seed=1, name="a")
+    b = NetworkPlayer(model, SearchConfig(dets=1, sims=4), seed=2, name="b")
+
+    async def main() -> None:
+        try:
+            res = await play_match(a, b, players=3, cards=2, rounds=4, seed=0, concurrency=4)
+            assert res.rounds == 4
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    asyncio.run(main())
+    assert a.decisions > 0 and b.decisions > 0
