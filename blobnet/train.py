@@ -1,0 +1,379 @@
+"""The trainer: self-play through the embedded async engine, a replay buffer, learner steps,
+evaluation in the arena, checkpoints that resume exactly.
+
+One iteration: self-play (the engine and the batcher share this event loop) -> the examples join
+the replay buffer as one segment file -> learner steps -> the new weights go to the batcher
+between batches -> arena: the candidate against the baselines and against ``best.pt``, which it
+replaces only through the promotion gate -> metrics row, charts, checkpoint. On a CPU the phases
+alternate; nothing else runs while the learner steps.
+
+Randomness: iteration ``i`` draws self-play from seed ``[seed, i]`` and minibatches from
+``[seed, i, 1]``, so a resumed run repeats exactly what the uninterrupted run would have done.
+A checkpoint is written last in an iteration; a run killed at any moment resumes from the last
+one and loses at most the iteration in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import math
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import torch
+
+from blobnet.arena import EloLadder, MatchResult, gate, play_match
+from blobnet.bots import HeuristicBot, RandomBot
+from blobnet.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from blobnet.config import RunConfig, apply_overrides, config_from_dict, load_config
+from blobnet.encode import MIN_PLAYERS, OFFSETS
+from blobnet.net import BlobNet, make_net
+from blobnet.player import NetworkPlayer
+from blobnet.replay import Examples, ReplayBuffer
+from blobnet.status import Status
+from clients.selfplay import EngineStats, SelfPlayEngine, run_loop
+from servers import Batcher
+
+__all__ = ["Trainer", "train_command", "learner_losses"]
+
+_CKPT = re.compile(r"iter_(\d{6})\.pt$")
+METRIC_FIELDS = [
+    "iteration", "seconds", "rounds", "rounds_per_min", "evals_per_s", "avg_batch", "examples", "replay",
+    "uniform_target_fraction", "policy_loss", "value_loss", "lr", "promoted", "elo",
+    "vs_heuristic_diff", "vs_heuristic_lo", "vs_heuristic_hi", "vs_random_diff", "vs_random_lo", "vs_random_hi",
+    "vs_best_diff", "vs_best_lo", "vs_best_hi",
+]  # fmt: skip
+
+
+def learner_losses(
+    model: BlobNet, batch: Examples, value_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, policy, value) losses of one minibatch.
+
+    Policy: cross-entropy against the visit shares. Value: squared error over the seats at the
+    table (the padding seats past ``players`` carry no target)."""
+    x = torch.from_numpy(batch.features)
+    legal = torch.from_numpy(batch.legal)
+    target_pi = torch.from_numpy(batch.policy)
+    target_v = torch.from_numpy(batch.value)
+    logits, values = model(x, legal)
+    policy = -(target_pi * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    off = OFFSETS["players"]
+    players = x[:, off : off + 6].argmax(dim=1) + MIN_PLAYERS
+    seat_mask = (torch.arange(8).unsqueeze(0) < players.unsqueeze(1)).float()
+    value = (((values - target_v) ** 2) * seat_mask).sum() / seat_mask.sum()
+    return policy + value_weight * value, policy, value
+
+
+class Trainer:
+    """One run directory: ``config.json``, ``checkpoints/``, ``best.pt``, ``replay/``,
+    ``metrics.csv``, ``elo.json`` and the charts."""
+
+    def __init__(self, run_dir: Path, config: RunConfig, *, resume: bool, status: Status) -> None:
+        self.dir = run_dir
+        self.cfg = config
+        self.resume = resume
+        self.status = status
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.replay = ReplayBuffer(run_dir / "replay", config.train.replay_size)
+        self.model = make_net(config.network.preset, seed=config.train.seed)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
+        self.iteration = 0
+        self.rows: list[dict[str, Any]] = []
+        self.ladder = EloLadder()
+        self.best_name = "iter_000000"
+        self.interrupted: str | None = None
+
+    # -- the run directory ----------------------------------------------------------------
+    def prepare(self) -> None:
+        existing = sorted(self.ckpt_dir.glob("iter_*.pt"))
+        if not self.resume:
+            if existing:
+                raise ValueError(f"{self.dir} already holds a run (checkpoints/): pass --resume or another --run-dir")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.dir / "config.json", msgspec.json.format(msgspec.json.encode(self.cfg)))
+            save_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset, model=self.model.state_dict())
+            return
+        if not existing:
+            raise ValueError(f"--resume: {self.dir} holds no checkpoint to resume from")
+        for tmp in self.dir.rglob(".*.tmp"):  # a save cut short by a kill; the target file is whole
+            tmp.unlink()
+        for path in reversed(existing):  # the newest readable one; a damaged file is reported, not used
+            try:
+                data = load_checkpoint(path, preset=self.cfg.network.preset)
+                break
+            except CheckpointError as e:
+                print(f"skipping {e}", file=sys.stderr)
+        else:
+            raise ValueError(f"--resume: no readable checkpoint in {self.ckpt_dir}")
+        self.model.load_state_dict(data["model"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.iteration = int(data["iteration"])
+        self.best_name = str(data["best"])
+        torch.set_rng_state(data["torch_rng"])
+        self.ladder = EloLadder.from_dict(json.loads(data["ladder"]))
+        self.replay.restore(self.iteration)
+        self.rows = [r for r in self._read_metrics() if int(r["iteration"]) <= self.iteration]
+        for path in existing:  # checkpoints of an interrupted later iteration cannot be trusted
+            m = _CKPT.search(path.name)
+            if m and int(m.group(1)) > self.iteration:
+                path.unlink()
+
+    def _read_metrics(self) -> list[dict[str, Any]]:
+        path = self.dir / "metrics.csv"
+        if not path.exists():
+            return []
+        with path.open() as f:
+            return list(csv.DictReader(f))
+
+    def _write_metrics(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_bytes(self.dir / "metrics.csv", buf.getvalue().encode())
+
+    def _save(self, promoted: bool) -> None:
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        name = f"iter_{self.iteration:06d}"
+        if promoted:
+            save_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset, model=state, iteration=self.iteration)
+        save_checkpoint(
+            self.ckpt_dir / f"{name}.pt",
+            preset=self.cfg.network.preset,
+            model=state,
+            optimizer=self.optimizer.state_dict(),
+            iteration=self.iteration,
+            best=self.best_name,
+            replay_examples=len(self.replay),  # the replay position: segments up to this iteration
+            torch_rng=torch.get_rng_state(),
+            ladder=json.dumps(self.ladder.to_dict()),
+            config=msgspec.json.encode(self.cfg).decode(),
+        )
+        self.replay.prune()
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig, task)
+        batcher = Batcher(
+            make_net(cfg.network.preset), max_batch=cfg.server.max_batch, device=cfg.server.device, mode=cfg.server.mode
+        )
+        batcher.set_weights(self.model.state_dict())
+        try:
+            while self.iteration < cfg.train.iterations:
+                await self._iteration(batcher)
+        except asyncio.CancelledError:
+            if self.interrupted is None:
+                raise
+            self.status.done(
+                f"stopped by {self.interrupted} during iteration {self.iteration + 1}; "
+                f"iteration {self.iteration} is saved: resume with --resume"
+            )
+            return {"interrupted": self.interrupted, "iteration": self.iteration}
+        finally:
+            await batcher.aclose()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        self.status.done(f"trained {self.iteration} iterations")
+        return await self.final_report()
+
+    def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any]) -> None:
+        if self.interrupted is None:
+            self.interrupted = sig.name
+            task.cancel()
+
+    async def _iteration(self, batcher: Batcher) -> None:
+        cfg = self.cfg
+        it = self.iteration + 1
+        t0 = time.perf_counter()
+        total = cfg.train.rounds_per_iteration
+        self.status.phase(it, cfg.train.iterations, "self-play", 0, total)
+        parts: list[Examples] = []
+
+        def progress(stats: EngineStats) -> None:
+            self.status.phase(it, cfg.train.iterations, "self-play", stats.rounds, total)
+
+        if hasattr(batcher, "reset_stats"):
+            batcher.reset_stats()
+        engine = SelfPlayEngine(
+            batcher,
+            search=cfg.search,
+            game=cfg.game,
+            concurrency=cfg.train.concurrency,
+            seed=int(np.random.SeedSequence([cfg.train.seed, it]).generate_state(1)[0]),
+            sink=parts.append,
+            on_progress=progress,
+        )
+        stats = await engine.run(total)
+        summary = stats.summary()
+        self.replay.add(it, Examples.concat(parts))
+
+        self.status.phase(it, cfg.train.iterations, "learn", 0, cfg.train.steps_per_iteration)
+        policy_loss, value_loss, lr = self._learn(it)
+        batcher.set_weights(self.model.state_dict())  # taken between batches
+
+        self.status.phase(it, cfg.train.iterations, "arena", 0, 1)
+        name = f"iter_{it:06d}"
+        results = await self._evaluate(name)
+        promoted = gate(results["best"], cfg.arena.gate_margin, cfg.arena.gate_confidence)
+        if promoted:
+            self.best_name = name
+        self.iteration = it
+        row: dict[str, Any] = {
+            "iteration": it,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "rounds": stats.rounds,
+            "rounds_per_min": round(summary["rounds_per_min"], 1),
+            "evals_per_s": round(summary["evals_per_s"], 1),
+            "avg_batch": round(batcher_avg_batch(batcher), 2),
+            "examples": stats.examples,
+            "replay": len(self.replay),
+            "uniform_target_fraction": round(summary["uniform_target_fraction"], 5),
+            "policy_loss": round(policy_loss, 5),
+            "value_loss": round(value_loss, 6),
+            "lr": lr,
+            "promoted": int(promoted),
+            "elo": round(self.ladder.ratings().get(name, 0.0), 1),
+        }
+        for key, res in results.items():
+            row[f"vs_{key}_diff"] = round(res.diff, 3)
+            row[f"vs_{key}_lo"] = round(res.ci95[0], 3)
+            row[f"vs_{key}_hi"] = round(res.ci95[1], 3)
+        self.rows.append(row)
+        self._write_metrics()
+        self._save(promoted)
+        from blobnet.charts import draw_training_charts
+
+        draw_training_charts(self.rows, self.dir)
+        self.status.line(
+            f"iter {it}: {row['rounds_per_min']:.0f} rounds/min, batch {row['avg_batch']:.0f}, "
+            f"loss {policy_loss:.3f}/{value_loss:.4f}, vs heuristic {row.get('vs_heuristic_diff', 0):+.2f}, "
+            f"vs best {row['vs_best_diff']:+.2f}{' -> promoted' if promoted else ''}"
+        )
+
+    def _learn(self, it: int) -> tuple[float, float, float]:
+        cfg = self.cfg.train
+        data = self.replay.arrays()
+        rng = np.random.default_rng([cfg.seed, it, 1])
+        total_steps = cfg.iterations * cfg.steps_per_iteration
+        self.model.train()
+        pol = val = 0.0
+        lr = cfg.lr
+        for k in range(cfg.steps_per_iteration):
+            step = (it - 1) * cfg.steps_per_iteration + k
+            lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            idx = rng.integers(len(data), size=min(cfg.batch_size, len(data)))
+            batch = Examples(data.features[idx], data.legal[idx], data.policy[idx], data.value[idx])
+            loss, p, v = learner_losses(self.model, batch, cfg.value_weight)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            pol, val = p.item(), v.item()
+            if k % 10 == 0:
+                self.status.phase(it, cfg.iterations, "learn", k, cfg.steps_per_iteration)
+        self.model.eval()
+        return pol, val, lr
+
+    def _player(self, state: dict[str, torch.Tensor] | None = None) -> NetworkPlayer:
+        model = make_net(self.cfg.network.preset)
+        model.load_state_dict(state if state is not None else self.model.state_dict())
+        return NetworkPlayer(model, self.cfg.search, seed=self.cfg.train.seed)
+
+    async def _match(self, a: Any, b: Any, rounds: int, seed: int) -> MatchResult:
+        arena = self.cfg.arena
+        return await play_match(
+            a, b, players=arena.players, cards=arena.cards, rounds=rounds, seed=seed, concurrency=arena.concurrency
+        )
+
+    async def _evaluate(self, name: str) -> dict[str, MatchResult]:
+        arena = self.cfg.arena
+        candidate = self._player()
+        best_state = load_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset)["model"]
+        best = self._player(best_state)
+        results: dict[str, MatchResult] = {}
+        try:
+            seed = self.cfg.train.seed * 7919 + self.iteration + 1
+            for base in arena.baselines:
+                bot = HeuristicBot(seed=seed) if base == "heuristic" else RandomBot(seed=seed)
+                results[base] = res = await self._match(candidate, bot, arena.rounds, seed)
+                self.ladder.record(name, base, res)
+            results["best"] = res = await self._match(candidate, best, arena.rounds, seed)
+            self.ladder.record(name, self.best_name, res)
+        finally:
+            await candidate.aclose()
+            await best.aclose()
+        self.ladder.save(self.dir / "elo.json")
+        return results
+
+    async def final_report(self) -> dict[str, Any]:
+        """The trained model (best.pt, its default search) against the baseline bots."""
+        arena = self.cfg.arena
+        out: dict[str, Any] = {"iterations": self.iteration}
+        if arena.final_rounds == 0:
+            return out
+        best = self._player(load_checkpoint(self.dir / "best.pt")["model"])
+        try:
+            for base in ("heuristic", "random"):
+                self.status.phase(self.iteration, self.cfg.train.iterations, f"final vs {base}", 0, 1)
+                bot = HeuristicBot(seed=1) if base == "heuristic" else RandomBot(seed=1)
+                res = await self._match(best, bot, arena.final_rounds, seed=10_007)
+                out[base] = res.to_dict()
+                lo, hi = res.ci95
+                self.status.line(
+                    f"best.pt vs {base}: {res.mean_score_a:.2f} vs {res.mean_score_b:.2f} points/round over "
+                    f"{res.rounds} mirrored rounds, diff {res.diff:+.2f} (95% CI {lo:+.2f} .. {hi:+.2f}), "
+                    f"bids made {res.made_rate_a:.0%} vs {res.made_rate_b:.0%}, Elo {res.elo_diff:+.0f}"
+                )
+        finally:
+            await best.aclose()
+        atomic_write_bytes(self.dir / "final.json", json.dumps(out, indent=2).encode())
+        return out
+
+
+def batcher_avg_batch(batcher: Any) -> float:
+    stats = batcher.stats() if hasattr(batcher, "stats") else {}
+    return float(stats.get("mean_batch", 0.0))
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """A new run reads --config; a resumed one its own config.json, with any --set on top."""
+    stored = Path(args.run_dir) / "config.json"
+    if args.resume and stored.exists():
+        data = json.loads(stored.read_text())
+        return config_from_dict(apply_overrides(data, args.overrides), str(stored))
+    return load_config(args.config, args.overrides)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    config = _run_config(args)
+    t0 = time.perf_counter()
+    status = Status(enabled=not args.json)
+    trainer = Trainer(Path(args.run_dir), config, resume=args.resume, status=status)
+    trainer.prepare()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    result = run_loop(trainer.run())
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"wall time {result['seconds']:.0f} s; run directory {args.run_dir}")
+    return 0

@@ -1,0 +1,105 @@
+"""Checkpoints and the replay buffer: atomic writes, clear refusals, exact restore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blobnet.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from blobnet.encode import WIDTH
+from blobnet.net import make_net
+from blobnet.replay import Examples, ReplayBuffer
+
+
+def saved(tmp_path: Path, preset: str = "tiny") -> Path:
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, preset=preset, model=make_net(preset, seed=1).state_dict(), iteration=3)
+    return path
+
+
+def test_round_trip_loads_with_the_safe_unpickler(tmp_path):
+    path = saved(tmp_path)
+    data = torch.load(path, weights_only=True)
+    assert data["iteration"] == 3
+    net = load_model(path)
+    ref = make_net("tiny", seed=1)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[k], v)
+
+
+def test_truncated_file_is_refused_by_name(tmp_path):
+    path = saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_garbage_file_is_refused(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_model(path)
+
+
+def test_foreign_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"state_dict": make_net("tiny").state_dict()}, path)
+    with pytest.raises(CheckpointError, match="foreign"):
+        load_model(path)
+
+
+def test_other_preset_is_refused_naming_both(tmp_path):
+    path = saved(tmp_path, "tiny")
+    with pytest.raises(CheckpointError, match="'tiny', not 'small'"):
+        load_checkpoint(path, preset="small")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+
+
+def test_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    path = saved(tmp_path)
+    before = path.read_bytes()
+
+    def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, preset="tiny", model=make_net("tiny", seed=2).state_dict())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def examples(n: int, tag: float) -> Examples:
+    ex = Examples(
+        np.full((n, WIDTH), tag, np.float32),
+        np.ones((n, 70), bool),
+        np.full((n, 70), 1 / 70, np.float32),
+        np.full((n, 8), tag, np.float32),
+    )
+    return ex
+
+
+def test_replay_keeps_the_newest_capacity_examples_and_restores_them_exactly(tmp_path):
+    buf = ReplayBuffer(tmp_path, capacity=25)
+    for it in range(1, 5):
+        buf.add(it, examples(10, it / 8))
+    data = buf.arrays()
+    assert len(data) == 25
+    assert data.value[0, 0] == pytest.approx(2 / 8) and data.value[-1, 0] == pytest.approx(4 / 8)
+    again = ReplayBuffer(tmp_path, capacity=25)
+    again.restore(upto=4)
+    np.testing.assert_array_equal(again.arrays().features, data.features)
+    # a segment of an interrupted later iteration is dropped on restore
+    buf.add(5, examples(10, 5 / 8))
+    third = ReplayBuffer(tmp_path, capacity=25)
+    third.restore(upto=4)
+    np.testing.assert_array_equal(third.arrays().value, data.value)
+    assert not (tmp_path / "iter_000005.npz").exists()
