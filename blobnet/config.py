@@ -130,12 +130,18 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     weight_decay: float = 1e-4
     value_weight: float = 1.0  # value loss weight against the policy cross-entropy
     seed: int = 0
+    # Warm start: before the first iteration, learn from this many rounds of HeuristicBot play
+    # (its moves as policy targets, the rounds' scores as value targets). 0 = pure self-play.
+    warm_start_rounds: int = 0
+    warm_start_steps: int = 0  # learner steps on that data before the first self-play
 
     def __post_init__(self) -> None:
         for key in ("iterations", "rounds_per_iteration", "concurrency", "replay_size", "batch_size"):
             v = getattr(self, key)
             _check(v >= 1, f"train.{key}", "at least 1", v)
         _check(self.steps_per_iteration >= 0, "train.steps_per_iteration", "0 or more", self.steps_per_iteration)
+        _check(self.warm_start_rounds >= 0, "train.warm_start_rounds", "0 or more", self.warm_start_rounds)
+        _check(self.warm_start_steps >= 0, "train.warm_start_steps", "0 or more", self.warm_start_steps)
         _check(self.lr > 0, "train.lr", "a positive number", self.lr)
         _check(0 < self.lr_final <= self.lr, "train.lr_final", "positive and at most train.lr", self.lr_final)
         _check(self.weight_decay >= 0, "train.weight_decay", "0 or more", self.weight_decay)

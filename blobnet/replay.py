@@ -18,7 +18,8 @@ import numpy as np
 
 from blobnet.cards import N_ACTIONS
 from blobnet.checkpoint import atomic_write_bytes
-from blobnet.encode import WIDTH
+from blobnet.encode import WIDTH, value_scale
+from blobnet.rules import Round
 
 __all__ = ["Examples", "ReplayBuffer"]
 
@@ -40,6 +41,31 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.features)
+
+    @staticmethod
+    def from_round(
+        r: Round,
+        features: list[np.ndarray],
+        legals: list[list[int]],
+        policies: list[tuple[list[int], list[float]]],
+        seats: list[int],
+    ) -> Examples:
+        """One finished round's examples: per decision its features, legal ids, (actions, target
+        shares) and the acting seat; the value targets come from the round's scores."""
+        scores = r.scores()
+        n, k = r.players, len(features)
+        ex = Examples(
+            np.stack(features) if k else np.zeros((0, WIDTH), np.float32),
+            np.zeros((k, N_ACTIONS), bool),
+            np.zeros((k, N_ACTIONS), np.float32),
+            np.zeros((k, 8), np.float32),
+        )
+        scale = value_scale(r.cards)
+        for j in range(k):
+            ex.legal[j, legals[j]] = True
+            ex.policy[j, policies[j][0]] = policies[j][1]
+            ex.value[j, :n] = [scores[(seats[j] + rel) % n] / scale for rel in range(n)]
+        return ex
 
     @staticmethod
     def concat(parts: list[Examples]) -> Examples:

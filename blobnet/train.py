@@ -35,11 +35,12 @@ import torch
 from blobnet.arena import EloLadder, MatchResult, gate, play_match
 from blobnet.bots import HeuristicBot, RandomBot
 from blobnet.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from blobnet.config import RunConfig, apply_overrides, config_from_dict, load_config
-from blobnet.encode import MIN_PLAYERS, OFFSETS
+from blobnet.config import GameConfig, RunConfig, apply_overrides, config_from_dict, load_config
+from blobnet.encode import MIN_PLAYERS, OFFSETS, WIDTH, encode
 from blobnet.net import BlobNet, make_net
 from blobnet.player import NetworkPlayer
 from blobnet.replay import Examples, ReplayBuffer
+from blobnet.rules import TRUMP_CYCLE, Round
 from blobnet.status import Status
 from clients.selfplay import EngineStats, SelfPlayEngine, run_loop
 from servers import Batcher
@@ -104,7 +105,10 @@ class Trainer:
                 raise ValueError(f"{self.dir} already holds a run (checkpoints/): pass --resume or another --run-dir")
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.dir / "config.json", msgspec.json.format(msgspec.json.encode(self.cfg)))
+            if self.cfg.train.warm_start_rounds:
+                self._warm_start()
             save_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset, model=self.model.state_dict())
+            self._save(promoted=False)  # iteration 0: what --resume starts from
             return
         if not existing:
             raise ValueError(f"--resume: {self.dir} holds no checkpoint to resume from")
@@ -268,7 +272,18 @@ class Trainer:
             f"vs best {row['vs_best_diff']:+.2f}{' -> promoted' if promoted else ''}"
         )
 
-    def _learn(self, it: int) -> tuple[float, float, float]:
+    def _warm_start(self) -> None:
+        """Iteration 0: HeuristicBot plays ``warm_start_rounds`` rounds; its moves and the rounds'
+        scores become the replay's first segment, and the learner takes ``warm_start_steps`` on it
+        at the starting learning rate."""
+        cfg = self.cfg.train
+        self.status.phase(0, cfg.iterations, "warm start", 0, cfg.warm_start_rounds)
+        data = teacher_examples(self.cfg.game, cfg.warm_start_rounds, seed=cfg.seed)
+        self.replay.add(0, data)
+        policy_loss, value_loss, _ = self._learn(0, steps=cfg.warm_start_steps)
+        self.status.line(f"warm start: {len(data)} examples from HeuristicBot, loss {policy_loss:.3f}/{value_loss:.4f}")
+
+    def _learn(self, it: int, steps: int | None = None) -> tuple[float, float, float]:
         cfg = self.cfg.train
         data = self.replay.arrays()
         rng = np.random.default_rng([cfg.seed, it, 1])
@@ -276,8 +291,9 @@ class Trainer:
         self.model.train()
         pol = val = 0.0
         lr = cfg.lr
-        for k in range(cfg.steps_per_iteration):
-            step = (it - 1) * cfg.steps_per_iteration + k
+        steps = cfg.steps_per_iteration if steps is None else steps
+        for k in range(steps):
+            step = max(it - 1, 0) * cfg.steps_per_iteration + (k if it else 0)
             lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -289,7 +305,7 @@ class Trainer:
             self.optimizer.step()
             pol, val = p.item(), v.item()
             if k % 10 == 0:
-                self.status.phase(it, cfg.iterations, "learn", k, cfg.steps_per_iteration)
+                self.status.phase(it, cfg.iterations, "learn", k, steps)
         self.model.eval()
         return pol, val, lr
 
@@ -347,6 +363,39 @@ class Trainer:
             await best.aclose()
         atomic_write_bytes(self.dir / "final.json", json.dumps(out, indent=2).encode())
         return out
+
+
+def teacher_examples(game: GameConfig, rounds: int, *, seed: int) -> Examples:
+    """Rounds of HeuristicBot at every seat, sampled like self-play's; one example per decision
+    with a choice: the bot's move as a one-hot policy target, the round's scores as values."""
+    rng = np.random.default_rng([seed, 0, 2])
+    bot = HeuristicBot(seed=seed)
+    parts = []
+    for _ in range(rounds):
+        players = int(rng.choice(game.players))
+        cards = int(rng.choice([c for c in game.cards if c * players <= 52]))
+        r = Round.deal(players=players, cards=cards, trump=TRUMP_CYCLE[int(rng.integers(5))],
+                       dealer=int(rng.integers(players)), rng=rng)  # fmt: skip
+        feats: list[np.ndarray] = []
+        legals: list[list[int]] = []
+        policies: list[tuple[list[int], list[float]]] = []
+        seats: list[int] = []
+        while r.to_play is not None:
+            legal = r.legal()
+            if len(legal) > 1:
+                view = r.view(r.to_play)
+                row = np.empty(WIDTH, np.float32)
+                encode(view, row)
+                action = bot.act(view)
+                feats.append(row)
+                legals.append(legal)
+                policies.append(([action], [1.0]))
+                seats.append(r.to_play)
+                r.apply(action)
+            else:
+                r.apply(legal[0])
+        parts.append(Examples.from_round(r, feats, legals, policies, seats))
+    return Examples.concat(parts)
 
 
 def batcher_avg_batch(batcher: Any) -> float:

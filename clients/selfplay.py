@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from blobnet.cards import N_ACTIONS
 from blobnet.config import GameConfig, SearchConfig
-from blobnet.encode import WIDTH, value_scale
 from blobnet.replay import Examples
 from blobnet.rules import TRUMP_CYCLE, Game, Round, standard_schedule
 from blobnet.search import Evaluator, Search, choose_action
@@ -196,19 +194,8 @@ class SelfPlayEngine:
             policies.append((result.actions, result.policy()))
             seats.append(seat)
             r.apply(choose_action(result, temperature, rng))
-        scores = r.scores()
-        n, k = r.players, len(feats)
-        ex = Examples(
-            np.stack(feats) if k else np.zeros((0, WIDTH), np.float32),
-            np.zeros((k, N_ACTIONS), bool),
-            np.zeros((k, N_ACTIONS), np.float32),
-            np.zeros((k, 8), np.float32),
-        )
-        scale = value_scale(r.cards)
-        for j in range(k):
-            ex.legal[j, legals[j]] = True
-            ex.policy[j, policies[j][0]] = policies[j][1]
-            ex.value[j, :n] = [scores[(seats[j] + rel) % n] / scale for rel in range(n)]
+        ex = Examples.from_round(r, feats, legals, policies, seats)
+        k = len(ex)
         stats.rounds += 1
         stats.examples += k
         if self.sink is not None and k:

@@ -63,7 +63,7 @@ def test_tiny_run_writes_its_run_directory(tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1])["iterations"] == 2
     for name in ("config.json", "best.pt", "metrics.csv", "elo.json", "loss.png", "elo.png", "baselines.png"):
         assert (run / name).is_file(), name
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000001.pt", "iter_000002.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"iter_00000{i}.pt" for i in range(3)]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [1, 2]
     assert all(float(r["policy_loss"]) > 0 for r in rows)
