@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from blobnet.elo import EloLadder, elo_from_score
-from blobnet.player import NetworkPlayer, Player, aclose_player, act_async, describe_player, parse_player
+from blobnet.player import Player, aclose_player, act_async, describe_player, parse_player
 from blobnet.rules import TRUMP_CYCLE, IllegalMove, Round
 
 __all__ = [
@@ -294,15 +293,6 @@ def arena_command(args: argparse.Namespace) -> int:
 
     a = parse_player(args.a, seed=2 * args.seed)
     b = parse_player(args.b, seed=2 * args.seed + 1)
-    if any(isinstance(p, NetworkPlayer) for p in (a, b)) and "OMP_NUM_THREADS" not in os.environ:
-        # A network player is here. The match is one Python thread and the forward passes are
-        # small; a second torch thread gains at most a few percent on an idle machine, and when
-        # any other process holds a core its spin-waits make every forward pass 10-30 times slower
-        # (measured on the 2-core machine: a batch of 512 rows in 7 ms with 1 thread, 190 ms with 2).
-        import torch
-
-        torch.set_num_threads(1)
-
     step = max(1, args.rounds // 20)
 
     def progress(done: int, total: int) -> None:

@@ -365,9 +365,11 @@ class Trainer:
         return out
 
 
-def teacher_examples(game: GameConfig, rounds: int, *, seed: int) -> Examples:
+def teacher_examples(game: GameConfig, rounds: int, *, seed: int, smoothing: float = 0.5) -> Examples:
     """Rounds of HeuristicBot at every seat, sampled like self-play's; one example per decision
-    with a choice: the bot's move as a one-hot policy target, the round's scores as values."""
+    with a choice: the round's scores as values, and as policy target the bot's move with weight
+    ``1 - smoothing`` and the rest spread over the legal moves. A one-hot target would make the
+    prior so sharp that the search never looks at another move; the values then decide."""
     rng = np.random.default_rng([seed, 0, 2])
     bot = HeuristicBot(seed=seed)
     parts = []
@@ -389,7 +391,8 @@ def teacher_examples(game: GameConfig, rounds: int, *, seed: int) -> Examples:
                 action = bot.act(view)
                 feats.append(row)
                 legals.append(legal)
-                policies.append(([action], [1.0]))
+                share = smoothing / len(legal)
+                policies.append((legal, [share + (1 - smoothing) * (a == action) for a in legal]))
                 seats.append(r.to_play)
                 r.apply(action)
             else:
@@ -418,7 +421,6 @@ def train_command(args: argparse.Namespace) -> int:
     status = Status(enabled=not args.json)
     trainer = Trainer(Path(args.run_dir), config, resume=args.resume, status=status)
     trainer.prepare()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     result = run_loop(trainer.run())
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:
