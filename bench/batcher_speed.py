@@ -1,0 +1,435 @@
+"""How much of the raw forward pass's speed survives the batcher, in-process and over a socket.
+
+    python -m bench.batcher_speed [--json] [--threads N] [--requesters 1,16,256,4096] [--modes inline,thread]
+
+For each number of concurrent requester coroutines, the rows evaluated per second through the
+batcher, and the raw forward pass (``model(x, legal)`` on a ready batch, same model and dtype) at
+the batcher's mean batch size, measured right after it so both see the same machine load;
+ratio = batcher rate / raw rate. Two kinds of requester: one row per request (each loops: write
+into its row, ``await evaluate``), and waves of ``--wave`` rows per ``await evaluate_many`` (how
+blobnet.search asks: a wave of leaves across a decision's trees). Over the socket the server
+(``python -m servers``) runs in a subprocess and the requesters use ``clients.remote.RemoteEvaluator``;
+the mean batch size is the server's. ``--futures`` also times three ways to wake a batch's waiters.
+
+Every measurement warms up first; each figure is the median of ``--repeats`` runs. ``--json``
+prints one JSON object on the last line. The requesters' process sets the garbage collector the way
+DESIGN.md tells self-play to (thresholds 50000, 50, 100 and ``gc.freeze()`` after setup; ``--gc
+default`` keeps Python's): with thousands of live coroutines a full collection walks all of them.
+
+What it found on the 2-core development machine (default "small" network, fp32):
+- One row per request costs about 4.5 us of Python at 4096 requesters whatever the batcher does
+  around it (copying a cache-cold 2.6 kB row 1.2 us, the 70-float priors list 1.1 us, resuming the
+  coroutine and the requester's own loop the rest), against a forward pass of 6 to 7 us a row on two
+  threads: in-line, 4096 requesters reach about 0.54 of the raw rate, 256 about 0.62. Waves of 12
+  rows per request pay the per-request part once per wave: about 0.80 in-line, 0.55 over a socket.
+- In-line forward against the worker threads: at 4096 one-row requesters thread mode (two workers,
+  one torch thread each, each round split into several batches) and in-line are within 10% of each
+  other; below max_batch there is one batch per round and thread mode computes it on one core, so
+  in-line, which uses both, is the default.
+- Waking the waiters (--futures): one shared future per batch 0.8 to 1.1 us a request, a future per
+  request 1.1 to 1.4 us, ``asyncio.shield`` around a shared one 2.5 to 3 us.
+- torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
+  pass becomes tens to hundreds of times slower (each parallel region waits for a descheduled thread); one
+  thread is unaffected. On a shared machine pass ``--threads 1`` (here and to ``python -m servers``);
+  OMP_WAIT_POLICY=PASSIVE avoids the collapse but costs 40% on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from blobnet.net import DEFAULT_PRESET, make_net
+from servers.batcher import Batcher, Evaluator, resolve_dtype
+
+APP_GC = (50000, 50, 100)  # DESIGN.md's setting for self-play
+
+
+def legal_pool(rng: np.random.Generator, n: int = 512) -> list[list[int]]:
+    """Legal id lists shaped like Blob's: bids 0..cards (minus a hooked one) or 1 to 13 cards of a hand."""
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.25:
+            cards = int(rng.integers(1, 11))
+            out.append([52 + b for b in range(cards + 1)])
+        else:
+            out.append(sorted(rng.choice(52, size=int(rng.integers(1, 14)), replace=False).tolist()))
+    return out
+
+
+def feature_rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
+    """(n, width) float32 rows about as sparse as blobnet.encode's: mostly zeros, a few dozen ones."""
+    return (rng.random((n, width)) < 0.05).astype(np.float32)
+
+
+async def drive(ev: Evaluator, n: int, seconds: float, rng: np.random.Generator, wave: int = 1) -> float:
+    """Run ``n`` requester coroutines against ``ev`` for ``seconds``; rows evaluated per second.
+    wave 1: each requester loops on ``evaluate`` (one row); wave k: on ``evaluate_many`` of k rows,
+    as the search sends a wave of leaves."""
+    pool = legal_pool(rng)
+    rows = feature_rows(rng, n * wave, ev.width).reshape(n, wave, ev.width)
+    stop = False
+    done = 0
+
+    async def requester(j: int) -> None:
+        nonlocal done
+        row = rows[j, 0]
+        evaluate = ev.evaluate
+        k = 0
+        while not stop:
+            row[k % 64] = k & 1  # the requester writes into its row, as the search's encoder would
+            await evaluate(row, pool[(j + k) % len(pool)])
+            k += 1
+        done += k
+
+    async def waver(j: int) -> None:
+        nonlocal done
+        block = rows[j]
+        evaluate_many = ev.evaluate_many
+        k = 0
+        while not stop:
+            block[0, k % 64] = k & 1
+            s = (j + k) % (len(pool) - wave)
+            await evaluate_many(block, pool[s : s + wave])
+            k += 1
+        done += k * wave
+
+    loop = asyncio.get_running_loop()
+
+    def finish() -> None:
+        nonlocal stop
+        stop = True
+
+    t0 = time.perf_counter()
+    loop.call_later(seconds, finish)
+    async with asyncio.TaskGroup() as tg:
+        for j in range(n):
+            tg.create_task(requester(j) if wave == 1 else waver(j))
+    return done / (time.perf_counter() - t0)
+
+
+def raw_rate(
+    model: torch.nn.Module, batch: int, seconds: float, dtype: torch.dtype | None, threads: int, seed: int = 0
+) -> float:
+    """Evaluations per second of ``model(x, legal)`` alone on ready (batch, width) inputs, on ``threads``
+    torch threads (whatever a batcher mode set meanwhile)."""
+    rng = np.random.default_rng(seed)
+    pool = legal_pool(rng)
+    x = torch.from_numpy(feature_rows(rng, batch, model.width))  # type: ignore[arg-type]
+    if dtype is not None:
+        x = x.to(dtype)
+    mask = torch.zeros((batch, model.n_actions), dtype=torch.bool)  # type: ignore[arg-type]
+    for i in range(batch):
+        mask[i, pool[i % len(pool)]] = True
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(3):
+                model(x, mask)
+            reps = 0
+            t0 = time.perf_counter()
+            while True:
+                model(x, mask)
+                reps += 1
+                dt = time.perf_counter() - t0
+                if dt >= seconds and reps >= 3:
+                    return reps * batch / dt
+    finally:
+        torch.set_num_threads(before)
+
+
+async def measure(
+    make: Callable[[], Awaitable[Evaluator]],
+    stats: Callable[[Evaluator, bool], Awaitable[dict[str, Any]]],
+    model: torch.nn.Module,
+    *,
+    requesters: list[int],
+    seconds: float,
+    repeats: int,
+    dtype: torch.dtype | None,
+    freeze: bool,
+    raw_threads: int,
+    wave: int = 1,
+) -> list[dict[str, Any]]:
+    """For each requester count: batcher rate, mean batch, raw rate at that batch, their ratio (medians)."""
+    out = []
+    for n in requesters:
+        ev = await make()
+        rng = np.random.default_rng(n)
+        gc.collect()
+        if freeze:
+            gc.freeze()  # the requesters' long-lived setup, as self-play would do after building its games
+        await drive(ev, n, min(0.5, seconds), rng, wave)  # warm-up
+        rates, batches, raws, ratios = [], [], [], []
+        for _ in range(repeats):
+            await stats(ev, True)
+            rate = await drive(ev, n, seconds, rng, wave)
+            mean_batch = (await stats(ev, False))["mean_batch"]
+            raw = raw_rate(model, max(1, round(mean_batch)), seconds / 2, dtype, raw_threads)
+            rates.append(rate)
+            batches.append(mean_batch)
+            raws.append(raw)
+            ratios.append(rate / raw)
+        await ev.aclose()
+        gc.unfreeze()
+        row = {
+            "requesters": n,
+            "wave": wave,
+            "evals_per_s": statistics.median(rates),
+            "mean_batch": statistics.median(batches),
+            "raw_evals_per_s": statistics.median(raws),
+            "ratio": statistics.median(ratios),
+        }
+        out.append(row)
+        print(
+            f"  {n:5d} requesters x {wave:2d} rows: {row['evals_per_s']:>9,.0f} evals/s, "
+            f"mean batch {row['mean_batch']:6.1f}, raw {row['raw_evals_per_s']:>9,.0f}/s, ratio {row['ratio']:.2f}",
+            flush=True,
+        )
+    return out
+
+
+async def future_strategies(n: int, rounds: int) -> dict[str, float]:
+    """Microseconds per request of three ways to wake the waiters of a batch, with a free "forward
+    pass": one shared future (cancellation handled by ``rewait``, as the batcher does), one shared
+    future behind ``asyncio.shield`` per waiter, and one future per request."""
+    from servers.batcher import Shared, collateral, rewait
+
+    loop = asyncio.get_running_loop()
+    rows = np.zeros((n, 646), dtype=np.float32)
+
+    class SharedWay:
+        def __init__(self) -> None:
+            self.s: Shared | None = None
+            self.n = 0
+
+        async def evaluate(self, i: int) -> int:
+            s = self.s
+            if s is None:
+                s = self.s = Shared(loop.create_future())
+                self.n = 0
+                loop.call_soon(self.flush)
+            j = self.n
+            rows[j] = rows[i]
+            self.n = j + 1
+            fut = s.fut
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if not collateral(fut):
+                    raise
+                await rewait(s)
+            return j
+
+        def flush(self) -> None:
+            s, self.s = self.s, None
+            assert s is not None
+            s.finish()
+
+    class ShieldWay(SharedWay):
+        async def evaluate(self, i: int) -> int:
+            s = self.s
+            if s is None:
+                s = self.s = Shared(loop.create_future())
+                self.n = 0
+                loop.call_soon(self.flush)
+            j = self.n
+            rows[j] = rows[i]
+            self.n = j + 1
+            await asyncio.shield(s.fut)
+            return j
+
+    class PerRequestWay:
+        def __init__(self) -> None:
+            self.futs: list[asyncio.Future[int]] = []
+
+        async def evaluate(self, i: int) -> int:
+            if not self.futs:
+                loop.call_soon(self.flush)
+            f: asyncio.Future[int] = loop.create_future()
+            rows[len(self.futs)] = rows[i]
+            self.futs.append(f)
+            return await f
+
+        def flush(self) -> None:
+            futs, self.futs = self.futs, []
+            for j, f in enumerate(futs):
+                if not f.done():
+                    f.set_result(j)
+
+    out = {}
+    for name, way in (("shared", SharedWay), ("shield", ShieldWay), ("per_request", PerRequestWay)):
+        times = []
+        for _ in range(3):
+            ev = way()
+
+            async def requester(i: int, ev: Any = ev) -> None:
+                for _ in range(rounds):
+                    await ev.evaluate(i)
+
+            t0 = time.perf_counter()
+            async with asyncio.TaskGroup() as tg:
+                for i in range(n):
+                    tg.create_task(requester(i))
+            times.append((time.perf_counter() - t0) / (n * rounds))
+        out[name] = 1e6 * statistics.median(times)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.batcher_speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--requesters", default="1,16,256,4096", help="requester counts, one row per request")
+    p.add_argument("--wave", type=int, default=12, help="rows per evaluate_many request (0: skip waves)")
+    p.add_argument("--wave-requesters", default="1,16,256,1024", help="requester counts sending waves")
+    p.add_argument("--modes", default="inline,thread", help="in-process modes to measure, '' for none")
+    p.add_argument("--max-batch", type=int, default=1024)
+    p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of one measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gc", choices=("app", "default"), default="app", help="garbage collector settings")
+    p.add_argument("--socket", default="unix", choices=("unix", "tcp", "none"), help="measure over this socket")
+    p.add_argument("--threads", type=int, default=None, help="torch threads here and in the server (default: all)")
+    p.add_argument("--server-threads", type=int, default=None, help="torch threads of the server process")
+    p.add_argument("--max-rows", type=int, default=1024, help="rows per client frame")
+    p.add_argument("--futures", action="store_true", help="also time the three ways to wake a batch's waiters")
+    p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    a = p.parse_args(argv)
+    if a.gc == "app":
+        gc.set_threshold(*APP_GC)
+    threads = a.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    try:
+        import uvloop
+
+        run: Callable[[Any], Any] = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    requesters = [int(x) for x in a.requesters.split(",")]
+    wave_requesters = [int(x) for x in a.wave_requesters.split(",")] if a.wave > 1 else []
+    modes = [m for m in a.modes.split(",") if m]
+    dtype = resolve_dtype(a.dtype)
+    model = make_net(a.preset, seed=0)
+    if dtype is not None:
+        model = model.to(dtype)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: load average {load:.2f} before starting: other processes share the CPU", flush=True)
+    result: dict[str, Any] = {
+        "loadavg_before": load,
+        "preset": a.preset,
+        "dtype": a.dtype or "fp32",
+        "max_batch": a.max_batch,
+        "torch_threads": threads,
+        "cpus": os.cpu_count(),
+        "gc": a.gc,
+        "seconds": a.seconds,
+        "repeats": a.repeats,
+        "in_process": {},
+    }
+    settings = {
+        "seconds": a.seconds, "repeats": a.repeats, "dtype": dtype, "freeze": a.gc == "app", "raw_threads": threads,
+    }  # fmt: skip
+
+    async def batcher_stats(ev: Evaluator, reset: bool) -> dict[str, Any]:
+        assert isinstance(ev, Batcher)
+        s = ev.stats()
+        if reset:
+            ev.reset_stats()
+        return s
+
+    for mode in modes:
+
+        async def make_batcher(mode: str = mode) -> Evaluator:
+            return Batcher(model, max_batch=a.max_batch, mode=mode, dtype=dtype)
+
+        print(f"in-process, mode {mode}:", flush=True)
+        result["in_process"][mode] = run(measure(make_batcher, batcher_stats, model, requesters=requesters, **settings))
+        if wave_requesters:
+            result["in_process"][f"{mode}_waves"] = run(
+                measure(make_batcher, batcher_stats, model, requesters=wave_requesters, wave=a.wave, **settings)
+            )
+        torch.set_num_threads(threads)  # thread mode lowers it for the process; undo that
+    if a.futures:
+        result["future_us_per_request"] = {}
+        for n in requesters:
+            times = run(future_strategies(n, max(5, 50_000 // n)))
+            result["future_us_per_request"][n] = times
+            print(f"  waking {n:5d} waiters, us per request: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
+    if a.socket != "none":
+        result["socket"] = run_socket(a, model, requesters, wave_requesters, settings, run)
+    if modes:
+        result["ratio_in_process_max_requesters"] = result["in_process"][modes[0]][-1]["ratio"]
+    if "socket" in result:
+        result["ratio_socket_max_requesters"] = result["socket"]["rows"][-1]["ratio"]
+    if a.json:
+        print(json.dumps(result))
+    return 0
+
+
+def run_socket(
+    a: argparse.Namespace,
+    model: torch.nn.Module,
+    requesters: list[int],
+    wave_requesters: list[int],
+    settings: dict[str, Any],
+    run: Any,
+) -> dict[str, Any]:
+    """The same measurements through ``python -m servers`` in a subprocess and a RemoteEvaluator here."""
+    from clients.remote import RemoteEvaluator
+
+    out: dict[str, Any] = {"address": a.socket}
+    with tempfile.TemporaryDirectory() as tmp:
+        listen = f"unix:{tmp}/bench.sock" if a.socket == "unix" else "tcp:127.0.0.1:0"
+        cmd = [sys.executable, "-m", "servers", "--listen", listen, "--preset", a.preset, "--seed", "0"]
+        cmd += ["--max-batch", str(a.max_batch)]
+        if a.dtype:
+            cmd += ["--dtype", a.dtype]
+        if a.server_threads or a.threads:
+            cmd += ["--threads", str(a.server_threads or a.threads)]
+        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            line = server.stdout.readline() if server.stdout else ""
+            if not line.startswith("serving on "):
+                raise RuntimeError(f"the server did not start: {line!r}")
+            address = line.split("serving on ", 1)[1].strip()
+            print(f"over the socket ({address}, server in a subprocess):", flush=True)
+
+            async def connect() -> Evaluator:
+                return await RemoteEvaluator.connect(address, max_rows=a.max_rows)
+
+            async def remote_stats(ev: Evaluator, reset: bool) -> dict[str, Any]:
+                assert isinstance(ev, RemoteEvaluator)
+                return await ev.stats(reset)
+
+            out["rows"] = run(measure(connect, remote_stats, model, requesters=requesters, **settings))
+            if wave_requesters:
+                out["waves"] = run(
+                    measure(connect, remote_stats, model, requesters=wave_requesters, wave=a.wave, **settings)
+                )
+        finally:
+            server.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(10)
+            if server.poll() is None:
+                server.kill()
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

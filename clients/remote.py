@@ -1,0 +1,393 @@
+"""The Evaluator protocol over a socket: a self-play process that cannot tell it from a ``Batcher``.
+
+``RemoteEvaluator`` batches the way the batcher does: every row submitted in one event-loop iteration
+(``evaluate`` one at a time, ``evaluate_many`` a wave at once) goes into one frame (the first submit
+schedules the send with ``call_soon``; a frame that reaches ``max_rows`` is sent at once), and every
+waiter of a frame awaits one shared future. The server (``python -m servers``, servers/socket.py has
+the wire format) answers with one reply per batch the rows landed in, matched by id. Only the priors
+of the legal ids travel (8 floats on the wire where 70 would be mostly zeros); ``evaluate`` rebuilds
+its 70 from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+from collections import deque
+from collections.abc import Sequence
+from itertools import accumulate, chain
+from typing import Any, cast
+
+import msgspec
+import numpy as np
+
+from servers.batcher import EvaluationError, EvaluatorClosed, Shared, collateral, rewait
+from servers.socket import (
+    DEFAULT_MAX_FRAME,
+    F32,
+    Error,
+    FrameError,
+    FrameReader,
+    Hello,
+    Message,
+    Reply,
+    Request,
+    StatsReply,
+    StatsRequest,
+    as_bytes,
+    encode_frame,
+    parse_address,
+    tune_socket,
+)
+
+__all__ = ["RemoteEvaluator"]
+
+
+class _Frame(Shared):
+    """Rows sent (or to be sent) in one Request, and their answers once ``done``."""
+
+    __slots__ = ("id0", "n", "legal", "offs", "flat", "values", "errors", "left", "sent", "error")
+
+    def __init__(self, fut: asyncio.Future[None]) -> None:
+        super().__init__(fut)
+        self.id0 = 0  # id of row 0; row i has id id0 + i
+        self.n = 0
+        self.legal: list[list[int]] = []
+        self.offs: list[int] = []  # row i's legal ids' priors are flat[offs[i] : offs[i + 1]]
+        self.flat: list[float] = []
+        self.values: list[Any] = []  # row i: n_values floats
+        self.errors: dict[int, tuple[type[Exception], str]] = {}  # row -> (exception class, message)
+        self.left = 0  # rows not yet answered
+        self.sent = False
+        self.error: BaseException | None = None  # the whole frame failed (connection lost, closed)
+
+
+class _Protocol(asyncio.BufferedProtocol):
+    def __init__(self, owner: RemoteEvaluator) -> None:
+        self.owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.owner._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.owner._reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self.owner._reader.buffer_updated(nbytes)
+        except FrameError as e:
+            self.owner._abort(f"bad frame from the server: {e}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._lost(exc)
+
+
+class RemoteEvaluator:
+    """Evaluator client of ``python -m servers``. Make one with ``await RemoteEvaluator.connect(address)``.
+
+    width, n_actions, n_values: the server's, from its greeting. max_rows: rows per frame at most."""
+
+    width: int
+    n_actions: int
+    n_values: int
+
+    def __init__(self, *, max_rows: int = 1024, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_rows < 1:
+            raise ValueError(f"max_rows={max_rows}: must be at least 1")
+        self.max_rows = max_rows
+        self._reader = FrameReader(self._on_frame, max_frame)
+        self._decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)  # type: ignore[arg-type]
+        self._encoder = msgspec.msgpack.Encoder()
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._hello: asyncio.Future[Hello] = self._loop.create_future()
+        self._closed_fut: asyncio.Future[None] = self._loop.create_future()
+        self._open: _Frame | None = None
+        self._inflight: dict[int, _Frame] = {}  # id0 -> frame sent and not fully answered
+        self._stats: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._next_id = 0
+        self._reason: str | None = None  # set once the connection is unusable, and why
+        self._x = np.zeros((0, 0), dtype=F32)  # staging rows of the open frame
+        self._shape: tuple[int, ...] = (0,)  # a row's shape, (width,)
+
+    @classmethod
+    async def connect(
+        cls, address: str, *, max_rows: int = 1024, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> RemoteEvaluator:
+        """Connect to "unix:PATH" or "tcp:HOST:PORT" and wait for the server's greeting."""
+        kind, host, port = parse_address(address)
+        self = cls(max_rows=max_rows, max_frame=max_frame)
+        loop = self._loop
+        async with asyncio.timeout(timeout):
+            if kind == "unix":
+                transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), host)
+            else:
+                transport, _ = await loop.create_connection(lambda: _Protocol(self), host, port)
+            tune_socket(transport.get_extra_info("socket"))
+            try:
+                hello = await self._hello
+            except BaseException:
+                await self.aclose()
+                raise
+        self.width, self.n_actions, self.n_values = hello.width, hello.n_actions, hello.n_values
+        self._shape = (self.width,)
+        self._x = np.zeros((max_rows, self.width), dtype=F32)
+        return self
+
+    async def evaluate(self, features: np.ndarray, legal: Sequence[int]) -> tuple[list[float], list[float]]:
+        """See ``servers.batcher.Evaluator.evaluate``. ValueError for a bad row (this request only),
+        EvaluationError when the server's forward pass failed, EvaluatorClosed once the connection is
+        closed or lost."""
+        try:
+            if features.shape != self._shape:
+                raise ValueError(f"features have shape {features.shape}: expected ({self.width},)")
+        except AttributeError:
+            raise ValueError(f"features must be a numpy array of shape ({self.width},)") from None
+        if len(legal) == 0:
+            raise ValueError("legal is empty: a position to evaluate has at least one legal action")
+        f = self._open
+        if f is None:
+            f = self._new_frame()
+        i = f.n
+        self._x[i] = features  # copied now: the caller overwrites its row next
+        f.legal.append(legal if type(legal) is list else list(legal))  # checked when the frame is sent
+        f.n = i + 1
+        if f.n == self.max_rows:
+            self._send(f)
+        fut = f.fut
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if not collateral(fut):
+                raise
+            await rewait(f)
+        if f.error is not None:
+            raise EvaluatorClosed(str(f.error))
+        if f.errors and i in f.errors:
+            cls, msg = f.errors[i]
+            raise cls(msg)
+        priors = [0.0] * self.n_actions
+        off = f.offs[i]
+        leg = f.legal[i]
+        for a, p in zip(leg, f.flat[off : off + len(leg)], strict=False):
+            priors[a] = p
+        return priors, f.values[i]
+
+    async def evaluate_many(
+        self, features: np.ndarray, legal: Sequence[Sequence[int]]
+    ) -> tuple[list[float], list[list[float]]]:
+        """See ``servers.batcher.Batcher.evaluate_many`` (the search's protocol): flat priors of each
+        row's legal ids in row order, and each row's values. A bad row fails the whole request."""
+        k = len(legal)
+        shape = getattr(features, "shape", None)
+        if shape is None or len(shape) != 2 or shape[1] != self.width or shape[0] != k:
+            raise ValueError(f"features have shape {shape}: expected ({k}, {self.width}), a row per legal")
+        if k == 0:
+            return [], []
+        if 0 in map(len, legal):
+            raise ValueError("a row's legal list is empty: a position to evaluate has at least one legal action")
+        segments = []
+        start = 0
+        while start < k:
+            f = self._open
+            if f is None:
+                f = self._new_frame()
+            i0 = f.n
+            take = min(k - start, self.max_rows - i0)
+            self._x[i0 : i0 + take] = features[start : start + take]
+            f.legal += [leg if type(leg) is list else list(leg) for leg in legal[start : start + take]]
+            f.n = i0 + take
+            segments.append((f, start, i0, take))
+            start += take
+            if f.n == self.max_rows:
+                self._send(f)
+        priors: list[float] = []
+        values: list[list[float]] = []
+        for f, start, i0, take in segments:
+            if not f.done:
+                fut = f.fut
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    if not collateral(fut):
+                        raise
+                    await rewait(f)
+            if f.error is not None:
+                raise EvaluatorClosed(str(f.error))
+            if f.errors:
+                bad = [(i, f.errors[i]) for i in range(i0, i0 + take) if i in f.errors]
+                if bad:
+                    cls = EvaluationError if any(c is EvaluationError for _, (c, _) in bad) else ValueError
+                    raise cls("; ".join(f"row {i - i0 + start}: {m}" for i, (_, m) in bad))
+            if len(segments) == 1:
+                return f.flat[f.offs[i0] : f.offs[i0 + take]], f.values[i0 : i0 + take]
+            priors += f.flat[f.offs[i0] : f.offs[i0 + take]]
+            values += f.values[i0 : i0 + take]
+        return priors, values
+
+    async def stats(self, reset: bool = False) -> dict[str, Any]:
+        """The server batcher's statistics (``Batcher.stats``); reset them after reading when ``reset``."""
+        self._check_open()
+        self._write(StatsRequest(reset))
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._stats.append(fut)  # replies come back in the order of the requests
+        return await fut
+
+    async def aclose(self) -> None:
+        """Fail what is pending with EvaluatorClosed and close the connection. Idempotent."""
+        if self._reason is None:
+            self._fail_all("the remote evaluator is closed")
+        if self._transport is not None:
+            self._transport.close()
+            await asyncio.shield(self._closed_fut)
+
+    def _check_open(self) -> None:
+        if self._reason is not None:
+            raise EvaluatorClosed(self._reason)
+
+    def _new_frame(self) -> _Frame:
+        self._check_open()
+        f = _Frame(self._loop.create_future())
+        self._open = f
+        self._loop.call_soon(self._send, f)
+        return f
+
+    def _send(self, f: _Frame) -> None:
+        """Send ``f`` (once): at its call_soon, or when it reaches max_rows."""
+        if self._open is f:
+            self._open = None
+        if f.sent or f.done:
+            return
+        f.sent = True
+        n = f.n
+        if n == 0:
+            f.finish()
+            return
+        f.id0 = self._next_id
+        self._next_id += n
+        f.left = n
+        # One C-speed pass over every id: anything but a plain int (a float would make the server refuse
+        # the whole frame and close the connection) sends its row's requester, alone, a ValueError.
+        if set(map(type, chain.from_iterable(f.legal))) - {int}:
+            self._check_rows(f)
+        try:
+            # msgspec copies the rows into the frame: the staging array is free for the next frame at once.
+            request = Request(list(range(f.id0, f.id0 + n)), as_bytes(self._x[:n]), f.legal)
+            try:
+                self._write(request)
+            except OverflowError:  # an id beyond 64 bits
+                self._check_rows(f)
+                self._write(request)
+            f.offs = list(accumulate(map(len, f.legal), initial=0))
+            f.flat = [0.0] * f.offs[-1]
+            f.values = [None] * n
+        except EvaluatorClosed as e:  # the connection went away before this frame could leave
+            f.error = e
+            f.finish()
+            return
+        self._inflight[f.id0] = f
+
+    def _check_rows(self, f: _Frame) -> None:
+        """Rows whose legal ids are not ints in 0..n_actions-1 get a ValueError of their own and go to the
+        server as a harmless [0] (their answer is ignored), so that the frame stays well formed."""
+        a = self.n_actions
+        for pos, leg in enumerate(f.legal):
+            try:
+                ids = [operator.index(x) for x in leg]
+                if all(0 <= x < a for x in ids):
+                    f.legal[pos] = ids
+                    continue
+            except TypeError:
+                pass
+            f.errors[pos] = (ValueError, f"legal ids must be ints in 0..{a - 1}, got {leg!r}")
+            f.legal[pos] = [0]
+
+    def _write(self, msg: Message) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise EvaluatorClosed(self._reason or "the connection is closed")
+        self._transport.write(encode_frame(self._encoder, msg))
+
+    def _on_frame(self, payload: memoryview) -> None:
+        try:
+            msg = self._decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._abort(f"malformed frame from the server: {e}")
+            return
+        if isinstance(msg, Reply):
+            self._on_reply(msg)
+        elif isinstance(msg, StatsReply):
+            if self._stats:
+                fut = self._stats.popleft()
+                if not fut.done():
+                    fut.set_result(msg.stats)
+        elif isinstance(msg, Hello):
+            if not self._hello.done():
+                self._hello.set_result(msg)
+        elif isinstance(msg, Error):
+            self._abort(f"the server closed the connection: {msg.message}")
+        else:
+            self._abort(f"unexpected {type(msg).__name__} from the server")
+
+    def _on_reply(self, rep: Reply) -> None:
+        c = len(rep.ids)
+        if c == 0:
+            return
+        first = rep.ids[0]
+        f = self._inflight.get(first)
+        if f is None:  # a later part of a frame the server split over two batches
+            f = next((g for g in self._inflight.values() if g.id0 <= first < g.id0 + g.n), None)
+        if f is None or first + c > f.id0 + f.n or rep.ids[-1] != first + c - 1:
+            self._abort(f"reply for unknown or non-contiguous ids {rep.ids[:3]}...")
+            return
+        s = first - f.id0
+        if rep.fail:
+            failed = (EvaluationError, f"the server's forward pass failed for this request's batch: {rep.fail}")
+            for pos in range(s, s + c):
+                f.errors.setdefault(pos, failed)
+        else:
+            lo, hi = f.offs[s], f.offs[s + c]
+            if len(rep.p) != 4 * (hi - lo) or len(rep.v) != 4 * c * self.n_values:
+                self._abort(f"reply of {len(rep.p)} + {len(rep.v)} bytes for {c} rows with {hi - lo} legal ids")
+                return
+            # Two conversions per reply, none per row: slices of these lists are the answers.
+            f.flat[lo:hi] = np.frombuffer(rep.p, dtype=F32).tolist()
+            f.values[s : s + c] = np.frombuffer(rep.v, dtype=F32).reshape(c, self.n_values).tolist()
+            for j, msg in rep.err:
+                if 0 <= j < c:
+                    f.errors.setdefault(s + j, (ValueError, msg))
+        f.left -= c
+        if f.left <= 0:
+            del self._inflight[f.id0]
+            f.finish()
+
+    def _fail_all(self, reason: str) -> None:
+        """Mark the connection unusable and fail every pending waiter with EvaluatorClosed(reason)."""
+        if self._reason is None:
+            self._reason = reason
+        err = EvaluatorClosed(self._reason)
+        frames = list(self._inflight.values())
+        self._inflight.clear()
+        if self._open is not None:
+            frames.append(self._open)
+            self._open = None
+        for f in frames:
+            f.error = err
+            f.finish()
+        while self._stats:
+            fut = self._stats.popleft()
+            if not fut.done():
+                fut.set_exception(EvaluatorClosed(self._reason))
+        if not self._hello.done():
+            self._hello.set_exception(EvaluatorClosed(self._reason))
+
+    def _abort(self, reason: str) -> None:
+        self._fail_all(reason)
+        self._reader.stopped = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._fail_all(f"the connection to the server was lost{f': {exc}' if exc else ''}")
+        self._reader.stopped = True
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)

@@ -1,0 +1,88 @@
+"""``python -m servers --listen unix:PATH | tcp:HOST:PORT [--checkpoint FILE] [--preset NAME]``
+
+Serves one batcher over a socket (servers/socket.py). Without a checkpoint it serves a freshly
+initialised network of ``--preset`` (for measurement). Prints ``serving on ADDRESS`` on standard
+output once it accepts connections (with the real port when PORT is 0). SIGINT and SIGTERM take one
+path: stop listening, close the connections, close the batcher, remove the Unix socket, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from torch import nn
+
+from blobnet.net import DEFAULT_PRESET, PRESETS, make_net
+from servers.batcher import MODES, Batcher
+from servers.socket import DEFAULT_MAX_FRAME, Server
+
+__all__ = ["main", "load_checkpoint_model", "build_parser"]
+
+log = logging.getLogger("servers")
+
+
+def load_checkpoint_model(path: str) -> nn.Module:
+    """The model stored in checkpoint ``path`` (blobnet.checkpoint, imported only when a checkpoint is asked for)."""
+    from blobnet.checkpoint import load_model  # type: ignore[import-not-found]
+
+    model: nn.Module = load_model(path)
+    return model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m servers", description=__doc__.split("\n\n")[1])
+    p.add_argument("--listen", required=True, help="unix:PATH or tcp:HOST:PORT (PORT 0: any free port)")
+    p.add_argument("--checkpoint", help="serve this checkpoint's model (default: a fresh --preset network)")
+    p.add_argument(
+        "--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="network size without a checkpoint"
+    )
+    p.add_argument("--seed", type=int, default=None, help="weights seed of the fresh network")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--mode", default="inline", choices=MODES, help="where the CPU forward pass runs")
+    p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
+    p.add_argument("--max-batch", type=int, default=1024, help="rows per forward pass at most")
+    p.add_argument("--max-wait", type=float, default=None, help="seconds a batch waits for other clients' rows")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME, help="largest frame accepted, bytes")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> None:
+    model = load_checkpoint_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
+    batcher = Batcher(
+        model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
+        max_wait=args.max_wait, threads=args.threads,
+    )  # fmt: skip
+    server = Server(batcher, args.listen, max_frame=args.max_frame)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        address = await server.start()
+        print(f"serving on {address}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.aclose()
+        await batcher.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(args))
+    else:
+        uvloop.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

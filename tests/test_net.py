@@ -1,0 +1,93 @@
+"""The network: presets, shapes, masking, value range, state_dict round trips."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from blobnet.encode import WIDTH
+from blobnet.net import DEFAULT_PRESET, PRESETS, BlobNet, count_params, make_net
+
+
+def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand((batch, WIDTH), generator=g) < 0.05).float()
+    legal = torch.rand((batch, 70), generator=g) < 0.15
+    legal[:, 0] = True  # at least one legal action per row
+    return x, legal
+
+
+def test_presets_are_ordered_by_size_and_small_is_the_default() -> None:
+    sizes = {name: count_params(make_net(name)) for name in PRESETS}
+    assert DEFAULT_PRESET == "small"
+    assert sizes["tiny"] < 100_000
+    assert 200_000 < sizes["small"] < 1_000_000  # a few hundred thousand: fast on two CPU cores
+    assert 1_000_000 < sizes["medium"] < sizes["large"]
+
+
+def test_unknown_preset_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="tiny"):
+        make_net("huge")
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_forward_shapes_masking_and_value_range(name: str) -> None:
+    net = make_net(name, seed=1)
+    x, legal = _inputs(5)
+    logits, values = net(x, legal)
+    assert logits.shape == (5, 70) and values.shape == (5, 8)
+    probs = torch.softmax(logits, dim=1)
+    assert torch.all(probs[~legal] == 0.0)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(5))
+    assert torch.all(torch.isfinite(logits))  # illegal ids are very negative, never -inf
+    assert torch.all((values >= 0) & (values <= 1))
+
+
+def test_cross_entropy_against_a_legal_target_is_finite_and_trains() -> None:
+    net = BlobNet("tiny")
+    x, legal = _inputs(8)
+    target = legal.float() / legal.float().sum(dim=1, keepdim=True)  # zero on illegal ids
+    logits, values = net(x, legal)
+    loss = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1).mean() + ((values - 0.5) ** 2).mean()
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and torch.all(torch.isfinite(p.grad)) for p in net.parameters())
+
+
+def test_seed_makes_weights_repeatable_without_touching_the_global_rng() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = make_net("tiny", seed=7)
+    after = torch.rand(1)
+    b = make_net("tiny", seed=7)
+    assert before == after
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_state_dict_round_trips_through_weights_only_load() -> None:
+    net = make_net("small", seed=3)
+    buf = io.BytesIO()
+    torch.save({"preset": net.config.name, "state_dict": net.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    restored = make_net(saved["preset"])
+    restored.load_state_dict(saved["state_dict"])
+    x, legal = _inputs(4)
+    with torch.inference_mode():
+        for a, b in zip(net(x, legal), restored(x, legal), strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_forward_masks_illegal_ids(dtype: torch.dtype) -> None:
+    net = make_net("tiny", seed=0).to(dtype)
+    x, legal = _inputs(3)
+    with torch.inference_mode():
+        logits, values = net(x.to(dtype), legal)
+    probs = torch.softmax(logits.float(), dim=1)
+    assert torch.all(probs[~legal] == 0.0)
+    assert torch.all(torch.isfinite(values.float()))
