@@ -42,6 +42,8 @@ from blobnet.search import Search, choose_action
 
 __all__ = [
     "RESULTS",
+    "TORCH_ENV",
+    "child_env",
     "Adapted",
     "SyncPlayer",
     "ThreadBatcher",
@@ -60,6 +62,16 @@ __all__ = [
 ]
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The torch settings of every process the benchmarks start, as ``blobnet`` sets them for itself
+# (blobnet/cli.py): one torch thread, and OpenMP threads that sleep rather than spin while waiting.
+# Two spinning threads turn a 7 ms forward pass into 200 ms as soon as anything else wants the second
+# core. What the caller's environment already says wins.
+TORCH_ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a benchmark's child process: TORCH_ENV unless the caller's says otherwise."""
+    return {**TORCH_ENV, **os.environ}
 Priors = tuple[list[float], list[list[float]]]
 
 

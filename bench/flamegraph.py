@@ -7,7 +7,7 @@ is the run as it is. It records ``python -m bench.profile --plain`` (the asyncio
 in-process batcher, 4 players, 5 cards, 3 x 30 search, 64 games by default; arguments after ``--``
 go to it) twice: once as an SVG flame graph (open it in a browser, click to zoom) and once as a
 speedscope JSON (drop it on https://www.speedscope.app). ``--native`` adds C frames (torch,
-numpy). Like bench/profile.py it runs with OMP_WAIT_POLICY=PASSIVE unless ``--omp-default``.
+numpy). Like bench/profile.py it runs with ``bench.common.TORCH_ENV`` unless ``--torch-default``.
 py-spy needs ptrace: it works as root, or with kernel.yama.ptrace_scope = 0, or in a
 container started with --cap-add SYS_PTRACE.
 
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import RESULTS, stamp
+from bench.common import RESULTS, child_env, stamp
 
 __all__ = ["main", "find_py_spy"]
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=250, help="samples per second")
     p.add_argument("--native", action="store_true", help="include native (C/C++) frames")
     p.add_argument("--out", type=Path, help="folder (default bench/results/<date-time>-flamegraph)")
-    p.add_argument("--omp-default", action="store_true", help="keep OpenMP's busy-waiting (bench/profile.py)")
+    p.add_argument("--torch-default", action="store_true", help="keep torch's own thread settings (bench/profile.py)")
     a = p.parse_args(args)
     if a.rounds < 1 or a.rate < 1:
         p.error("--rounds and --rate must be at least 1")
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = a.out or RESULTS / f"{stamp()}-flamegraph"
     out.mkdir(parents=True, exist_ok=True)
     target = [sys.executable, "-m", "bench.profile", "--plain", "--rounds", str(a.rounds), *passthrough]
-    if a.omp_default:
-        target.append("--omp-default")
+    if a.torch_default:
+        target.append("--torch-default")
     paths = []
     for fmt, name in (("flamegraph", "selfplay.svg"), ("speedscope", "selfplay.speedscope.json")):
         path = out / name
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.native:
             cmd.append("--native")
         print(f"recording ({fmt}): {' '.join(cmd)} -- {' '.join(target)}", flush=True)
-        env = dict(os.environ) if a.omp_default else {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        env = dict(os.environ) if a.torch_default else child_env()
         proc = subprocess.run([*cmd, "--", *target], env=env)
         if proc.returncode != 0 or not path.is_file():
             print(

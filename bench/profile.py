@@ -18,9 +18,10 @@ Two runs of the asyncio engine over an in-process ``servers.Batcher`` (after a s
 2. cProfile over a second run of the same size: the .prof is kept, the top functions by own time
    are printed (``python -m pstats FILE`` or snakeviz read it further).
 
-OpenMP's threads busy-wait by default, which makes the in-line forward pass many times slower as
-soon as another process wants a core (bench/batcher_speed.py); like the sweep, this runs with
-OMP_WAIT_POLICY=PASSIVE (it restarts itself with it set) unless ``--omp-default`` is given.
+Like ``blobnet`` itself and every process the sweep starts, it runs with one torch thread and
+OpenMP threads that sleep rather than spin (``bench.common.TORCH_ENV``; it restarts itself with them
+set unless the environment already says, or ``--torch-default`` is given): spinning torch threads
+make the in-line forward pass many times slower as soon as another process wants a core.
 
 Output: bench/results/<date-time>-profile/ with profile.prof, top.txt (own time and cumulative
 time) and stages.json.
@@ -42,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.common import RESULTS, Adapted, git_commit, stamp
+from bench.common import RESULTS, TORCH_ENV, Adapted, child_env, git_commit, stamp
 from blobnet.config import GameConfig, SearchConfig
 from clients.selfplay import EngineStats, SelfPlayEngine, run_loop
 
@@ -166,8 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<date-time>-profile)")
     p.add_argument("--plain", action="store_true", help="only run the self-play (for py-spy), print its rate")
     p.add_argument(
-        "--omp-default", action="store_true",
-        help="keep OpenMP's busy-waiting (its default) instead of OMP_WAIT_POLICY=PASSIVE, which the sweep uses too",
+        "--torch-default", action="store_true",
+        help="keep torch's threads (every core) and OpenMP's busy-waiting instead of bench.common.TORCH_ENV",
     )  # fmt: skip
     return p
 
@@ -193,14 +194,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
-    if not a.omp_default and "OMP_WAIT_POLICY" not in os.environ:
-        # OpenMP reads it once, when torch loads: start again with it set. Busy-waiting torch threads
-        # make the in-line forward pass many times slower as soon as another process wants a core.
+    if not a.torch_default and any(k not in os.environ for k in TORCH_ENV):
+        # OpenMP reads these once, when torch loads: start again with them set.
         args = sys.argv[1:] if argv is None else argv
-        os.execve(sys.executable, [sys.executable, "-m", "bench.profile", *args],
-                  {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # fmt: skip
+        os.execve(sys.executable, [sys.executable, "-m", "bench.profile", *args], child_env())
     what = (f"{a.players} players, {a.cards} cards, {a.dets}x{a.sims} search, {a.concurrency} games, "
             f"{a.rounds} rounds, preset {a.preset}, forward {a.mode}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")  # fmt: skip
     if a.plain:
         stats, batch, _ = run_loop(_run(a, a.rounds, sampler=False))

@@ -57,6 +57,10 @@ def _at(row: pd.Series) -> str:
     return f"{row['strategy']} at {c} game{'s' if c != 1 else ''}"
 
 
+def _games(c: float) -> str:
+    return f"{int(c)} game{'s' if int(c) != 1 else ''}"
+
+
 def _num(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f}"
 
@@ -363,7 +367,8 @@ def summary_markdown(df: pd.DataFrame, meta: dict[str, Any], advice: Advice, cha
         "turn per request); inference-only ceiling: the raw forward pass at the point's mean batch, converted "
         "with its evaluations per round.",
         "- each point: a fresh process, a warm-up, then a window of a few seconds; rates are least-squares slopes "
-        "of the counters; CPU is the point's process tree; OMP_WAIT_POLICY=PASSIVE in every child process.",
+        "of the counters; CPU is the point's process tree; every child process runs with OMP_NUM_THREADS=1 and "
+        "OMP_WAIT_POLICY=PASSIVE unless the caller's environment says otherwise (meta.json: torch_env).",
     ]
     if charts:
         out += ["", "## Charts", ""] + [f"![{p.stem}]({p.name})" for p in charts]
@@ -427,7 +432,7 @@ def draw_charts(df: pd.DataFrame, advice: Advice, out: Path) -> list[Path]:
         names.append(s)
         vals.append(b["rounds_per_min"])
         colors.append(COLORS[s])
-        notes.append(f"{int(b['concurrency'])} games\nbatch {b['mean_batch']:.0f}")
+        notes.append(f"{_games(b['concurrency'])}\nbatch {b['mean_batch']:.0f}")
     bars = ax1.bar(names, vals, color=colors)
     for bar, note in zip(bars, notes):
         ax1.annotate(note, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
@@ -446,7 +451,7 @@ def draw_charts(df: pd.DataFrame, advice: Advice, out: Path) -> list[Path]:
     paths.append(_save(fig, out / "batching.png", plt))
 
     # 3. achieved against the two ceilings
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5))
     shown = [advice.recommended["strategy"]] if advice.recommended else []
     if "asyncio" not in shown and not scal[scal["strategy"] == "asyncio"].empty:
         shown.append("asyncio")
@@ -463,7 +468,7 @@ def draw_charts(df: pd.DataFrame, advice: Advice, out: Path) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="concurrent games", ylabel="rounds/min",
            title=f"Achieved against the ceilings (bottleneck: {advice.bottleneck})")  # fmt: skip
     _games_axis(ax, scal)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     paths.append(_save(fig, out / "ceilings.png", plt))
 
     # 4. search settings and hand sizes

@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from bench.common import (
     SyncPlayer,
     ThreadBatcher,
     batch_spread,
+    child_env,
     percentiles_ms,
     rate,
     raw_forward_rate,
@@ -88,7 +88,6 @@ STRATEGIES = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "pr
 BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server")  # the rest evaluate row by row
 ENGINE = ("asyncio", "asyncio-thread", "direct", "free")  # run in this process on clients.selfplay's engine
 LATENCY_KEEP = 20_000  # latency samples a worker process sends back (evenly thinned beyond this)
-CHILD_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}  # OpenMP busy-waits on a shared core otherwise (bench.batcher_speed)
 
 
 class PointSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -310,7 +309,7 @@ def _run_threads_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
 def _spawn(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.strategies", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, **CHILD_ENV},
+        stderr=subprocess.PIPE, text=True, env=child_env(),
     )  # fmt: skip
 
 
@@ -334,7 +333,7 @@ def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
                 cmd += ["--seed", str(spec.seed), "--max-batch", str(spec.max_batch)]
                 cmd += ["--threads", str(spec.server_threads)]
                 server = subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **CHILD_ENV}
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
                 )
                 address = _expect_line(server, "serving on ", "the server").split("serving on ", 1)[1].strip()
             payload = msgspec.json.encode(spec).decode()

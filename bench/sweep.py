@@ -46,8 +46,8 @@ from typing import Any
 import msgspec
 import pandas as pd
 
-from bench.common import RESULTS, git_commit, stamp
-from bench.strategies import CHILD_ENV, STRATEGIES, CalibrateSpec, PointSpec, RawSpec
+from bench.common import RESULTS, TORCH_ENV, child_env, git_commit, stamp
+from bench.strategies import STRATEGIES, CalibrateSpec, PointSpec, RawSpec
 
 __all__ = ["SETTINGS", "Mode", "MODES", "plan_scaling", "derive", "main"]
 
@@ -154,7 +154,7 @@ def _child(kind: str, payload: str, timeout: float) -> Any:
     """Run ``python -m bench.strategies KIND PAYLOAD`` and return the JSON on its last line."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench.strategies", kind, payload], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **CHILD_ENV},
+        timeout=timeout, env=child_env(),
     )  # fmt: skip
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -366,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     if mode.in_process:
         import torch
 
-        # The points share this process, which has none of the children's OMP_WAIT_POLICY=PASSIVE:
-        # one torch thread keeps OpenMP from spinning against the search on a busy machine.
+        # The points share this process, which may lack the children's TORCH_ENV: one torch thread
+        # keeps OpenMP from spinning against the search on a busy machine.
         torch.set_num_threads(1)
     budget = 60.0 * (a.budget if a.budget is not None else mode.budget)
     runner = Runner(mode, log=lambda s: print(s, flush=True), budget=budget)
@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         "players": a.players,
         "gpu": _gpu_name(),
         "plan": {"iterations": a.iterations, "rounds_per_iteration": a.rounds_per_iteration},
+        "torch_env": {k: child_env()[k] for k in TORCH_ENV},
         "caps": _caps(mode, cpus, skipped_hands),
         "calibration": calibration,
         "raw_evals_per_s": raw,
