@@ -189,6 +189,7 @@ class SelfPlayEngine:
             result = await self.search.run(r.view(seat), rng, noise=True)
             stats.searched_decisions += 1
             stats.uniform_targets += result.is_uniform()
+            assert result.features is not None  # a searched decision carries its root features
             feats.append(result.features)
             legals.append(legal)
             policies.append((result.actions, result.policy()))

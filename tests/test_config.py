@@ -20,7 +20,8 @@ def test_shipped_configs_load():
 
 def test_override_replaces_one_key_and_keeps_the_rest():
     base = load_config(ROOT / "configs" / "default.toml")
-    cfg = load_config(ROOT / "configs" / "default.toml", ["search.sims=50", "game.players=[3, 5]", "server.device=cuda"])
+    overrides = ["search.sims=50", "game.players=[3, 5]", "server.device=cuda"]
+    cfg = load_config(ROOT / "configs" / "default.toml", overrides)
     assert cfg.search.sims == 50 and cfg.game.players == [3, 5] and cfg.server.device == "cuda"
     assert cfg.search.dets == base.search.dets and cfg.train == base.train
 

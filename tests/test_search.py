@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from blobnet.cards import BID0, N_ACTIONS, N_CARDS
+from blobnet.cards import BID0, N_CARDS
 from blobnet.config import ConfigError, SearchConfig
 from blobnet.encode import OFFSETS
 from blobnet.rules import Round, View

@@ -101,8 +101,8 @@ def test_a_run_killed_at_random_moments_resumes_and_finishes(tmp_path):
     env = ENV
     first = True
     for _ in range(3):
-        proc = subprocess.Popen(cmd + ([] if first else ["--resume"]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env=env)  # fmt: skip
+        args = cmd + ([] if first else ["--resume"])
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         time.sleep(float(rng.uniform(2.0, 6.0)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
