@@ -151,12 +151,18 @@ def advise(
                 f"Inference-bound: {where}. The forward pass is the cost: a smaller network, bf16, "
                 f"larger batches, or a GPU."
             )
-        else:
+        elif 1 - s0 - i0 >= max(s0, i0) or 1 - s0 - i0 > 0.1:
             a.bottleneck = "overhead"
             a.lines.append(
-                f"Overhead-bound: {where}; the other {max(0.0, 1 - s0 - i0):.0%} of the time is neither the search "
+                f"Overhead-bound: {where}; the other {1 - s0 - i0:.0%} of the time is neither the search "
                 f"nor the forward pass but what joins them (batching, the event loop, threads waiting on the "
                 f"GIL, the socket)."
+            )
+        else:  # together they explain all the time (or more, where they overlap): no overhead to blame
+            a.bottleneck = "search" if s0 >= i0 else "inference"
+            a.lines.append(
+                f"{'Search' if s0 >= i0 else 'Inference'}-bound, though no part dominates: {where}; together they "
+                f"explain all the time, so the {'search' if s0 >= i0 else 'forward pass'} is the larger cost to cut."
             )
         if s0 + i0 > 1.0:
             if best["strategy"] in ("processes", "processes+server"):
@@ -335,7 +341,8 @@ def summary_markdown(df: pd.DataFrame, meta: dict[str, Any], advice: Advice, cha
         ))  # fmt: skip
     other = ok[ok["sweep"].isin(["search", "hands"])]
     if not other.empty:
-        out += ["", "## Search settings and hand sizes (recommended configuration; free = search-only ceiling)", ""]
+        out += ["", "## Search settings and hand sizes (recommended configuration; free = search-only ceiling of one "
+                "process)", ""]
         out.append(markdown_table(
             ["sweep", "strategy", "setting", "cards", "rounds/min", "sims/s", "mean batch"],
             [[r["sweep"], r["strategy"], f"{r['setting']} {int(r['dets'])}x{int(r['sims'])}", int(r["cards"]),
@@ -483,7 +490,7 @@ def draw_charts(df: pd.DataFrame, advice: Advice, out: Path) -> list[Path]:
             ax1.bar([x - 0.2 for x in xs], [achieved[k] for k in keys], 0.4, color=COLORS[rec["strategy"]],
                     label=f"{rec['strategy']} at {int(rec['concurrency'])} games")  # fmt: skip
             ax1.bar([x + 0.2 for x in xs], [ceiling.get(k, math.nan) for k in keys], 0.4, color=COLORS["free"],
-                    label="search-only ceiling")  # fmt: skip
+                    label="its search-only ceiling")  # fmt: skip
             ax1.set_xticks(list(xs), [f"{k}\n{_dets_sims(ok, k)}" for k in keys])
             ax1.legend(fontsize=8)
         hands = _hand_rates(ok, rec)
@@ -492,7 +499,7 @@ def draw_charts(df: pd.DataFrame, advice: Advice, out: Path) -> list[Path]:
             ks = sorted(hands)
             ax2.plot(ks, [hands[k] for k in ks], color=COLORS[rec["strategy"]], marker="o", label=rec["strategy"])
             ax2.plot(ks, [hc.get(k, math.nan) for k in ks], color=COLORS["free"], marker="^", linestyle="--",
-                     label="search-only ceiling")  # fmt: skip
+                     label="its search-only ceiling")  # fmt: skip
             ax2.set_yscale("log")
             _plain_y(ax2)
             ax2.set_xticks(ks)
@@ -521,17 +528,17 @@ def _plain_y(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if ax.get_yscale() == "log":
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.10g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _free_by(ok: pd.DataFrame, rec: pd.Series, sweep: str, key: str) -> dict[Any, float]:
-    """Search-only ceilings per setting or hand size: the sweep's free rows, the recommended row's own for its value."""
-    rows = ok[(ok["sweep"] == sweep) & (ok["strategy"] == "free")]
-    out = {(int(r[key]) if key == "cards" else r[key]): float(r["rounds_per_min"]) for _, r in rows.iterrows()}
-    own = rec.get("search_ceiling_rpm", math.nan)
-    out[int(rec[key]) if key == "cards" else rec[key]] = float(own)
+    """Search-only ceilings of the recommended strategy per setting or hand size: each of its rows'
+    own ``search_ceiling_rpm`` (scaled to its processes as ``derive`` does), its scaling row for its own value."""
+    rows = ok[(ok["sweep"] == sweep) & (ok["strategy"] == rec["strategy"])]
+    out = {(int(r[key]) if key == "cards" else r[key]): float(r["search_ceiling_rpm"]) for _, r in rows.iterrows()}
+    out[int(rec[key]) if key == "cards" else rec[key]] = float(rec.get("search_ceiling_rpm", math.nan))
     return out
 
 
