@@ -29,16 +29,22 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dets", type=int, default=3, help="determinizations per decision")
     sp.add_argument("--sims", type=int, default=30, help="simulations per determinization")
     sp.add_argument("--leaves", type=int, default=4, help="leaves in flight per tree")
-    sp.add_argument("--concurrency", type=int, default=256, help="games live at once")
+    sp.add_argument("--concurrency", type=int, default=256, help="games live at once, in all processes together")
+    sp.add_argument(
+        "--workers", type=int, default=0, help="engine processes (default: one per CPU core on a CPU, else 1)"
+    )
     sp.add_argument("--rounds", type=int, default=1000)
     sp.add_argument("--games", action="store_true", help="full games on the standard schedule, not single rounds")
     sp.add_argument("--checkpoint", help="network weights (default: a freshly initialised network)")
     sp.add_argument("--preset", default="small", help="network preset when no checkpoint is given")
     sp.add_argument("--server", help="use a running server (unix:PATH or tcp:HOST:PORT) instead of an in-process one")
     sp.add_argument("--free", action="store_true", help="a free evaluator: the search-only ceiling")
-    sp.add_argument("--mode", default="inline", choices=["inline", "thread", "process"], help="CPU forward pass")
+    sp.add_argument("--mode", default="inline", choices=["inline", "thread"], help="CPU forward pass")
     sp.add_argument("--max-batch", type=int, default=4096)
     sp.add_argument("--device", default="cpu")
+    sp.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="inference precision"
+    )
     sp.add_argument("--out", help="write the examples to this .npz file")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--json", action="store_true")

@@ -106,14 +106,14 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     max_batch: int = 4096  # most rows in one forward pass
-    mode: str = "inline"  # where a CPU forward runs: "inline", "thread" or "process"
+    mode: str = "inline"  # where a CPU forward runs: "inline" or "thread" (another process: python -m servers)
 
     def __post_init__(self) -> None:
         _check(
             self.device == "cpu" or self.device.startswith("cuda"), "server.device", '"cpu" or "cuda[:N]"', self.device
         )
         _check(self.max_batch >= 1, "server.max_batch", "at least 1", self.max_batch)
-        _check(self.mode in ("inline", "thread", "process"), "server.mode", "inline, thread or process", self.mode)
+        _check(self.mode in ("inline", "thread"), "server.mode", "inline or thread", self.mode)
 
 
 class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -121,7 +121,8 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     iterations: int = 10
     rounds_per_iteration: int = 1000  # self-play rounds each iteration
-    concurrency: int = 64  # games live at once in self-play
+    concurrency: int = 64  # games live at once in self-play, in all processes together
+    workers: int = 1  # self-play processes: this one and workers - 1 helpers, each with its own batcher
     replay_size: int = 200_000  # examples kept in the replay buffer
     batch_size: int = 512  # learner minibatch
     steps_per_iteration: int = 200  # learner steps after each self-play phase
@@ -136,7 +137,7 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     warm_start_steps: int = 0  # learner steps on that data before the first self-play
 
     def __post_init__(self) -> None:
-        for key in ("iterations", "rounds_per_iteration", "concurrency", "replay_size", "batch_size"):
+        for key in ("iterations", "rounds_per_iteration", "concurrency", "workers", "replay_size", "batch_size"):
             v = getattr(self, key)
             _check(v >= 1, f"train.{key}", "at least 1", v)
         _check(self.steps_per_iteration >= 0, "train.steps_per_iteration", "0 or more", self.steps_per_iteration)

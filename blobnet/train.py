@@ -42,7 +42,8 @@ from blobnet.player import NetworkPlayer
 from blobnet.replay import Examples, ReplayBuffer
 from blobnet.rules import TRUMP_CYCLE, Round
 from blobnet.status import Status
-from clients.selfplay import EngineStats, SelfPlayEngine, run_loop
+from clients.pool import EvaluatorSpec, SelfPlayPool
+from clients.selfplay import run_loop
 from servers import Batcher
 
 __all__ = ["Trainer", "train_command", "learner_losses"]
@@ -176,13 +177,19 @@ class Trainer:
         assert task is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig, task)
+        server = cfg.server
         batcher = Batcher(
-            make_net(cfg.network.preset), max_batch=cfg.server.max_batch, device=cfg.server.device, mode=cfg.server.mode
+            make_net(cfg.network.preset),
+            max_batch=server.max_batch,
+            device=server.device,
+            mode=server.mode,
+            dtype=cfg.network.dtype,
         )
         batcher.set_weights(self.model.state_dict())
+        pool = SelfPlayPool(cfg.train.workers)
         try:
             while self.iteration < cfg.train.iterations:
-                await self._iteration(batcher)
+                await self._iteration(batcher, pool)
         except asyncio.CancelledError:
             if self.interrupted is None:
                 raise
@@ -192,6 +199,7 @@ class Trainer:
             )
             return {"interrupted": self.interrupted, "iteration": self.iteration}
         finally:
+            pool.close()
             await batcher.aclose()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -203,7 +211,7 @@ class Trainer:
             self.interrupted = sig.name
             task.cancel()
 
-    async def _iteration(self, batcher: Batcher) -> None:
+    async def _iteration(self, batcher: Batcher, pool: SelfPlayPool) -> None:
         cfg = self.cfg
         it = self.iteration + 1
         t0 = time.perf_counter()
@@ -211,21 +219,22 @@ class Trainer:
         self.status.phase(it, cfg.train.iterations, "self-play", 0, total)
         parts: list[Examples] = []
 
-        def progress(stats: EngineStats) -> None:
-            self.status.phase(it, cfg.train.iterations, "self-play", stats.rounds, total)
-
-        if hasattr(batcher, "reset_stats"):
-            batcher.reset_stats()
-        engine = SelfPlayEngine(
+        batcher.reset_stats()
+        spec = EvaluatorSpec(
+            preset=cfg.network.preset, dtype=cfg.network.dtype, max_batch=cfg.server.max_batch, mode=cfg.server.mode
+        )
+        stats = await pool.run(
             batcher,
+            spec,
+            self.model.state_dict(),
             search=cfg.search,
             game=cfg.game,
+            rounds=total,
             concurrency=cfg.train.concurrency,
             seed=int(np.random.SeedSequence([cfg.train.seed, it]).generate_state(1)[0]),
             sink=parts.append,
-            on_progress=progress,
+            on_progress=lambda done: self.status.phase(it, cfg.train.iterations, "self-play", done, total),
         )
-        stats = await engine.run(total)
         summary = stats.summary()
         self.replay.add(it, Examples.concat(parts))
 
@@ -246,7 +255,7 @@ class Trainer:
             "rounds": stats.rounds,
             "rounds_per_min": round(summary["rounds_per_min"], 1),
             "evals_per_s": round(summary["evals_per_s"], 1),
-            "avg_batch": round(batcher_avg_batch(batcher), 2),
+            "avg_batch": round(pool.mean_batch, 2),
             "examples": stats.examples,
             "replay": len(self.replay),
             "uniform_target_fraction": round(summary["uniform_target_fraction"], 5),
@@ -399,11 +408,6 @@ def teacher_examples(game: GameConfig, rounds: int, *, seed: int, smoothing: flo
                 r.apply(legal[0])
         parts.append(Examples.from_round(r, feats, legals, policies, seats))
     return Examples.concat(parts)
-
-
-def batcher_avg_batch(batcher: Any) -> float:
-    stats = batcher.stats() if hasattr(batcher, "stats") else {}
-    return float(stats.get("mean_batch", 0.0))
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:

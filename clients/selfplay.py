@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ from blobnet.rules import TRUMP_CYCLE, Game, Round, standard_schedule
 from blobnet.search import Evaluator, Search, choose_action
 from blobnet.status import Status
 
-__all__ = ["EngineStats", "EngineError", "SelfPlayEngine", "FreeEvaluator", "run_loop", "selfplay_command"]
+__all__ = [
+    "EngineStats", "EngineError", "SelfPlayEngine", "FreeEvaluator", "default_workers", "run_loop", "selfplay_command",
+]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -98,7 +101,8 @@ class SelfPlayEngine:
 
     ``sink`` receives each finished round's Examples (on the event loop, so keep it cheap).
     ``on_progress`` is called with the stats after every round. Seeds: game ``i`` draws from
-    ``numpy.random.default_rng([seed, i])``, so any game can be replayed alone."""
+    ``numpy.random.default_rng([seed, i])``, so any game can be replayed alone; this engine plays
+    the game ids ``first_game, first_game + game_stride, ...`` (``clients.pool`` splits a run so)."""
 
     def __init__(
         self,
@@ -108,6 +112,8 @@ class SelfPlayEngine:
         game: GameConfig,
         concurrency: int,
         seed: int = 0,
+        first_game: int = 0,
+        game_stride: int = 1,
         sink: Callable[[Examples], None] | None = None,
         on_progress: Callable[[EngineStats], None] | None = None,
     ) -> None:
@@ -122,7 +128,8 @@ class SelfPlayEngine:
         self.on_progress = on_progress
         self.stats = EngineStats()
         self._target = 0
-        self._next_game = 0
+        self._next_game = first_game
+        self._game_stride = game_stride
         self._started = 0  # rounds begun, finished or not: the engine begins no more than asked
 
     async def run(self, rounds: int) -> EngineStats:
@@ -149,7 +156,7 @@ class SelfPlayEngine:
     async def _worker(self) -> None:
         while self._started < self._target:
             i = self._next_game
-            self._next_game += 1
+            self._next_game += self._game_stride
             try:
                 await self._play(np.random.default_rng([self.seed, i]))
             except Exception as e:
@@ -214,51 +221,69 @@ def run_loop(coro):  # type: ignore[no-untyped-def]
     return uvloop.run(coro)
 
 
+def default_workers(args: argparse.Namespace) -> int:
+    """One engine per CPU core when the evaluator is this machine's CPU (or free), else one: a
+    GPU or a separate server does the forward passes, and one engine keeps them busy."""
+    if args.server or args.device != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
+    from clients.pool import EvaluatorSpec, SelfPlayPool
+
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves)
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
+    pool = SelfPlayPool(args.workers or default_workers(args))
+    weights = None
     if args.free:
         evaluator: Evaluator = FreeEvaluator()
+        spec = EvaluatorSpec(kind="free")
     elif args.server:
         from clients.remote import RemoteEvaluator
 
-        evaluator = await RemoteEvaluator.connect(args.server)
+        remote = await RemoteEvaluator.connect(args.server)
+        await remote.stats(reset=True)
+        evaluator, spec = remote, EvaluatorSpec(kind="remote", address=args.server)
     else:
         from blobnet.checkpoint import load_model
         from blobnet.net import make_net
         from servers import Batcher
 
         model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
-        evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode)
+        weights = model.state_dict()
+        spec = EvaluatorSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode)
+        evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype)
     parts: list[Examples] = []
     status = Status(enabled=not args.json)
-
-    def progress(stats: EngineStats) -> None:
-        status.phase(1, 1, "self-play", stats.rounds, args.rounds)
-
-    engine = SelfPlayEngine(
-        evaluator,
-        search=search,
-        game=game,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        sink=parts.append if args.out else None,
-        on_progress=progress,
-    )
     try:
-        stats = await engine.run(args.rounds)
-        batch = evaluator.stats() if hasattr(evaluator, "stats") else {}
+        stats = await pool.run(
+            evaluator,
+            spec,
+            weights,
+            search=search,
+            game=game,
+            rounds=args.rounds,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            sink=parts.append if args.out else None,
+            on_progress=lambda done: status.phase(1, 1, "self-play", done, args.rounds),
+        )
+        avg_batch = pool.mean_batch
+        if args.server:
+            avg_batch = float((await remote.stats())["mean_batch"])
     finally:
+        pool.close()
         await evaluator.aclose()
     out = stats.summary()
-    out["avg_batch"] = float(batch.get("mean_batch", 1.0 if not args.free else 0.0))
+    out["avg_batch"] = avg_batch
     keys = ["rounds", "rounds_per_min", "sims_per_s", "evals_per_s", "avg_batch", "examples", "searched_decisions"]
     ordered = {k: out[k] for k in keys} | {k: out[k] for k in ("uniform_target_fraction", "seconds")}
     status.done(
-        f"{stats.rounds} rounds in {stats.seconds:.1f} s: {ordered['rounds_per_min']:.0f} rounds/min, "
-        f"{ordered['sims_per_s']:.0f} simulations/s, {ordered['evals_per_s']:.0f} evaluations/s, "
-        f"mean batch {ordered['avg_batch']:.1f}, {stats.examples} examples, "
-        f"uniform targets {ordered['uniform_target_fraction']:.2%}"
+        f"{stats.rounds} rounds in {stats.seconds:.1f} s on {min(pool.workers, args.concurrency)} process(es): "
+        f"{ordered['rounds_per_min']:.0f} rounds/min, {ordered['sims_per_s']:.0f} simulations/s, "
+        f"{ordered['evals_per_s']:.0f} evaluations/s, mean batch {ordered['avg_batch']:.1f}, "
+        f"{stats.examples} examples, uniform targets {ordered['uniform_target_fraction']:.2%}"
     )
     if args.out:
         ex = Examples.concat(parts)

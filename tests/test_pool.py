@@ -1,0 +1,133 @@
+"""Self-play over helper processes (clients.pool) and the `blobnet selfplay` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from blobnet.config import GameConfig, SearchConfig
+from blobnet.net import make_net
+from blobnet.replay import Examples
+from clients.pool import EvaluatorSpec, SelfPlayPool, split
+from clients.selfplay import EngineError, FreeEvaluator, SelfPlayEngine
+from servers import Batcher
+
+FAST = SearchConfig(dets=2, sims=8, leaves=2)
+GAME = GameConfig(players=[4], cards=[3])
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = SelfPlayPool(2)
+    yield p
+    p.close()
+
+
+def by_content(ex: Examples) -> np.ndarray:
+    """The examples as rows in a canonical order, to compare runs whose rounds finish in another order."""
+    rows = np.concatenate([ex.features, ex.legal, ex.policy, ex.value], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+def test_split_is_even_and_complete():
+    assert split(10, 3) == [4, 3, 3]
+    assert split(2, 4) == [1, 1, 0, 0]
+    assert sum(split(1001, 7)) == 1001
+
+
+def test_the_pool_plays_exactly_the_games_one_engine_plays(pool):
+    parts: list[Examples] = []
+    stats = asyncio.run(
+        pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=12,
+                 concurrency=4, seed=5, sink=parts.append)
+    )  # fmt: skip
+    alone: list[Examples] = []
+    engine = SelfPlayEngine(FreeEvaluator(), search=FAST, game=GAME, concurrency=4, seed=5, sink=alone.append)
+    single = asyncio.run(engine.run(12))
+    assert stats.rounds == single.rounds == 12
+    assert stats.examples == single.examples == sum(len(p) for p in parts)
+    np.testing.assert_array_equal(by_content(Examples.concat(parts)), by_content(Examples.concat(alone)))
+
+
+def test_helpers_evaluate_with_the_weights_they_are_sent(pool):
+    async def run() -> tuple[int, float, dict]:
+        model = make_net("tiny", seed=3)
+        batcher = Batcher(model, max_batch=256)
+        progress: list[int] = []
+        try:
+            stats = await pool.run(batcher, EvaluatorSpec(preset="tiny", max_batch=256), model.state_dict(),
+                                   search=FAST, game=GAME, rounds=20, concurrency=8, seed=1,
+                                   on_progress=progress.append)  # fmt: skip
+        finally:
+            await batcher.aclose()
+        return stats.rounds, pool.mean_batch, {"progress": progress, "evals": stats.evaluations}
+
+    rounds, mean_batch, info = asyncio.run(run())
+    assert rounds == 20
+    assert mean_batch > 1  # both processes' batchers counted
+    assert info["progress"] == sorted(info["progress"]) and info["progress"][-1] == 20
+    assert info["evals"] > 0
+
+
+def test_a_helper_that_fails_is_reported_and_this_process_keeps_its_examples(pool):
+    parts: list[Examples] = []
+    spec = EvaluatorSpec(kind="remote", address="unix:/nonexistent/blobnet.sock")
+    with pytest.raises(EngineError, match="helper 1: no evaluator"):
+        asyncio.run(
+            pool.run(FreeEvaluator(), spec, None, search=FAST, game=GAME, rounds=6, concurrency=2, seed=0,
+                     sink=parts.append)
+        )  # fmt: skip
+    assert sum(len(p) for p in parts) > 0  # this process's share reached the sink
+
+
+def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
+    pool = SelfPlayPool(2)
+    try:
+
+        def kill_helper(done: int) -> None:
+            proc = pool._helpers[0][0]
+            if done >= 1 and proc.is_alive():
+                proc.kill()
+
+        with pytest.raises(EngineError, match="died"):
+            asyncio.run(
+                pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=400,
+                         concurrency=2, seed=0, on_progress=kill_helper)
+            )  # fmt: skip
+        stats = asyncio.run(
+            pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=4,
+                     concurrency=2, seed=0)
+        )  # fmt: skip
+        assert stats.rounds == 4
+    finally:
+        pool.close()
+    assert pool._helpers == []
+
+
+def test_bad_pool_settings_are_named():
+    with pytest.raises(ValueError, match="workers=0"):
+        SelfPlayPool(0)
+    with pytest.raises(ValueError, match="concurrency=0"):
+        asyncio.run(SelfPlayPool(1).run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME,
+                                        rounds=1, concurrency=0, seed=0))  # fmt: skip
+
+
+def test_selfplay_command_prints_the_documented_keys(tmp_path):
+    out = tmp_path / "examples.npz"
+    cmd = [sys.executable, "-m", "blobnet.cli", "selfplay", "--players", "4", "--cards", "3", "--dets", "2",
+           "--sims", "6", "--concurrency", "6", "--rounds", "10", "--preset", "tiny", "--workers", "2",
+           "--out", str(out), "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(result) == ["rounds", "rounds_per_min", "sims_per_s", "evals_per_s", "avg_batch", "examples",
+                            "searched_decisions", "uniform_target_fraction", "seconds"]  # fmt: skip
+    assert result["rounds"] == 10 and result["examples"] == result["searched_decisions"] > 0
+    assert result["avg_batch"] > 1 and 0 <= result["uniform_target_fraction"] <= 1
+    with np.load(out) as z:
+        assert z["features"].shape[0] == result["examples"]
