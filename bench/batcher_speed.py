@@ -1,6 +1,6 @@
 """How much of the raw forward pass's speed survives the batcher, in-process and over a socket.
 
-    python -m bench.batcher_speed [--json] [--threads N] [--requesters 1,16,256,4096] [--modes inline,thread]
+    python -m bench.batcher_speed [--json] [--threads N] [--requesters 1,16,256,4096] [--modes auto,inline,thread]
 
 For each number of concurrent requester coroutines, the rows evaluated per second through the
 batcher, and the raw forward pass (``model(x, legal)`` on a ready batch, same model and dtype) at
@@ -16,16 +16,23 @@ prints one JSON object on the last line. The requesters' process sets the garbag
 DESIGN.md tells self-play to (thresholds 50000, 50, 100 and ``gc.freeze()`` after setup; ``--gc
 default`` keeps Python's): with thousands of live coroutines a full collection walks all of them.
 
-What it found on the 2-core development machine (default "small" network, fp32):
+What it found on the 2-core development machine (default "small" network, fp32, ``--threads 1``, the
+machine otherwise idle; 2026-11-29):
 - One row per request costs about 4.5 us of Python at 4096 requesters whatever the batcher does
   around it (copying a cache-cold 2.6 kB row 1.2 us, the 70-float priors list 1.1 us, resuming the
-  coroutine and the requester's own loop the rest), against a forward pass of 6 to 7 us a row on two
-  threads: in-line, 4096 requesters reach about 0.54 of the raw rate, 256 about 0.62. Waves of 12
-  rows per request pay the per-request part once per wave: about 0.80 in-line, 0.55 over a socket.
-- In-line forward against the worker threads: at 4096 one-row requesters thread mode (two workers,
-  one torch thread each, each round split into several batches) and in-line are within 10% of each
-  other; below max_batch there is one batch per round and thread mode computes it on one core, so
-  in-line, which uses both, is the default.
+  coroutine and the requester's own loop the rest), against a forward pass of about 11 us a row on
+  one thread: in-line, 4096 one-row requesters reach 0.66 of the raw rate. Mode "auto" hands the
+  batches that fill while requesters still run to a worker thread, so their forward passes overlap
+  with the requesters filling the next: 0.75 at 4096 (0.64, 0.68, 0.70 at 1, 16, 256, where no batch
+  fills up and it is in-line). Mode "thread" reaches 0.87 at 4096 but loses at 1 to 256 (0.42 to
+  0.64): every batch pays the hand-off to the thread. So "auto" is the default. Over the socket
+  (server in "auto"): 0.95 at 4096 one-row requesters, 0.26 to 0.49 at 1 to 256.
+- Waves of 12 rows per request pay the per-request part once per wave: in-line 0.70 to 0.91,
+  "auto" 0.77 to 1.06 (above 1: the forward passes of full batches run on the second core).
+- In self-play (``blobnet selfplay``) the worker thread does not pay: the search's Python holds the
+  GIL, and the thread waits for it at every torch call (thread mode with batches of 128 to 512:
+  790 to 855 rounds/min against 1,100 in-line). The second core is used by a second engine process
+  instead (``clients.pool``).
 - Waking the waiters (--futures): one shared future per batch 0.8 to 1.1 us a request, a future per
   request 1.1 to 1.4 us, ``asyncio.shield`` around a shared one 2.5 to 3 us.
 - torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
@@ -208,7 +215,7 @@ async def future_strategies(n: int, rounds: int) -> dict[str, float]:
     """Microseconds per request of three ways to wake the waiters of a batch, with a free "forward
     pass": one shared future (cancellation handled by ``rewait``, as the batcher does), one shared
     future behind ``asyncio.shield`` per waiter, and one future per request."""
-    from servers.batcher import Shared, collateral, rewait
+    from servers.waiting import Shared, collateral, rewait
 
     loop = asyncio.get_running_loop()
     rows = np.zeros((n, 646), dtype=np.float32)
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requesters", default="1,16,256,4096", help="requester counts, one row per request")
     p.add_argument("--wave", type=int, default=12, help="rows per evaluate_many request (0: skip waves)")
     p.add_argument("--wave-requesters", default="1,16,256,1024", help="requester counts sending waves")
-    p.add_argument("--modes", default="inline,thread", help="in-process modes to measure, '' for none")
+    p.add_argument("--modes", default="auto,inline,thread", help="in-process modes to measure, the default first")
     p.add_argument("--max-batch", type=int, default=1024)
     p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
     p.add_argument("--seconds", type=float, default=1.0, help="length of one measurement")

@@ -4,11 +4,8 @@ protocol, rates from counter samples, and the monitor of CPU, memory and GPU.
 - ``forward_rows``: one forward pass over k rows, answered as the search's ``Evaluator`` protocol asks
   (priors flat over each row's legal ids, values k lists of 8); the unbatched strategies and the
   predecessor's thread batcher all run the network through it, as ``servers.batcher`` does.
-- ``Adapted``: any evaluator (``Batcher``, ``RemoteEvaluator``, ``FreeEvaluator``, the ones here) as the
-  protocol of ``blobnet.search.Evaluator``, timing every request while ``latency.active``. The batcher's
-  ``evaluate_many`` answered ``RowsResult`` objects while this was written and the remote evaluator had
-  only a per-row ``evaluate``; the adapter takes the protocol's tuple when it gets one and converts the
-  rest, so the benchmarks run before and after that change.
+- ``Adapted``: any evaluator (``Batcher``, ``RemoteEvaluator``, ``FreeEvaluator``, the ones here)
+  timing every request while ``latency.active``.
 - ``rate``: a counter's rate by least squares over timestamped samples. Under thousands of games the
   counters move in bursts (every game backs up after the same batch), so the difference of the two ends
   of a window would swing by a whole burst; the slope over every sample does not.
@@ -211,33 +208,15 @@ class LatencyLog:
 
 
 class Adapted:
-    """``inner`` as ``blobnet.search.Evaluator``; times every request into ``latency`` while active.
+    """``inner`` (a ``blobnet.evaluator.Evaluator``), timing every request into ``latency`` while active."""
 
-    ``inner`` may answer ``evaluate_many`` with the protocol's (priors, values) tuple, with a list of
-    ``servers.batcher.RowsResult`` (the batcher before the protocol change), or have only a per-row
-    ``evaluate`` returning 70 priors (the remote evaluator before it); the last two are converted.
-    ``yield_each``: give the loop one turn per request, for an evaluator that answers without ever
-    suspending (``FreeEvaluator``): otherwise one game would play every round before another starts."""
-
-    def __init__(self, inner: Any, latency: LatencyLog | None = None, *, yield_each: bool = False) -> None:
+    def __init__(self, inner: Any, latency: LatencyLog | None = None) -> None:
         self.inner = inner
         self.latency = latency or LatencyLog()
-        self.yield_each = yield_each
-        self._many = hasattr(inner, "evaluate_many")
 
     async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
         t0 = time.perf_counter()
-        if self._many:
-            out = _as_protocol(await self.inner.evaluate_many(features, legal))
-        else:
-            rows = np.array(features[: len(legal)], dtype=np.float32)  # copied before the first await
-            answers = await asyncio.gather(*(self.inner.evaluate(rows[i], list(ids)) for i, ids in enumerate(legal)))
-            priors: list[float] = []
-            for (full, _), ids in zip(answers, legal):
-                priors += [full[a] for a in ids]
-            out = priors, [list(v) for _, v in answers]
-        if self.yield_each:
-            await asyncio.sleep(0)
+        out: Priors = await self.inner.evaluate_many(features, legal)
         if self.latency.active:
             self.latency.seconds.append(time.perf_counter() - t0)
         return out
@@ -253,22 +232,6 @@ class Adapted:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def _as_protocol(res: Any) -> Priors:
-    if isinstance(res, tuple):
-        return res  # type: ignore[return-value]
-    parts = sorted(res, key=lambda r: r.start)
-    priors: list[float] = []
-    values: list[list[float]] = []
-    for r in parts:
-        if r.error is not None:
-            raise RuntimeError(f"the batch failed: {r.error!r}") from r.error
-        if r.row_errors:
-            raise ValueError(f"rows failed: {r.row_errors}")
-        priors += r.probs.tolist()
-        values += r.values.tolist()
-    return priors, values
 
 
 def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:

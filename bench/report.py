@@ -25,12 +25,13 @@ import pandas as pd
 
 __all__ = ["Advice", "advise", "write_report", "markdown_table", "draw_charts"]
 
-BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server")
+BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server", "asyncio-pool")
 UNBATCHED = ("direct", "processes")
-ORDER = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server")
+MULTI_PROCESS = ("processes", "processes+server", "asyncio-pool")  # ``workers`` processes share the games
+ORDER = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server", "asyncio-pool")
 COLORS = {
     "asyncio": "tab:blue", "asyncio-thread": "tab:cyan", "direct": "tab:red", "threads": "tab:orange",
-    "processes": "tab:brown", "processes+server": "tab:purple", "free": "tab:gray",
+    "processes": "tab:brown", "processes+server": "tab:purple", "asyncio-pool": "tab:green", "free": "tab:gray",
 }  # fmt: skip
 
 
@@ -82,7 +83,7 @@ def advise(
     a = Advice(best.to_dict(), "unknown")
     a.lines.append(
         f"Recommended configuration: **{best['strategy']} with {int(best['concurrency'])} concurrent games**"
-        + (f" ({int(best['workers'])} processes)" if best["strategy"] in ("processes", "processes+server") else "")
+        + (f" ({int(best['workers'])} processes)" if best["strategy"] in MULTI_PROCESS else "")
         + f": {_num(best['rounds_per_min'])} rounds/min, {_num(best['sims_per_s'])} simulations/s, "
         f"mean batch {best['mean_batch']:.1f} (measured at {best['setting']} search, {int(best['cards'])} cards)."
     )
@@ -141,9 +142,14 @@ def advise(
         )
         if s0 >= near and s0 >= i0:
             a.bottleneck = "search"
+            cores = (
+                f"each of the {int(best['workers'])} processes already runs its own search on a core of its own"
+                if best["strategy"] == "asyncio-pool"
+                else "or run it on more cores: one engine process per core (`blobnet selfplay --workers N`)"
+            )
             a.lines.append(
                 f"Search-bound: {where}. The tree search's Python is the cost: make each simulation leaner "
-                f"(fewer allocations, cheaper rules steps), or run it on more cores (processes)."
+                f"(fewer allocations, cheaper rules steps), {cores}."
             )
         elif i0 >= near:
             a.bottleneck = "inference"
@@ -165,7 +171,7 @@ def advise(
                 f"explain all the time, so the {'search' if s0 >= i0 else 'forward pass'} is the larger cost to cut."
             )
         if s0 + i0 > 1.0:
-            if best["strategy"] in ("processes", "processes+server"):
+            if best["strategy"] in MULTI_PROCESS:
                 why = "the processes run the search and the forward pass on several cores at once"
             elif best["strategy"] in ("asyncio-thread", "threads"):
                 why = "the forward pass runs on another thread, overlapping the search (or the ceilings were noisy)"
@@ -174,16 +180,42 @@ def advise(
             a.lines.append(f"The two shares add up to {s0 + i0:.0%}, more than the whole: {why}.")
     a.flags.add(f"{a.bottleneck}_bound")
 
-    # Forward pass in-line against a worker thread.
+    # Forward pass on a worker thread against the batcher's default mode ("auto": in-line, except a
+    # batch that fills to max_batch while requesters still run).
     inline, thread = scal[scal["strategy"] == "asyncio"], scal[scal["strategy"] == "asyncio-thread"]
     if not inline.empty and not thread.empty:
         bi, bt = _best(inline), _best(thread)
         r = bt["rounds_per_min"] / bi["rounds_per_min"]
         a.flags.add("thread_faster" if r > 1 else "thread_slower")
         a.lines.append(
-            f"Forward pass on a worker thread: {r:.2f}x the in-line forward at their best "
-            f"({_num(bt['rounds_per_min'])} against {_num(bi['rounds_per_min'])} rounds/min); "
-            f"keep {'the thread' if r > 1 else 'it in-line'}."
+            f"Forward pass on a worker thread (mode thread): {r:.2f}x the batcher's default mode (auto: in-line "
+            f"unless a batch fills up) at their best ({_num(bt['rounds_per_min'])} against "
+            f"{_num(bi['rounds_per_min'])} rounds/min); keep {'mode thread' if r > 1 else 'the default mode'}."
+        )
+
+    # One engine per core (clients.pool) against one process.
+    pool, single = scal[scal["strategy"] == "asyncio-pool"], scal[scal["strategy"] == "asyncio"]
+    if not pool.empty and not single.empty:
+        bp, bs = _best(pool), _best(single)
+        r = bp["rounds_per_min"] / bs["rounds_per_min"]
+        a.flags.add("pool_faster" if r > 1 else "pool_slower")
+        a.lines.append(
+            f"One engine per core: {_at(bp)} in {int(bp['workers'])} processes runs {r:.2f}x one asyncio process "
+            f"at its best ({_at(bs)}; {_num(bp['rounds_per_min'])} against {_num(bs['rounds_per_min'])} rounds/min)."
+        )
+        if best["strategy"] in ("asyncio", "asyncio-thread"):
+            a.flags.add("use_one_worker")
+            a.lines.append(
+                "More processes did not pay here: run self-play in one process (`blobnet selfplay --workers 1`, "
+                "`train.workers = 1`)."
+            )
+    if best["strategy"] == "asyncio-pool":
+        w, c = int(best["workers"]), int(best["concurrency"])
+        a.flags.add("use_workers")
+        a.lines.append(
+            f"Run self-play this way: `blobnet selfplay --workers {w} --concurrency {c}` (the default on a CPU is "
+            f"one worker per core); in training set `train.workers = {w}` and `train.concurrency = {c}`. The "
+            f"concurrency counts the games of every process together ({c // w} or so each)."
         )
 
     # Throughput against concurrency for the recommended strategy.

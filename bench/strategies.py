@@ -4,12 +4,15 @@
     python -m bench.strategies calibrate SPEC_JSON   searched decisions per round, on complete rounds
     python -m bench.strategies raw SPEC_JSON         the forward pass alone at given batch sizes
     python -m bench.strategies worker SPEC_JSON INDEX RESULT_FILE                 (a "processes" worker)
-    python -m bench.strategies client SPEC_JSON INDEX RESULT_FILE ADDRESS SHARE   (a "processes+server" client)
+    python -m bench.strategies client SPEC_JSON INDEX RESULT_FILE ADDRESS SHARE   (a "processes+server" client,
+                                                                              or "asyncio-pool" with ADDRESS local)
 
 Strategies (STRATEGIES), all playing independent rounds with the same search (blobnet.search):
 
 - "asyncio": the project's engine (clients.selfplay.SelfPlayEngine), ``concurrency`` game coroutines
-  awaiting one ``servers.Batcher`` whose forward pass runs in-line on the event loop thread;
+  awaiting one ``servers.Batcher`` in its default mode ("auto"): the forward pass runs in-line on the
+  event loop thread, except a batch that fills to ``max_batch`` while requesters still run, which goes
+  to a worker thread;
 - "asyncio-thread": the same with the forward pass on a worker thread (``Batcher(mode="thread")``);
 - "direct": the same engine without batching: every row is its own forward pass of batch one, run
   the moment it is asked for (``bench.common.DirectEvaluator``);
@@ -22,6 +25,10 @@ Strategies (STRATEGIES), all playing independent rounds with the same search (bl
 - "processes+server": ``workers`` client processes, each running the asyncio engine with
   ``concurrency / workers`` games over ``clients.remote.RemoteEvaluator``, sharing one
   ``python -m servers`` process (its torch threads: ``server_threads``);
+- "asyncio-pool": ``workers`` client processes, each running the asyncio engine with
+  ``concurrency / workers`` games over its own in-process ``servers.Batcher`` (default mode, one torch
+  thread): what ``clients.pool.SelfPlayPool`` does (``blobnet selfplay --workers N``, ``train.workers``),
+  measured as separate processes sharing one window;
 - "free" (not a strategy, a ceiling): the asyncio engine with ``clients.selfplay.FreeEvaluator``,
   which answers at once with uniform priors: the search-only ceiling.
 
@@ -84,8 +91,9 @@ __all__ = [
     "raw_rates",
 ]
 
-STRATEGIES = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server")
-BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server")  # the rest evaluate row by row
+STRATEGIES = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server", "asyncio-pool")
+BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server", "asyncio-pool")  # the rest: row by row
+CLIENTS = ("processes+server", "asyncio-pool")  # client processes that split ``concurrency`` between them
 ENGINE = ("asyncio", "asyncio-thread", "direct", "free")  # run in this process on clients.selfplay's engine
 LATENCY_KEEP = 20_000  # latency samples a worker process sends back (evenly thinned beyond this)
 
@@ -95,7 +103,7 @@ class PointSpec(msgspec.Struct, frozen=True, kw_only=True):
 
     strategy: str  # one of STRATEGIES, or "free"
     concurrency: int = 1  # games live at once, over all processes
-    workers: int = 1  # processes ("processes", "processes+server")
+    workers: int = 1  # processes ("processes", "processes+server", "asyncio-pool")
     players: int = 4
     cards: int = 5
     dets: int = 3  # determinizations per decision
@@ -117,7 +125,7 @@ class PointSpec(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.warmup < 0 or self.window <= 0:
             raise ValueError(f"warmup={self.warmup}, window={self.window}: warmup >= 0 and window > 0 seconds")
-        if self.strategy == "processes+server" and self.concurrency < self.workers:
+        if self.strategy in CLIENTS and self.concurrency < self.workers:
             raise ValueError(f"concurrency={self.concurrency} < workers={self.workers}: every client needs a game")
 
     def search(self) -> SearchConfig:
@@ -185,8 +193,9 @@ def _make_evaluator(spec: PointSpec) -> Any:
         return DirectEvaluator(model)
     from servers import Batcher
 
-    mode = "thread" if spec.strategy == "asyncio-thread" else "inline"
-    return Batcher(model, max_batch=spec.max_batch, mode=mode)
+    if spec.strategy == "asyncio-thread":
+        return Batcher(model, max_batch=spec.max_batch, mode="thread")
+    return Batcher(model, max_batch=spec.max_batch)  # "asyncio": the batcher's default mode ("auto")
 
 
 async def engine_window(
@@ -234,7 +243,7 @@ def _run_engine_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
     from clients.selfplay import run_loop
 
     async def main() -> dict[str, Any]:
-        evaluator = Adapted(_make_evaluator(spec), yield_each=spec.strategy == "free")
+        evaluator = Adapted(_make_evaluator(spec))
         try:
             t0 = time.perf_counter()
             samples, latency, stats = await engine_window(
@@ -322,7 +331,7 @@ def _expect_line(proc: subprocess.Popen[str], prefix: str, what: str) -> str:
 
 
 def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
-    """"processes" and "processes+server": the window is shared by wall-clock time."""
+    """"processes", "processes+server" and "asyncio-pool": the window is shared by wall-clock time."""
     server: subprocess.Popen[str] | None = None
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="blobnet-bench-") as tmp:
@@ -338,11 +347,12 @@ def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
                 address = _expect_line(server, "serving on ", "the server").split("serving on ", 1)[1].strip()
             payload = msgspec.json.encode(spec).decode()
             for i in range(spec.workers):
-                if server is None:
+                if spec.strategy == "processes":
                     procs.append(_spawn(["worker", payload, str(i), f"{tmp}/{i}.json"]))
                 else:
                     share = spec.concurrency // spec.workers + (i < spec.concurrency % spec.workers)
-                    procs.append(_spawn(["client", payload, str(i), f"{tmp}/{i}.json", address, str(share)]))
+                    where = address or "local"  # "asyncio-pool": each client has its own batcher
+                    procs.append(_spawn(["client", payload, str(i), f"{tmp}/{i}.json", where, str(share)]))
             for p in procs:
                 _expect_line(p, "ready", "a worker")
             go = time.time() + 0.05
@@ -380,17 +390,35 @@ def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
                     server.wait()
     latency: list[float] = [x for r in results for x in r["latency"]]
     keys = ("sims_per_s", "evals_per_s", "decisions_per_s", "rounds_done")
-    out = _summary([], latency, batch_spread(stats) if stats else (1.0, 1.0, 1.0, 1.0))
+    if spec.strategy == "asyncio-pool":
+        batch = _pooled_batches([r["batcher"] for r in results])
+    else:
+        batch = batch_spread(stats) if stats else (1.0, 1.0, 1.0, 1.0)
+    out = _summary([], latency, batch)
     for k in keys:
         out[k] = float(sum(r[k] for r in results))
     out["window_s"] = float(np.mean([r["window_s"] for r in results]))
     out["requests"] = int(sum(r["requests"] for r in results))
-    out["note"] = (
-        f"{spec.workers} worker processes, one game each, direct evaluation, 1 torch thread each"
-        if server is None
-        else f"{spec.workers} client processes + 1 server process ({spec.server_threads} torch threads)"
-    )
+    if spec.strategy == "processes":
+        out["note"] = f"{spec.workers} worker processes, one game each, direct evaluation, 1 torch thread each"
+    elif spec.strategy == "asyncio-pool":
+        out["note"] = f"{spec.workers} client processes, each with its own batcher (default mode, 1 torch thread)"
+    else:
+        out["note"] = f"{spec.workers} client processes + 1 server process ({spec.server_threads} torch threads)"
     return out
+
+
+def _pooled_batches(clients: Sequence[dict[str, Any]]) -> tuple[float, float, float, float]:
+    """(mean, p10, p50, p90) batch size over "asyncio-pool" clients' batchers (``_batch_window``): the
+    mean is exact (all rows over all batches); p10, p50 and p90 are the means of the clients' own
+    percentiles, not percentiles of the pooled batches (the clients send no size histograms)."""
+    batches = sum(int(c["batches"]) for c in clients)
+    if not batches:
+        return (math.nan,) * 4
+    mean = sum(int(c["rows"]) for c in clients) / batches
+    live = [c for c in clients if c["batches"]]
+    p10, p50, p90 = (float(np.mean([c[k] for c in live])) for k in ("p10", "p50", "p90"))
+    return mean, p10, p50, p90
 
 
 def _server_stats(address: str, *, reset: bool) -> dict[str, Any]:
@@ -468,20 +496,37 @@ def worker_main(spec: PointSpec, index: int) -> dict[str, Any]:
 
 
 async def client_main(spec: PointSpec, address: str, share: int, index: int) -> dict[str, Any]:
-    """"processes+server": the asyncio engine with ``share`` games over the socket."""
-    from clients.remote import RemoteEvaluator
+    """The asyncio engine with ``share`` games: over the socket to ``address`` ("processes+server"),
+    or over a batcher of its own when ``address`` is "local" ("asyncio-pool"; the result then holds
+    that batcher's window under "batcher")."""
+    if address == "local":
+        from servers import Batcher
 
-    ev = Adapted(await RemoteEvaluator.connect(address))
+        ev = Adapted(Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch))
+    else:
+        from clients.remote import RemoteEvaluator
+
+        ev = Adapted(await RemoteEvaluator.connect(address))
     print("ready", flush=True)
     go = float(sys.stdin.readline())
     try:
-        samples, latency, _ = await engine_window(
+        samples, latency, stats = await engine_window(
             ev, spec, concurrency=share, seed=spec.seed * 1000 + index, start=go + spec.warmup,
             end=go + spec.warmup + spec.window, clock=time.time, monitor=None,
         )  # fmt: skip
     finally:
         await ev.aclose()
-    return _window_result(samples, latency)
+    out = _window_result(samples, latency)
+    if address == "local":
+        out["batcher"] = _batch_window(stats)
+    return out
+
+
+def _batch_window(stats: dict[str, Any]) -> dict[str, float]:
+    """A batcher's window for the point: batches, rows and its p10/p50/p90 batch size."""
+    _, p10, p50, p90 = batch_spread(stats)
+    return {"batches": int(stats.get("batches", 0)), "rows": int(stats.get("rows", 0)), "p10": p10, "p50": p50,
+            "p90": p90}  # fmt: skip
 
 
 # ---- calibration and the raw forward pass --------------------------------------------------------

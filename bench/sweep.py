@@ -3,7 +3,7 @@
     python -m bench.sweep [--quick | --tiny] [--out DIR] [--iterations 500] [--rounds-per-iteration 10000]
                           [--strategies asyncio,direct,...] [--concurrency 1,16,256] [--preset small]
 
-Not the cross product of every setting (7 concurrencies x 6 strategies x 3 searches x 7 hand sizes
+Not the cross product of every setting (7 concurrencies x 7 strategies x 3 searches x 7 hand sizes
 would take hours), but three sweeps that each answer one question, 4 players throughout:
 
 1. scaling: rounds/min against concurrent games for every strategy, medium search (3 x 30), 5 cards,
@@ -11,7 +11,9 @@ would take hours), but three sweeps that each answer one question, 4 players thr
    pass alone at the measured batch size (the raw rate converted with the evaluations per round).
    Strategies that cannot sensibly hold thousands of games are capped: "threads" at 64 threads,
    "direct" at 256 games (it does not batch, so more games only add live trees), "processes" at the
-   number of cores in workers (one game each), "processes+server" runs 2 client processes.
+   number of cores in workers (one game each), "processes+server" runs 2 client processes,
+   "asyncio-pool" one client process per core (at least one game each, so its smallest concurrency
+   is the number of cores).
 2. search: light 2 x 20, medium 3 x 30, heavy 5 x 50 at the best configuration of sweep 1.
 3. hands: 1 to 7 cards at the best configuration of sweep 1.
 
@@ -53,6 +55,7 @@ __all__ = ["SETTINGS", "Mode", "MODES", "plan_scaling", "derive", "main"]
 
 SETTINGS: dict[str, tuple[int, int]] = {"light": (2, 20), "medium": (3, 30), "heavy": (5, 50)}  # dets, sims
 BASE_SETTING, BASE_CARDS = "medium", 5
+MULTI_PROCESS = ("processes", "processes+server", "asyncio-pool")  # ``workers`` processes share the games
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Mode:
     threads: tuple[int, ...]  # OS threads, one game each
     processes: tuple[int, ...]  # worker processes, one game each
     server: tuple[int, ...]  # "processes+server": games over all client processes
+    pool: tuple[int, ...]  # "asyncio-pool": games over all client processes (one process per core)
     settings: tuple[str, ...]  # search sweep (the base setting comes from the scaling sweep)
     hands: tuple[int, ...]  # hand-size sweep (the base hand size comes from the scaling sweep)
     warmup: float
@@ -89,15 +93,17 @@ class Mode:
 FULL = Mode(
     name="full", engine=(1, 4, 16, 64, 256, 1024, 4096), thread_mode=(1, 4, 16, 64, 256, 1024, 4096),
     direct=(1, 4, 16, 64, 256), threads=(1, 4, 16, 64), processes=(1, 2), server=(16, 64, 256, 1024),
-    settings=("light", "heavy"), hands=(1, 2, 3, 4, 6, 7), warmup=2.0, window=4.0, calib_rounds=64,
+    pool=(16, 64, 256, 1024), settings=("light", "heavy"), hands=(1, 2, 3, 4, 6, 7), warmup=2.0, window=4.0,
+    calib_rounds=64,
     long={1024: (3.0, 6.0), 4096: (5.0, 10.0)},
 )  # fmt: skip
 QUICK = Mode(
     name="quick", engine=(1, 16, 256), thread_mode=(16, 256), direct=(16,), threads=(16,), processes=(2,),
-    server=(64,), settings=("light", "heavy"), hands=(1, 7), warmup=1.0, window=2.0, calib_rounds=24,
+    server=(64,), pool=(16, 256), settings=("light", "heavy"), hands=(1, 7), warmup=1.0, window=2.0,
+    calib_rounds=24,
 )  # fmt: skip
 TINY = Mode(
-    name="tiny", engine=(1, 8), thread_mode=(8,), direct=(8,), threads=(4,), processes=(1,), server=(8,),
+    name="tiny", engine=(1, 8), thread_mode=(8,), direct=(8,), threads=(4,), processes=(1,), server=(8,), pool=(8,),
     settings=("light",), hands=(2,), warmup=0.3, window=0.7, calib_rounds=6, preset="tiny", in_process=True,
     raw_seconds=0.05,
 )  # fmt: skip
@@ -141,6 +147,13 @@ def plan_scaling(mode: Mode, strategies: tuple[str, ...], *, players: int, prese
         elif s == "processes+server":
             for c in per["server"]:
                 out.append((BASE_SETTING, _spec(mode, s, c, workers=mode.server_clients, **kw)))
+        elif s == "asyncio-pool":
+            w = max(1, cpus)  # one client process per core, as ``blobnet selfplay`` runs by default
+            pool = tuple(c for c in (mode.pool if engine is None else conc) if c >= w)
+            if engine is None and not pool:  # more cores than the mode's largest concurrency: one game each
+                pool = (w,)
+            for c in pool:
+                out.append((BASE_SETTING, _spec(mode, s, c, workers=w, **kw)))
         else:
             for c in per[s]:
                 out.append((BASE_SETTING, _spec(mode, s, c, **kw)))
@@ -257,9 +270,10 @@ def derive(
 
     search_ceiling_rpm: the free evaluator's rounds/min in the same sweep, setting and hand size at the
     games each process holds, times the processes that can run at once (min(workers, cpus)) for
-    "processes" and "processes+server". inference_ceiling_rpm: the raw forward rate at the point's
-    mean batch (batch one without batching) converted with its evaluations per round, times the
-    processes that run it at once (the "processes" workers each run their own network)."""
+    "processes", "processes+server" and "asyncio-pool". inference_ceiling_rpm: the raw forward rate at
+    the point's mean batch (batch one without batching) converted with its evaluations per round, times
+    the processes that run it at once (the "processes" workers and the "asyncio-pool" clients each run
+    their own network; "processes+server" runs one, in the server)."""
     df = df.copy()
     dpr = df["cards"].map(lambda c: calibration.get(str(int(c)), {}).get("decisions_per_round", math.nan))
     df["decisions_per_round"] = dpr
@@ -273,8 +287,7 @@ def derive(
     df["batch_key"] = [
         1 if s in ("direct", "processes") else _batch_key(b) for s, b in zip(df["strategy"], df["mean_batch"])
     ]
-    parallel = [min(int(w), cpus) if s in ("processes", "processes+server") else 1
-                for s, w in zip(df["strategy"], df["workers"])]  # fmt: skip
+    parallel = [min(int(w), cpus) if s in MULTI_PROCESS else 1 for s, w in zip(df["strategy"], df["workers"])]
     free = df[(df["strategy"] == "free") & (df["error"] == "")]
     ceilings = []
     for i, (_, row) in enumerate(df.iterrows()):
@@ -288,7 +301,7 @@ def derive(
     df["search_ceiling_rpm"] = ceilings
     raw_at = df["batch_key"].map(lambda b: raw.get(str(int(b)), math.nan))
     df["raw_evals_per_s"] = raw_at
-    procs = [p if s == "processes" else 1 for s, p in zip(df["strategy"], parallel)]
+    procs = [p if s in ("processes", "asyncio-pool") else 1 for s, p in zip(df["strategy"], parallel)]
     df["inference_ceiling_rpm"] = 60.0 * raw_at * procs / df["evals_per_round"]
     df.loc[df["strategy"] == "free", "inference_ceiling_rpm"] = math.nan
     df["search_share"] = df["rounds_per_min"] / df["search_ceiling_rpm"]
@@ -447,6 +460,7 @@ def _caps(mode: Mode, cpus: int, skipped_hands: list[int]) -> list[str]:
         f"threads: at most {max(mode.threads)} OS threads (one game each); more would only queue on the GIL",
         f"processes: {', '.join(map(str, mode.processes))} worker processes, one game each ({cpus} cores here)",
         f"processes+server: {mode.server_clients} client processes sharing one server process",
+        f"asyncio-pool: {cpus} client processes (one per core), each with its own batcher; at least {cpus} games",
         f"direct: at most {max(mode.direct)} games: it does not batch, so more games only add live trees",
     ]
     if skipped_hands:

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="small", help="network preset when no checkpoint is given")
     sp.add_argument("--server", help="use a running server (unix:PATH or tcp:HOST:PORT) instead of an in-process one")
     sp.add_argument("--free", action="store_true", help="a free evaluator: the search-only ceiling")
-    sp.add_argument("--mode", default="inline", choices=["inline", "thread"], help="CPU forward pass")
+    sp.add_argument("--mode", default="auto", choices=["auto", "inline", "thread"], help="CPU forward pass")
     sp.add_argument("--max-batch", type=int, default=4096)
     sp.add_argument("--device", default="cpu")
     sp.add_argument(

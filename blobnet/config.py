@@ -106,14 +106,14 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     max_batch: int = 4096  # most rows in one forward pass
-    mode: str = "inline"  # where a CPU forward runs: "inline" or "thread" (another process: python -m servers)
+    mode: str = "auto"  # where a CPU forward runs: "auto", "inline" or "thread" (servers.batcher says how)
 
     def __post_init__(self) -> None:
         _check(
             self.device == "cpu" or self.device.startswith("cuda"), "server.device", '"cpu" or "cuda[:N]"', self.device
         )
         _check(self.max_batch >= 1, "server.max_batch", "at least 1", self.max_batch)
-        _check(self.mode in ("inline", "thread"), "server.mode", "inline or thread", self.mode)
+        _check(self.mode in ("auto", "inline", "thread"), "server.mode", "auto, inline or thread", self.mode)
 
 
 class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

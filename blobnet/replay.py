@@ -92,6 +92,11 @@ class ReplayBuffer:
         self._parts: list[tuple[int, Examples]] = []  # (iteration, examples), oldest first
 
     def __len__(self) -> int:
+        """Examples the learner draws from: the newest ``capacity`` (whole segments are kept, so the
+        files may hold a few more)."""
+        return min(self._held(), self.capacity)
+
+    def _held(self) -> int:
         return sum(len(e) for _, e in self._parts)
 
     def add(self, iteration: int, examples: Examples) -> None:
@@ -109,7 +114,7 @@ class ReplayBuffer:
 
     def _append(self, iteration: int, examples: Examples) -> None:
         self._parts.append((iteration, examples))
-        while len(self._parts) > 1 and len(self) - len(self._parts[0][1]) >= self.capacity:
+        while len(self._parts) > 1 and self._held() - len(self._parts[0][1]) >= self.capacity:
             self._parts.pop(0)
 
     def restore(self, upto: int) -> None:

@@ -22,33 +22,18 @@ The search knows the evaluator protocol alone, never torch or a server.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from blobnet.config import SearchConfig
 from blobnet.encode import WIDTH, encode, encode_rounds, value_scale
+from blobnet.evaluator import Evaluator
 from blobnet.rules import Round, View
 from blobnet.views import determinize
 
 __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
-
-
-class Evaluator(Protocol):
-    """What the search asks of a network, local or remote."""
-
-    async def evaluate_many(
-        self, features: np.ndarray, legal: Sequence[Sequence[int]]
-    ) -> tuple[list[float], list[list[float]]]:
-        """features: (k, WIDTH) float32, copied before the first await (the caller reuses it);
-        legal: k lists of legal action ids. Returns (priors, values): priors, the softmax of the
-        policy over each row's legal ids, flat in row order (``sum(len(l) for l in legal)``
-        floats); values, k lists of 8 floats, every relative seat's expected normalised score."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 Determinize = Callable[[View, np.random.Generator], Round]

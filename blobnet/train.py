@@ -1,11 +1,13 @@
 """The trainer: self-play through the embedded async engine, a replay buffer, learner steps,
 evaluation in the arena, checkpoints that resume exactly.
 
-One iteration: self-play (the engine and the batcher share this event loop) -> the examples join
-the replay buffer as one segment file -> learner steps -> the new weights go to the batcher
-between batches -> arena: the candidate against the baselines and against ``best.pt``, which it
-replaces only through the promotion gate -> metrics row, charts, checkpoint. On a CPU the phases
-alternate; nothing else runs while the learner steps.
+One iteration: self-play (the engine and the batcher share this event loop; with
+``train.workers`` > 1, helper processes of ``clients.pool`` play their shares of the rounds on
+the other cores, each with its own batcher) -> the examples join the replay buffer as one segment
+file -> learner steps -> the new weights go to the batcher between batches -> arena: the
+candidate against the baselines here and, at the same time, against ``best.pt`` in a helper (the
+gate: it replaces ``best.pt`` only through it) -> metrics row, charts, checkpoint. On a CPU the
+phases alternate; nothing else runs while the learner steps.
 
 Randomness: iteration ``i`` draws self-play from seed ``[seed, i]`` and minibatches from
 ``[seed, i, 1]``, so a resumed run repeats exactly what the uninterrupted run would have done.
@@ -42,7 +44,7 @@ from blobnet.player import NetworkPlayer
 from blobnet.replay import Examples, ReplayBuffer
 from blobnet.rules import TRUMP_CYCLE, Round
 from blobnet.status import Status
-from clients.pool import EvaluatorSpec, SelfPlayPool
+from clients.pool import EvaluatorSpec, SeatSpec, SelfPlayPool, arrays_of
 from clients.selfplay import run_loop
 from servers import Batcher
 
@@ -190,11 +192,16 @@ class Trainer:
         try:
             while self.iteration < cfg.train.iterations:
                 await self._iteration(batcher, pool)
+            self.status.done(f"trained {self.iteration} iterations")
+            return await self.final_report(pool)
         except asyncio.CancelledError:
             if self.interrupted is None:
                 raise
+            where = (
+                "the final matches" if self.iteration == cfg.train.iterations else f"iteration {self.iteration + 1}"
+            )
             self.status.done(
-                f"stopped by {self.interrupted} during iteration {self.iteration + 1}; "
+                f"stopped by {self.interrupted} during {where}; "
                 f"iteration {self.iteration} is saved: resume with --resume"
             )
             return {"interrupted": self.interrupted, "iteration": self.iteration}
@@ -203,8 +210,6 @@ class Trainer:
             await batcher.aclose()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        self.status.done(f"trained {self.iteration} iterations")
-        return await self.final_report()
 
     def _on_signal(self, sig: signal.Signals, task: asyncio.Task[Any]) -> None:
         if self.interrupted is None:
@@ -244,7 +249,7 @@ class Trainer:
 
         self.status.phase(it, cfg.train.iterations, "arena", 0, 1)
         name = f"iter_{it:06d}"
-        results = await self._evaluate(name)
+        results = await self._evaluate(name, pool)
         promoted = gate(results["best"], cfg.arena.gate_margin, cfg.arena.gate_confidence)
         if promoted:
             self.best_name = name
@@ -323,53 +328,72 @@ class Trainer:
         model.load_state_dict(state if state is not None else self.model.state_dict())
         return NetworkPlayer(model, self.cfg.search, seed=self.cfg.train.seed)
 
+    def _seat(self, state: dict[str, torch.Tensor]) -> SeatSpec:
+        """The network with ``state`` as a player another process builds (the same as ``_player``)."""
+        return SeatSpec("network", seed=self.cfg.train.seed, preset=self.cfg.network.preset,
+                        weights=arrays_of(state), search=self.cfg.search)  # fmt: skip
+
     async def _match(self, a: Any, b: Any, rounds: int, seed: int) -> MatchResult:
         arena = self.cfg.arena
         return await play_match(
             a, b, players=arena.players, cards=arena.cards, rounds=rounds, seed=seed, concurrency=arena.concurrency
         )
 
-    async def _evaluate(self, name: str) -> dict[str, MatchResult]:
+    async def _evaluate(self, name: str, pool: SelfPlayPool) -> dict[str, MatchResult]:
+        """The candidate against the baseline bots here and, at the same time, against best.pt in
+        a helper process (the pool's, so both cores play)."""
         arena = self.cfg.arena
         candidate = self._player()
         best_state = load_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset)["model"]
-        best = self._player(best_state)
+        seed = self.cfg.train.seed * 7919 + self.iteration + 1
+        gate_match = asyncio.ensure_future(
+            pool.match(self._seat(self.model.state_dict()), self._seat(best_state), players=arena.players,
+                       cards=arena.cards, rounds=arena.rounds, seed=seed, concurrency=arena.concurrency)
+        )  # fmt: skip
         results: dict[str, MatchResult] = {}
         try:
-            seed = self.cfg.train.seed * 7919 + self.iteration + 1
             for base in arena.baselines:
                 bot = HeuristicBot(seed=seed) if base == "heuristic" else RandomBot(seed=seed)
                 results[base] = res = await self._match(candidate, bot, arena.rounds, seed)
                 self.ladder.record(name, base, res)
-            results["best"] = res = await self._match(candidate, best, arena.rounds, seed)
+            results["best"] = res = await gate_match
             self.ladder.record(name, self.best_name, res)
         finally:
+            gate_match.cancel()
             await candidate.aclose()
-            await best.aclose()
         self.ladder.save(self.dir / "elo.json")
         return results
 
-    async def final_report(self) -> dict[str, Any]:
-        """The trained model (best.pt, its default search) against the baseline bots."""
+    async def final_report(self, pool: SelfPlayPool) -> dict[str, Any]:
+        """The trained model (best.pt, its default search) against HeuristicBot here and RandomBot
+        in a helper process, side by side."""
         arena = self.cfg.arena
         out: dict[str, Any] = {"iterations": self.iteration}
         if arena.final_rounds == 0:
             return out
-        best = self._player(load_checkpoint(self.dir / "best.pt")["model"])
+        state = load_checkpoint(self.dir / "best.pt")["model"]
+        best = self._player(state)
+        self.status.phase(self.iteration, self.cfg.train.iterations, "final matches", 0, 1)
+        vs_random = asyncio.ensure_future(
+            pool.match(self._seat(state), SeatSpec("random", seed=1), players=arena.players, cards=arena.cards,
+                       rounds=arena.final_rounds, seed=10_007, concurrency=arena.concurrency)
+        )  # fmt: skip
         try:
-            for base in ("heuristic", "random"):
-                self.status.phase(self.iteration, self.cfg.train.iterations, f"final vs {base}", 0, 1)
-                bot = HeuristicBot(seed=1) if base == "heuristic" else RandomBot(seed=1)
-                res = await self._match(best, bot, arena.final_rounds, seed=10_007)
-                out[base] = res.to_dict()
-                lo, hi = res.ci95
-                self.status.line(
-                    f"best.pt vs {base}: {res.mean_score_a:.2f} vs {res.mean_score_b:.2f} points/round over "
-                    f"{res.rounds} mirrored rounds, diff {res.diff:+.2f} (95% CI {lo:+.2f} .. {hi:+.2f}), "
-                    f"bids made {res.made_rate_a:.0%} vs {res.made_rate_b:.0%}, Elo {res.elo_diff:+.0f}"
-                )
+            results = {
+                "heuristic": await self._match(best, HeuristicBot(seed=1), arena.final_rounds, seed=10_007),
+                "random": await vs_random,
+            }
         finally:
+            vs_random.cancel()
             await best.aclose()
+        for base, res in results.items():
+            out[base] = res.to_dict()
+            lo, hi = res.ci95
+            self.status.line(
+                f"best.pt vs {base}: {res.mean_score_a:.2f} vs {res.mean_score_b:.2f} points/round over "
+                f"{res.rounds} mirrored rounds, diff {res.diff:+.2f} (95% CI {lo:+.2f} .. {hi:+.2f}), "
+                f"bids made {res.made_rate_a:.0%} vs {res.made_rate_b:.0%}, Elo {res.elo_diff:+.0f}"
+            )
         atomic_write_bytes(self.dir / "final.json", json.dumps(out, indent=2).encode())
         return out
 

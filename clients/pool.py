@@ -13,10 +13,16 @@ alone. A helper gets the weights as numpy arrays with each run, plays its share,
 its examples (in the order it produced them), its stats and its batcher's batch counts; the
 caller's sink receives this process's rounds as they finish, then each helper's in order.
 
-Faults: a helper that raises sends back what it produced and the error, which is raised here as
-``EngineError`` after the examples reach the sink; a helper that dies is reported with its exit
-code; when the run is cancelled or fails on this side, the helpers are terminated (a run loses at
-most its own unfinished work) and the next run starts fresh ones. Helpers ignore SIGINT: Ctrl-C
+The helpers also play arena matches (``match``), so a trainer's evaluation matches run side by
+side on both cores: a match is described by ``SeatSpec``s (a bot by name, or a network's weights
+with its search), played by ``blobnet.arena.play_match`` in the helper, and its ``MatchResult``
+comes back.
+
+Faults: a helper whose game raises sends back what it produced and the error, which is raised here
+as ``EngineError`` after the examples reach the sink; when a game here raises, the helpers are told
+to stop, finish the rounds they are playing and send back theirs, then the error is raised; a
+helper that dies is reported; when the run is cancelled, the helpers are terminated at once (the
+run's unfinished work is lost) and the next run starts fresh ones. Helpers ignore SIGINT: Ctrl-C
 reaches the whole process group, and the caller decides what stops.
 """
 
@@ -39,7 +45,7 @@ from blobnet.replay import Examples
 from blobnet.search import Evaluator
 from clients.selfplay import EngineError, EngineStats, FreeEvaluator, SelfPlayEngine, run_loop
 
-__all__ = ["EvaluatorSpec", "SelfPlayPool", "split"]
+__all__ = ["EvaluatorSpec", "SeatSpec", "SelfPlayPool", "build_seat", "split"]
 
 _PROGRESS_EVERY = 10  # a helper reports its rounds done this often
 
@@ -58,6 +64,67 @@ class EvaluatorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SeatSpec:
+    """A player another process can build (``build_seat``): "heuristic" or "random" (a bot seeded
+    with ``seed``), or "network": ``preset`` with ``weights`` searching with ``search`` at
+    temperature 0 (``blobnet.player.NetworkPlayer`` seeded with ``seed``)."""
+
+    kind: str
+    seed: int = 0
+    preset: str = "small"
+    weights: dict[str, np.ndarray] | None = None
+    search: SearchConfig | None = None
+
+
+def build_seat(spec: SeatSpec) -> Any:
+    """The player ``spec`` describes."""
+    from blobnet.bots import HeuristicBot, RandomBot
+
+    if spec.kind == "heuristic":
+        return HeuristicBot(seed=spec.seed)
+    if spec.kind == "random":
+        return RandomBot(seed=spec.seed)
+    if spec.kind != "network":
+        raise ValueError(f"seat kind {spec.kind!r}: use heuristic, random or network")
+    import torch
+
+    from blobnet.net import make_net
+    from blobnet.player import NetworkPlayer
+
+    model = make_net(spec.preset)
+    if spec.weights is not None:
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in spec.weights.items()})
+    return NetworkPlayer(model, spec.search, seed=spec.seed)
+
+
+@dataclass(frozen=True, slots=True)
+class _MatchJob:
+    a: SeatSpec
+    b: SeatSpec
+    players: int
+    cards: int
+    rounds: int
+    seed: int
+    concurrency: int
+
+    async def play(self, conn: Connection) -> tuple[Any, ...]:
+        from blobnet.arena import play_match
+        from blobnet.player import aclose_player
+
+        seats = []
+        try:
+            seats = [build_seat(self.a), build_seat(self.b)]
+            result = await play_match(*seats, players=self.players, cards=self.cards, rounds=self.rounds,
+                                      seed=self.seed, concurrency=self.concurrency)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            return "done", None, f"{type(e).__name__}: {e}"
+        finally:
+            for seat in seats:
+                await aclose_player(seat)
+        return "done", result, None
+
+
+@dataclass(frozen=True, slots=True)
 class _Job:
     spec: EvaluatorSpec
     weights: dict[str, np.ndarray] | None
@@ -68,6 +135,14 @@ class _Job:
     seed: int
     first_game: int
     game_stride: int
+
+    async def play(self, conn: Connection) -> tuple[Any, ...]:
+        return await _play_job(self, conn)
+
+
+def arrays_of(weights: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A state dict (tensors or arrays) as numpy arrays, to send to another process."""
+    return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in weights.items()}
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -114,8 +189,7 @@ class SelfPlayPool:
             raise ValueError(f"concurrency={concurrency}: at least 1 game must be live")
         n = min(self.workers, concurrency, rounds)
         shares = list(zip(split(rounds, n), split(concurrency, n), strict=True))
-        arrays = None if weights is None else {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
-                                               for k, v in weights.items()}  # fmt: skip
+        arrays = None if weights is None else arrays_of(weights)
         await self._start(n - 1)
         jobs = [
             _Job(spec, arrays, search, game, r, c, seed, first_game=w, game_stride=n) for w, (r, c) in enumerate(shares)
@@ -156,10 +230,19 @@ class SelfPlayPool:
         ]
         try:
             stats = await engine.run(shares[0][0])
-            replies = await asyncio.gather(*waits)
-        except BaseException:
-            self.close(now=True)  # helpers mid-share cannot be told to stop: end them; the next run starts new ones
+        except EngineError:
+            # A game here failed: the helpers finish the rounds they are playing and send back what
+            # they produced, so no example already made is lost; then the error goes on.
+            for _, conn in self._helpers[: n - 1]:
+                conn.send("stop")
+            for examples, *_ in await self._replies(waits):
+                if examples is not None and len(examples) and sink is not None:
+                    sink(examples)
             raise
+        except BaseException:
+            self.close(now=True)  # cancelled: end the helpers at once; the next run starts new ones
+            raise
+        replies = await self._replies(waits)
         batches, rows = _batch_counts(evaluator)
         self.batches, self.rows = batches - batches0, rows - rows0
         errors = []
@@ -176,6 +259,31 @@ class SelfPlayPool:
         if errors:
             raise EngineError("; ".join(errors))
         return stats
+
+    async def match(
+        self, a: SeatSpec, b: SeatSpec, *, players: int, cards: int, rounds: int, seed: int, concurrency: int
+    ) -> Any:
+        """``blobnet.arena.play_match`` of ``a`` against ``b`` in a helper process (in this one when
+        the pool has a single worker); returns its ``MatchResult``."""
+        job = _MatchJob(a, b, players, cards, rounds, seed, concurrency)
+        if self.workers < 2:
+            _, result, error = await job.play(None)  # type: ignore[arg-type]
+        else:
+            await self._start(1)
+            conn = self._helpers[0][1]
+            conn.send(job)
+            loop = asyncio.get_running_loop()
+            ((result, error),) = await self._replies([loop.run_in_executor(None, _receive, conn, _ignore)])
+        if error is not None:
+            raise RuntimeError(f"the arena match in a helper process failed: {error}")
+        return result
+
+    async def _replies(self, waits: list[asyncio.Future[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+        try:
+            return await asyncio.gather(*waits)
+        except BaseException:
+            self.close(now=True)
+            raise
 
     async def _start(self, count: int) -> None:
         """Have ``count`` helpers running and ready (their imports done, so a run's clock starts
@@ -236,17 +344,21 @@ def _merged(a: EngineStats, b: EngineStats) -> EngineStats:
     return out
 
 
+def _ignore(_: int) -> None:
+    pass
+
+
 def _receive(conn: Connection, on_progress: Callable[[int], None]) -> tuple[Any, ...]:
     """On an executor thread: a helper's progress messages, then its reply."""
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
-            return None, None, 0, 0, "the helper process died during self-play"
+            raise EngineError("a helper process died during its job") from None
         if msg[0] == "progress":
             on_progress(msg[1])
         else:
-            return msg[1:]
+            return tuple(msg[1:])
 
 
 def _helper_main(conn: Connection) -> None:
@@ -262,7 +374,7 @@ def _helper_main(conn: Connection) -> None:
             return
         if job is None:
             return
-        conn.send(run_loop(_play_job(job, conn)))
+        conn.send(run_loop(job.play(conn)))
 
 
 async def _play_job(job: _Job, conn: Connection) -> tuple[Any, ...]:
@@ -276,6 +388,9 @@ async def _play_job(job: _Job, conn: Connection) -> tuple[Any, ...]:
     def progress(stats: EngineStats) -> None:
         if os.getppid() != parent:  # the caller was killed: nobody is left to play for
             raise SystemExit(1)
+        if conn.poll():  # "stop": the caller's own share failed
+            conn.recv()
+            engine.stop()
         if stats.rounds % _PROGRESS_EVERY == 0:
             conn.send(("progress", stats.rounds))
 

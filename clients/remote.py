@@ -21,7 +21,7 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 
-from servers.batcher import EvaluationError, EvaluatorClosed, Shared, collateral, rewait
+from servers.batcher import EvaluationError, EvaluatorClosed
 from servers.socket import (
     DEFAULT_MAX_FRAME,
     F32,
@@ -39,6 +39,7 @@ from servers.socket import (
     parse_address,
     tune_socket,
 )
+from servers.waiting import Shared, collateral, rewait
 
 __all__ = ["RemoteEvaluator"]
 

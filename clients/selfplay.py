@@ -64,7 +64,8 @@ class EngineError(RuntimeError):
 
 class FreeEvaluator:
     """An evaluator that costs nothing: uniform priors over the legal actions, equal values.
-    It measures the search-only ceiling and serves tests."""
+    It measures the search-only ceiling and serves tests. It gives the event loop one turn per
+    request, as a batcher does, so the games interleave instead of playing one after another."""
 
     def __init__(self, value: float = 0.5) -> None:
         self.values = [value] * 8
@@ -75,6 +76,7 @@ class FreeEvaluator:
         priors: list[float] = []
         for ids in legal:
             priors += [1.0 / len(ids)] * len(ids)
+        await asyncio.sleep(0)
         return priors, [self.values] * len(legal)
 
     async def aclose(self) -> None:
@@ -152,6 +154,10 @@ class SelfPlayEngine:
             self.stats.simulations += self.search.simulations - sims0
             self.stats.evaluations += self.search.evaluations - evals0
         return self.stats
+
+    def stop(self) -> None:
+        """Begin no more rounds; ``run`` returns once the rounds in progress are done."""
+        self._target = min(self._target, self._started)
 
     async def _worker(self) -> None:
         while self._started < self._target:

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="weights seed of the fresh network")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--mode", default="inline", choices=MODES, help="where the CPU forward pass runs")
+    p.add_argument("--mode", default="auto", choices=MODES, help="where the CPU forward pass runs")
     p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
     p.add_argument("--max-batch", type=int, default=1024, help="rows per forward pass at most")
     p.add_argument("--max-wait", type=float, default=None, help="seconds a batch waits for other clients' rows")

@@ -14,8 +14,12 @@ frame cannot be seen from here.
 
 The forward pass runs
 
-- ``mode="inline"`` (the CPU default): in the flush callback, on the event loop thread, with every
-  torch thread; nothing else could run meanwhile anyway, since every requester is waiting.
+- ``mode="inline"``: in the flush callback, on the event loop thread, with every torch thread;
+  nothing else could run meanwhile anyway, since every requester is waiting.
+- ``mode="auto"`` (the CPU default): in-line, except a batch that filled up to ``max_batch`` while
+  other requesters were still running: that one goes to a worker thread, so its forward pass
+  overlaps with the requesters filling the next batch (one such batch at a time; another full one
+  meanwhile runs in-line, which keeps both cores on forward passes).
 - ``mode="thread"``: on worker threads, two batches at a time with the cores split between them,
   so the loop keeps running the requesters of one batch while the next is computed. The GIL is
   shared: tensor creation, ``tolist`` and the Python around each forward pass hold it.
@@ -27,11 +31,8 @@ The forward pass runs
 bench/batcher_speed.py measures the modes (and the ways to wake waiters, below); its docstring says
 why the defaults are what they are.
 
-One shared future per batch, not one per request (bench/batcher_speed.py --futures: with uvloop
-0.8 to 1.1 us per request where a future per request costs 1.1 to 1.4 us and ``asyncio.shield``
-around the shared one 2.5 to 3 us). A waiter that is cancelled cancels that shared future; the other
-waiters see a CancelledError that is not theirs (``Task.cancelling() == 0``), make a fresh future
-for the batch and wait again (``rewait``), so a cancellation never disturbs the rest of its batch.
+Every requester of a batch awaits the batch's one shared future (servers/waiting.py says why and
+how a cancelled waiter leaves the rest of its batch undisturbed).
 
 Bad rows are found per batch, vectorised (``np.isfinite`` over the whole batch costs about 0.06 us
 a row against 1.5 us for one row at a time): a row holding NaN or inf, or legal ids outside
@@ -54,11 +55,15 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from blobnet.evaluator import Evaluator
+from servers.stats import BatcherStats
+from servers.waiting import Shared, collateral, rewait
 
 __all__ = [
     "Evaluator",
@@ -68,14 +73,11 @@ __all__ = [
     "EvaluationError",
     "EvaluatorClosed",
     "MODES",
-    "Shared",
-    "collateral",
-    "rewait",
 ]
 
 log = logging.getLogger(__name__)
 
-MODES = ("inline", "thread")
+MODES = ("auto", "inline", "thread")
 _DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
@@ -86,77 +88,12 @@ _DTYPES: dict[str, torch.dtype] = {
 }
 
 
-class Evaluator(Protocol):
-    """What a search awaits; ``Batcher`` and ``clients.remote.RemoteEvaluator`` both implement it, so
-    a self-play process cannot tell them apart. ``evaluate_many`` is ``blobnet.search.Evaluator``."""
-
-    width: int  # feature width (blobnet.encode.WIDTH)
-
-    async def evaluate(self, features: np.ndarray, legal: list[int]) -> tuple[list[float], list[float]]:
-        """features: float32 row of ``width`` owned by the caller and reused by it: it is copied
-        synchronously before the first await. legal: legal action ids (0..69).
-        Returns (priors, values): priors = list of 70 Python floats, softmax of the policy logits over
-        the legal ids (0.0 elsewhere); values = list of 8 Python floats, every relative seat's
-        expected normalised round score."""
-        ...
-
-    async def evaluate_many(
-        self, features: np.ndarray, legal: Sequence[Sequence[int]]
-    ) -> tuple[list[float], list[list[float]]]:
-        """features: (k, width) float32, copied before the first await; legal: k lists of legal ids.
-        Returns (priors, values): priors, the softmax of the policy over each row's legal ids, flat
-        in row order (``sum(len(l) for l in legal)`` floats); values, k lists of 8 floats."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
 class EvaluatorClosed(RuntimeError):
     """The evaluator was closed (or its connection lost): no evaluation was or will be made."""
 
 
 class EvaluationError(RuntimeError):
     """The forward pass failed for the whole batch holding this request; ``__cause__`` is why."""
-
-
-class Shared:
-    """One future shared by every waiter of a batch; ``done`` is set before the future completes."""
-
-    __slots__ = ("fut", "done")
-
-    def __init__(self, fut: asyncio.Future[None]) -> None:
-        self.fut = fut
-        self.done = False
-
-    def finish(self) -> None:
-        self.done = True
-        # A waiter's cancellation may have cancelled the future: never set a result on a done future.
-        if not self.fut.done():
-            self.fut.set_result(None)
-
-
-def collateral(fut: asyncio.Future[None]) -> bool:
-    """True when the CancelledError just caught while awaiting ``fut`` was another waiter's: ``fut`` (a
-    shared future) was cancelled and this task has no cancellation of its own pending."""
-    if not fut.cancelled():
-        return False
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() == 0
-
-
-async def rewait(s: Shared) -> None:
-    """Wait for ``s`` on a fresh future after another waiter's cancellation cancelled the shared one.
-    Use: ``fut = s.fut; try: await fut; except CancelledError: if not collateral(fut): raise;
-    await rewait(s)`` (the cold path: it costs nothing while nobody is cancelled)."""
-    while not s.done:
-        fut = s.fut
-        if fut.done():  # still the cancelled one: the first waiter back makes the replacement
-            fut = s.fut = asyncio.get_running_loop().create_future()
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if not collateral(fut):
-                raise
 
 
 @dataclass(slots=True)
@@ -207,8 +144,8 @@ class _Batch(Shared):
     """One batch: the rows copied so far, their legal ids (flat, copied at submit), then the results."""
 
     __slots__ = (
-        "slot", "feat", "n", "flat_legal", "lens", "part_rows", "parts", "soon", "due", "state", "t0", "t_launch",
-        "model", "weights", "error", "bad", "flat", "values", "flat_np", "values_np",
+        "slot", "feat", "n", "flat_legal", "lens", "part_rows", "parts", "soon", "due", "state", "full", "threaded",
+        "t0", "t_launch", "model", "weights", "error", "bad", "flat", "values", "flat_np", "values_np",
     )  # fmt: skip
 
     def __init__(self, fut: asyncio.Future[None], slot: _Slot, t0: float) -> None:
@@ -223,6 +160,8 @@ class _Batch(Shared):
         self.soon = False  # a call_soon flush is scheduled (a max_wait timer may be too)
         self.due = False  # its flush came while every launch slot was busy: launch it when one frees
         self.state = _OPEN
+        self.full = False  # sealed at max_batch while its requesters' neighbours still ran
+        self.threaded = False  # computed on a worker thread
         self.t0 = t0  # perf_counter of the first submit
         self.t_launch = 0.0
         self.model: nn.Module | None = None  # the model at launch
@@ -233,86 +172,6 @@ class _Batch(Shared):
         self.values: list[list[float]] = []  # (n, n_values)
         self.flat_np: np.ndarray | None = None
         self.values_np: np.ndarray | None = None
-
-
-class BatcherStats:
-    """Counters since the last reset; cheap per batch (a few additions), summarised by ``as_dict``."""
-
-    def __init__(self, max_batch: int) -> None:
-        self.max_batch = max_batch
-        self.reset()
-
-    def reset(self) -> None:
-        self.t_start = time.perf_counter()
-        self.batches = 0
-        self.rows = 0
-        self.failed_batches = 0
-        self.failed_rows = 0  # rows that failed alone (NaN, bad legal ids)
-        self.size_counts = [0] * (self.max_batch + 1)  # batches of each size: exact percentiles, no list of sizes
-        self.queue_wait = 0.0  # seconds from a batch's first submit to its launch, summed over batches
-        self.queue_wait_max = 0.0
-        self.forward = 0.0  # seconds from launch to results, summed over batches
-        self.busy = 0.0  # seconds the device had a batch in flight (overlapping batches counted once)
-        self.busy_until = self.t_start
-
-    def record(self, n: int, t0: float, t_launch: float, t_end: float) -> None:
-        self.batches += 1
-        self.rows += n
-        self.size_counts[n] += 1
-        wait = t_launch - t0
-        self.queue_wait += wait
-        if wait > self.queue_wait_max:
-            self.queue_wait_max = wait
-        self.forward += t_end - t_launch
-        start = max(t_launch, self.busy_until)
-        if t_end > start:
-            self.busy += t_end - start
-            self.busy_until = t_end
-
-    def percentile(self, q: float) -> int:
-        """Smallest batch size with at least ``q`` (0..1) of the batches at or below it; 0 with no batches."""
-        need = q * self.batches
-        seen = 0
-        for size, c in enumerate(self.size_counts):
-            seen += c
-            if c and seen >= need:
-                return size
-        return 0
-
-    def histogram(self) -> dict[str, int]:
-        """Batches per power-of-two size bucket, e.g. {"1": 3, "2-3": 0, "4-7": 12, ...}."""
-        out: dict[str, int] = {}
-        lo = 1
-        while lo <= self.max_batch:
-            hi = min(2 * lo - 1, self.max_batch)
-            out[str(lo) if lo == hi else f"{lo}-{hi}"] = sum(self.size_counts[lo : hi + 1])
-            lo *= 2
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        wall = time.perf_counter() - self.t_start
-        b = max(self.batches, 1)
-        return {
-            "batches": self.batches,
-            "rows": self.rows,
-            "mean_batch": self.rows / b,
-            "p10_batch": self.percentile(0.1),
-            "p50_batch": self.percentile(0.5),
-            "p90_batch": self.percentile(0.9),
-            "p99_batch": self.percentile(0.99),
-            "max_batch": max((s for s, c in enumerate(self.size_counts) if c), default=0),
-            "histogram": self.histogram(),
-            "failed_batches": self.failed_batches,
-            "failed_rows": self.failed_rows,
-            "queue_wait_mean_ms": 1e3 * self.queue_wait / b,
-            "queue_wait_max_ms": 1e3 * self.queue_wait_max,
-            "forward_mean_ms": 1e3 * self.forward / b,
-            "forward_total_s": self.forward,
-            "device_idle_s": max(wall - self.busy, 0.0),
-            "device_idle_fraction": max(wall - self.busy, 0.0) / wall if wall > 0 else 0.0,
-            "wall_s": wall,
-            "rows_per_s": self.rows / wall if wall > 0 else 0.0,
-        }
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -333,11 +192,11 @@ class Batcher:
     values (B, n_values))``; illegal logits must be very negative (``blobnet.net.BlobNet`` is such a
     model). The batcher owns it from now on: it is put in eval mode and moved to ``device``/``dtype``.
     width, n_actions, n_values: taken from the model's attributes of those names unless given.
-    max_batch: rows per forward pass at most. mode: "inline" or "thread" (module docstring).
+    max_batch: rows per forward pass at most. mode: "auto", "inline" or "thread" (module docstring).
     dtype: None (float32), torch.bfloat16/float16 or "bf16"/"fp16". max_wait: seconds a batch holding
     only ``submit_rows`` rows waits for more before its flush (None: flush when the loop is idle).
-    max_inflight: batches launched and not finished at most (default 1 in-line, 2 in thread mode and
-    on CUDA). threads: torch intra-op threads; None leaves torch's choice (every core) in-line, and
+    max_inflight: batches launched and not finished at most (default 1 in-line, else 2).
+    threads: torch intra-op threads; None leaves torch's choice (every core) in-line, and
     gives each worker thread its share of the cores in thread mode. It is process-wide.
     Call every method from the event loop's thread; the batcher serves one event loop at a time.
     """
@@ -348,7 +207,7 @@ class Batcher:
         *,
         max_batch: int = 1024,
         device: str | torch.device = "cpu",
-        mode: str = "inline",
+        mode: str = "auto",
         dtype: torch.dtype | str | None = None,
         max_wait: float | None = None,
         max_inflight: int | None = None,
@@ -374,7 +233,7 @@ class Batcher:
         if max_inflight is None:
             # CUDA: launch the next batch while one runs. Thread mode: two forward passes at once, one
             # per worker thread, so a round larger than max_batch keeps both cores busy.
-            max_inflight = 2 if self.cuda or mode == "thread" else 1
+            max_inflight = 2 if self.cuda or mode != "inline" else 1
         self.max_inflight = max_inflight
         if self.max_inflight < 1:
             raise ValueError(f"max_inflight={self.max_inflight}: must be at least 1")
@@ -397,6 +256,7 @@ class Batcher:
         self._open: _Batch | None = None  # the batch taking rows now
         self._ready: deque[_Batch] = deque()  # sealed, waiting for a launch slot
         self._inflight = 0
+        self._threaded = 0  # batches on a worker thread now (auto mode)
         self._pumping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -433,7 +293,7 @@ class Batcher:
         b.lens.append(k)
         b.n = i + 1
         if i + 1 == self.max_batch:
-            self._seal(b)
+            self._seal(b, full=True)
         fut = b.fut
         try:
             await fut
@@ -557,7 +417,7 @@ class Batcher:
             segments.append((b, start, take, row0, flat0, len(b.flat_legal) - flat0))
             start += take
             if b.n == self.max_batch:
-                self._seal(b)
+                self._seal(b, full=True)
         return segments
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
@@ -615,11 +475,12 @@ class Batcher:
         self._open = b
         return b
 
-    def _seal(self, b: _Batch) -> None:
-        """No more rows for ``b``: queue it for a launch slot."""
+    def _seal(self, b: _Batch, full: bool = False) -> None:
+        """No more rows for ``b``: queue it for a launch slot. ``full``: it reached max_batch."""
         if self._open is b:
             self._open = None
         b.state = _SEALED
+        b.full = full
         self._ready.append(b)
 
     def _flush(self, b: _Batch) -> None:
@@ -668,11 +529,13 @@ class Batcher:
             except BaseException as e:  # noqa: BLE001 - a failed launch fails its batch, never the loop
                 b.error = e
                 self._deliver(b)
-        elif self.mode == "inline":
+        elif self.mode == "inline" or (self.mode == "auto" and (not b.full or self._threaded)):
             self._compute(b)
             self._deliver(b)
         else:
-            if len(self._workers) < self._inflight:
+            b.threaded = True
+            self._threaded += 1
+            if len(self._workers) < (1 if self.mode == "auto" else self._inflight):
                 self._start_worker("batcher-forward")
             self._jobs.put(b)
 
@@ -734,7 +597,7 @@ class Batcher:
         return rows, cols
 
     def _compute(self, b: _Batch) -> None:
-        """CPU forward pass of ``b`` (loop thread in inline mode, worker thread in thread mode)."""
+        """CPU forward pass of ``b``, on the loop's thread or a worker thread (see ``_launch``)."""
         try:
             n = b.n
             rows, cols = self._index(b)
@@ -831,6 +694,7 @@ class Batcher:
         self._free.append(b.slot)
         if launched:
             self._inflight -= 1
+            self._threaded -= b.threaded
             if self._drained is not None and not self._inflight and not self._drained.done():
                 self._drained.set_result(None)
             self._pump()

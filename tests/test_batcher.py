@@ -109,7 +109,7 @@ def test_max_batch_splits_a_round_into_full_batches_then_the_rest() -> None:
     model = Echo()
 
     async def main() -> None:
-        b = Batcher(model, max_batch=4)
+        b = Batcher(model, max_batch=4, mode="inline")
         results = await asyncio.gather(*(b.evaluate(row(i), [i % 70]) for i in range(10)))
         for i, res in enumerate(results):
             check(res, expected(row(i), [i % 70]))
@@ -119,11 +119,12 @@ def test_max_batch_splits_a_round_into_full_batches_then_the_rest() -> None:
     assert model.calls == [4, 4, 2]
 
 
-def test_results_go_back_to_their_own_requesters_under_concurrency() -> None:
+@pytest.mark.parametrize("mode", ["auto", "inline", "thread"])
+def test_results_go_back_to_their_own_requesters_under_concurrency(mode: str) -> None:
     rng = np.random.default_rng(0)
 
     async def main() -> None:
-        b = Batcher(Echo(), max_batch=64)
+        b = Batcher(Echo(), max_batch=64, mode=mode)
 
         async def requester(i: int) -> None:
             r = np.zeros(W, dtype=np.float32)
@@ -140,6 +141,35 @@ def test_results_go_back_to_their_own_requesters_under_concurrency() -> None:
         await b.aclose()
 
     run(main)
+
+
+def test_auto_mode_computes_full_batches_on_a_thread_and_the_rest_in_line() -> None:
+    """A batch that fills while requesters still run overlaps with them on a worker thread; the
+    batch flushed because everyone waits runs on the loop's thread (nothing else could run)."""
+
+    class Where(Echo):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: list[tuple[int, str]] = []
+
+        def forward(self, x: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.threads.append((x.shape[0], threading.current_thread().name))
+            return super().forward(x, legal)
+
+    model = Where()
+
+    async def main() -> None:
+        b = Batcher(model, max_batch=4)  # mode "auto" is the default
+        results = await asyncio.gather(*(b.evaluate(row(i), [i % 70]) for i in range(10)))
+        for i, res in enumerate(results):
+            check(res, expected(row(i), [i % 70]))
+        await b.aclose()
+
+    run(main)
+    # The first full batch goes to the thread; the second, full while the thread is busy, runs in
+    # line (both cores on forward passes); the last two rows wait for everyone: in line.
+    main_thread = threading.main_thread().name
+    assert sorted(model.threads) == sorted([(4, "batcher-forward-0"), (4, main_thread), (2, main_thread)])
 
 
 def test_blobnet_through_the_batcher_matches_its_direct_forward() -> None:
@@ -186,7 +216,7 @@ def test_a_failing_forward_fails_its_batch_and_the_next_batch_succeeds() -> None
     run(main)
 
 
-@pytest.mark.parametrize("mode", ["inline", "thread"])
+@pytest.mark.parametrize("mode", ["auto", "inline", "thread"])
 def test_a_cancelled_waiter_does_not_disturb_its_batch(mode: str) -> None:
     model = Echo()
 
@@ -366,7 +396,8 @@ def test_submit_rows_spans_batches_and_reports_bad_rows_alone() -> None:
         b.submit_rows(feats, legal, keep)
         while sum(p.count for p in parts) < 10:
             await asyncio.sleep(0)
-        assert [(p.start, p.count) for p in parts] == [(0, 4), (4, 4), (8, 2)]
+        # One callback per batch; a full batch may finish on the worker thread after a later one.
+        assert sorted((p.start, p.count) for p in parts) == [(0, 4), (4, 4), (8, 2)]
         for p in parts:
             assert p.error is None and p.probs is not None and p.values is not None
             off = 0
@@ -391,7 +422,7 @@ def test_evaluate_many_answers_flat_priors_in_row_order_across_batches() -> None
     model = Echo()
 
     async def main() -> None:
-        b = Batcher(model, max_batch=4)
+        b = Batcher(model, max_batch=4, mode="inline")
         buf = feats.copy()
         task = asyncio.ensure_future(b.evaluate_many(buf, legal))
         await asyncio.sleep(0)
@@ -498,7 +529,7 @@ def test_odd_legal_ids_fail_only_their_requester() -> None:
     run(main)
 
 
-@pytest.mark.parametrize("mode", ["inline", "thread"])
+@pytest.mark.parametrize("mode", ["auto", "inline", "thread"])
 def test_waves_spanning_batches_keep_flowing_with_every_launch_slot_busy(mode: str) -> None:
     """Requests split over a full batch and the open one, while both launch slots are busy: the open
     batch's flush, deferred then, must still happen once a slot frees (no requester left waiting)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 
 from bench.common import Adapted, ThreadBatcher, drive, forward_rows, rate
 from bench.report import advise
-from bench.sweep import parse
+from bench.strategies import PointSpec, _make_evaluator, _pooled_batches
+from bench.sweep import QUICK, TINY, Mode, derive, parse, plan_scaling
 from blobnet.encode import WIDTH
 from blobnet.net import make_net
 
@@ -39,7 +41,11 @@ def test_tiny_sweep_writes_results_charts_and_summary(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     df = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
     assert COLUMNS <= set(df.columns), COLUMNS - set(df.columns)
-    assert set(df["strategy"]) >= {"asyncio", "asyncio-thread", "direct", "threads", "processes", "free"}
+    want = {"asyncio", "asyncio-thread", "direct", "threads", "processes", "asyncio-pool", "free"}
+    assert set(df["strategy"]) >= want
+    pool = df[df["strategy"] == "asyncio-pool"]
+    assert pool["error"].isna().all(), pool["error"].tolist()  # its clients ran, each over its own batcher
+    assert (pool["mean_batch"] > 1).all() and (pool["workers"] == (os.cpu_count() or 1)).all()
     assert set(df["sweep"]) >= {"scaling", "search", "hands"}
     assert len(pd.read_json(out / "results.json")) == len(df)
     ran = df[df["error"].isna()]
@@ -126,6 +132,35 @@ def test_training_estimate_follows_the_measured_rate_and_the_plan() -> None:
     assert advise(df, iterations=5, rounds_per_iteration=100).training[0]["hours"] < 0.01
 
 
+def test_advice_for_a_pool_names_the_workers_to_run() -> None:
+    df = pd.DataFrame([
+        _row("asyncio", 256, 1000, 200, 1200, 40_000),
+        _row("asyncio-pool", 256, 1800, 100, 2400, 80_000) | {"workers": 2},
+        _row("asyncio-pool", 16, 900, 8, 2000, 20_000) | {"workers": 2},
+    ])  # fmt: skip
+    a = advise(df)
+    assert a.recommended is not None and a.recommended["strategy"] == "asyncio-pool"
+    assert {"use_workers", "pool_faster"} <= a.flags and "use_one_worker" not in a.flags
+    assert "(2 processes)" in a.lines[0]
+    assert any("blobnet selfplay --workers 2 --concurrency 256" in line and "train.workers = 2" in line
+               for line in a.lines)  # fmt: skip
+    assert any("1.80x one asyncio process" in line for line in a.lines)
+    # search-bound in a pool: the cores are in use already, no advice to add processes
+    assert a.bottleneck == "search" and not any("--workers N" in line for line in a.lines)
+
+
+def test_advice_keeps_one_process_when_the_pool_is_slower() -> None:
+    df = pd.DataFrame([
+        _row("asyncio", 256, 1500, 200, 1600, 40_000),
+        _row("asyncio-pool", 256, 1000, 100, 3000, 80_000) | {"workers": 4},
+    ])  # fmt: skip
+    a = advise(df)
+    assert a.recommended is not None and a.recommended["strategy"] == "asyncio"
+    assert {"pool_slower", "use_one_worker"} <= a.flags and "use_workers" not in a.flags
+    assert any("--workers 1" in line and "train.workers = 1" in line for line in a.lines)
+    assert any(line.startswith("Search-bound") and "--workers N" in line for line in a.lines)
+
+
 def test_advice_with_no_successful_point_says_so() -> None:
     row = _row("asyncio", 64, math.nan, 1.0, 1, 1) | {"mean_batch": math.nan}
     a = advise(pd.DataFrame([row | {"error": "RuntimeError: boom"}]))
@@ -133,6 +168,79 @@ def test_advice_with_no_successful_point_says_so() -> None:
 
 
 # ---- the pieces ----------------------------------------------------------------------------------
+
+
+def test_plan_runs_the_pool_with_one_process_per_cpu() -> None:
+    def pool(mode: Mode, cpus: int, engine: tuple[int, ...] | None = None) -> list[PointSpec]:
+        plan = plan_scaling(mode, ("asyncio", "asyncio-pool"), players=4, preset="tiny", cpus=cpus, engine=engine)
+        specs = [spec for _, spec in plan if spec.strategy == "asyncio-pool"]
+        for spec in specs:
+            spec.check()
+        return specs
+
+    for cpus in (1, 2, 3):
+        specs = pool(QUICK, cpus)
+        assert [s.concurrency for s in specs] == list(QUICK.pool)
+        assert {s.workers for s in specs} == {cpus}
+    assert [(s.concurrency, s.workers) for s in pool(QUICK, 32)] == [(c, 32) for c in QUICK.pool if c >= 32]
+    big = 4 * max(TINY.pool)  # more cores than games: one point with a game per process
+    assert [(s.concurrency, s.workers) for s in pool(TINY, big)] == [(big, big)]
+    assert [s.concurrency for s in pool(QUICK, 4, engine=(1, 4, 64))] == [4, 64]
+    assert 1 <= len(pool(QUICK, 2)) <= 3  # the quick sweep stays short
+
+
+def test_point_spec_wants_a_game_per_client_process() -> None:
+    for strategy in ("asyncio-pool", "processes+server"):
+        with pytest.raises(ValueError, match="every client needs a game"):
+            PointSpec(strategy=strategy, concurrency=3, workers=4).check()
+        PointSpec(strategy=strategy, concurrency=4, workers=4).check()
+    PointSpec(strategy="processes", concurrency=1, workers=4).check()  # workers there play a game each anyway
+
+
+def test_asyncio_uses_the_batchers_default_mode_and_asyncio_thread_a_thread() -> None:
+    from servers import Batcher
+
+    default = Batcher(make_net("tiny", seed=0)).mode
+    assert _make_evaluator(PointSpec(strategy="asyncio", preset="tiny")).mode == default
+    assert _make_evaluator(PointSpec(strategy="asyncio-thread", preset="tiny")).mode == "thread"
+
+
+def test_pool_batches_are_pooled_rows_over_pooled_batches() -> None:
+    clients = [
+        {"batches": 10, "rows": 100, "p10": 4.0, "p50": 10.0, "p90": 16.0},
+        {"batches": 30, "rows": 60, "p10": 1.0, "p50": 2.0, "p90": 3.0},
+        {"batches": 0, "rows": 0, "p10": 0.0, "p50": 0.0, "p90": 0.0},  # no batch in the window: left out
+    ]
+    mean, p10, p50, p90 = _pooled_batches(clients)
+    assert mean == pytest.approx(160 / 40)  # not the mean of the clients' means (5.5)
+    assert (p10, p50, p90) == pytest.approx((2.5, 6.0, 9.5))
+    assert all(math.isnan(x) for x in _pooled_batches(clients[2:]))
+
+
+def test_pool_ceilings_count_every_process() -> None:
+    base = {"sweep": "scaling", "setting": "medium", "cards": 5, "dets": 3, "sims": 30, "rounds_done": 0,
+            "window_s": 2.0, "cpu_cores": 1.0, "error": ""}  # fmt: skip
+    df = pd.DataFrame([
+        base | {"strategy": "free", "concurrency": 16, "workers": 1, "sims_per_s": 9000.0, "evals_per_s": 0.0,
+                "mean_batch": math.nan},
+        base | {"strategy": "asyncio", "concurrency": 16, "workers": 1, "sims_per_s": 3000.0,
+                "evals_per_s": 1000.0, "mean_batch": 10.0},
+        base | {"strategy": "asyncio-pool", "concurrency": 32, "workers": 2, "sims_per_s": 5000.0,
+                "evals_per_s": 2000.0, "mean_batch": 10.0},
+        base | {"strategy": "asyncio-pool", "concurrency": 64, "workers": 4, "sims_per_s": 5000.0,
+                "evals_per_s": 2000.0, "mean_batch": 10.0},
+    ])  # fmt: skip
+    calibration = {"5": {"decisions_per_round": 10.0}}
+    out = derive(df, calibration, {"1": 100.0, "10": 5000.0}, cpus=2).set_index(["strategy", "concurrency"])
+    free = out.loc[("free", 16), "rounds_per_min"]
+    # 16 games per process: the free ceiling at 16, once per process that can run at once (2 cores)
+    assert out.loc[("asyncio", 16), "search_ceiling_rpm"] == pytest.approx(free)
+    assert out.loc[("asyncio-pool", 32), "search_ceiling_rpm"] == pytest.approx(2 * free)
+    assert out.loc[("asyncio-pool", 64), "search_ceiling_rpm"] == pytest.approx(2 * free)  # 4 workers, 2 cores
+    # each client runs its own network: twice the raw rate of one
+    one = out.loc[("asyncio", 16), "inference_ceiling_rpm"]
+    per_round = out.loc[("asyncio", 16), "evals_per_round"] / out.loc[("asyncio-pool", 32), "evals_per_round"]
+    assert out.loc[("asyncio-pool", 32), "inference_ceiling_rpm"] == pytest.approx(2 * one * per_round)
 
 
 def test_sweep_refuses_bad_flags() -> None:
@@ -154,22 +262,18 @@ def test_thread_batcher_answers_each_request_as_a_direct_forward_would() -> None
     np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
 
 
-def test_adapter_turns_per_row_evaluators_into_the_search_protocol() -> None:
-    class PerRow:
-        async def evaluate(self, features: np.ndarray, legal: list[int]) -> tuple[list[float], list[float]]:
-            priors = [0.0] * 70
-            for a in legal:
-                priors[a] = 1.0 / len(legal)
-            return priors, [float(features[0])] * 8
+def test_adapter_passes_answers_through_and_times_them_while_active() -> None:
+    from clients.selfplay import FreeEvaluator
 
-        async def aclose(self) -> None:
-            return None
-
+    ev = Adapted(FreeEvaluator(0.25))
     x = np.zeros((2, WIDTH), dtype=np.float32)
-    x[1, 0] = 1.0
-    priors, values = asyncio.run(Adapted(PerRow()).evaluate_many(x, [[1, 2], [5, 6, 7, 8]]))
+    priors, values = asyncio.run(ev.evaluate_many(x, [[1, 2], [5, 6, 7, 8]]))
     assert priors == [0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
-    assert values == [[0.0] * 8, [1.0] * 8]
+    assert values == [[0.25] * 8, [0.25] * 8]
+    assert ev.latency.seconds == []  # not timed until the log is active
+    ev.latency.active = True
+    asyncio.run(ev.evaluate_many(x, [[1, 2], [3, 4]]))
+    assert len(ev.latency.seconds) == 1 and ev.latency.seconds[0] >= 0
 
 
 def test_rate_is_the_slope_through_bursty_counters() -> None:

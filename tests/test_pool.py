@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -85,6 +86,28 @@ def test_a_helper_that_fails_is_reported_and_this_process_keeps_its_examples(poo
     assert sum(len(p) for p in parts) > 0  # this process's share reached the sink
 
 
+def test_a_game_failing_here_stops_the_helpers_and_keeps_what_they_produced(pool):
+    class Broken(FreeEvaluator):
+        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.2)  # the helper plays a few rounds meanwhile
+            raise RuntimeError("this evaluator is broken")
+
+    parts: list[Examples] = []
+    with pytest.raises(EngineError, match="broken"):
+        asyncio.run(
+            pool.run(Broken(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=100_000,
+                     concurrency=2, seed=0, sink=parts.append)
+        )  # fmt: skip
+    # Nothing came from this process (its first evaluation failed): every example is the helper's,
+    # sent back when it was told to stop instead of after its 50,000 rounds.
+    assert sum(len(p) for p in parts) > 0
+    stats = asyncio.run(
+        pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=4,
+                 concurrency=2, seed=0)
+    )  # fmt: skip
+    assert stats.rounds == 4  # the same helper serves the next run
+
+
 def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
     pool = SelfPlayPool(2)
     try:
@@ -107,6 +130,30 @@ def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
     finally:
         pool.close()
     assert pool._helpers == []
+
+
+def test_a_match_in_a_helper_equals_the_same_match_played_here(pool):
+    from blobnet.arena import play_match
+    from clients.pool import SeatSpec, arrays_of, build_seat
+
+    net = SeatSpec("network", seed=2, preset="tiny", weights=arrays_of(make_net("tiny", seed=4).state_dict()),
+                   search=SearchConfig(dets=2, sims=6, leaves=2))  # fmt: skip
+    bot = SeatSpec("heuristic", seed=3)
+    kw = dict(players=4, cards=3, rounds=12, seed=9, concurrency=4)
+    there = asyncio.run(pool.match(net, bot, **kw))
+
+    async def here():  # type: ignore[no-untyped-def]
+        a, b = build_seat(net), build_seat(bot)
+        try:
+            return await play_match(a, b, **kw)
+        finally:
+            await a.aclose()
+
+    same = asyncio.run(here())
+    assert dataclasses.replace(there, seconds=0.0) == dataclasses.replace(same, seconds=0.0)
+    assert there.rounds == 12
+    with pytest.raises(RuntimeError, match="seat kind 'nobody'"):
+        asyncio.run(pool.match(SeatSpec("nobody"), bot, **kw))
 
 
 def test_bad_pool_settings_are_named():
