@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -66,15 +67,15 @@ def learner_losses(
 
     Policy: cross-entropy against the visit shares. Value: squared error over the seats at the
     table (the padding seats past ``players`` carry no target)."""
-    x = torch.from_numpy(batch.features)
-    legal = torch.from_numpy(batch.legal)
-    target_pi = torch.from_numpy(batch.policy)
-    target_v = torch.from_numpy(batch.value)
+    dev = next(model.parameters()).device
+    x, legal, target_pi, target_v = (
+        torch.from_numpy(a).to(dev, non_blocking=True) for a in (batch.features, batch.legal, batch.policy, batch.value)
+    )
     logits, values = model(x, legal)
     policy = -(target_pi * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
     off = OFFSETS["players"]
     players = x[:, off : off + 6].argmax(dim=1) + MIN_PLAYERS
-    seat_mask = (torch.arange(8).unsqueeze(0) < players.unsqueeze(1)).float()
+    seat_mask = (torch.arange(8, device=dev).unsqueeze(0) < players.unsqueeze(1)).float()
     value = (((values - target_v) ** 2) * seat_mask).sum() / seat_mask.sum()
     return policy + value_weight * value, policy, value
 
@@ -90,7 +91,9 @@ class Trainer:
         self.status = status
         self.ckpt_dir = run_dir / "checkpoints"
         self.replay = ReplayBuffer(run_dir / "replay", config.train.replay_size)
-        self.model = make_net(config.network.preset, seed=config.train.seed)
+        # The learner's device is the server's: on a GPU it steps on its own CUDA stream (``_learn``).
+        self.device = torch.device(config.server.device)
+        self.model = make_net(config.network.preset, seed=config.train.seed).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
@@ -110,7 +113,7 @@ class Trainer:
             atomic_write_bytes(self.dir / "config.json", msgspec.json.format(msgspec.json.encode(self.cfg)))
             if self.cfg.train.warm_start_rounds:
                 self._warm_start()
-            save_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset, model=self.model.state_dict())
+            save_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset, model=self._weights())
             self._save(promoted=False)  # iteration 0: what --resume starts from
             return
         if not existing:
@@ -153,7 +156,7 @@ class Trainer:
         atomic_write_bytes(self.dir / "metrics.csv", buf.getvalue().encode())
 
     def _save(self, promoted: bool) -> None:
-        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        state = self._weights()
         name = f"iter_{self.iteration:06d}"
         if promoted:
             save_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset, model=state, iteration=self.iteration)
@@ -297,13 +300,28 @@ class Trainer:
         policy_loss, value_loss, _ = self._learn(0, steps=cfg.warm_start_steps)
         self.status.line(f"warm start: {len(data)} examples from HeuristicBot, loss {policy_loss:.3f}/{value_loss:.4f}")
 
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the model's weights on the CPU (what checkpoints and players take)."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
     def _learn(self, it: int, steps: int | None = None) -> tuple[float, float, float]:
+        """Learner steps on the replay buffer. On a GPU they run on a CUDA stream of their own, so
+        they never queue behind the batcher's copies and forward passes; the stream is synchronised
+        before the new weights are handed on."""
+        stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            out = self._steps(it, steps)
+        if stream is not None:
+            stream.synchronize()
+        return out
+
+    def _steps(self, it: int, steps: int | None) -> tuple[float, float, float]:
         cfg = self.cfg.train
         data = self.replay.arrays()
         rng = np.random.default_rng([cfg.seed, it, 1])
         total_steps = cfg.iterations * cfg.steps_per_iteration
         self.model.train()
-        pol = val = 0.0
+        pol = val = torch.zeros(())
         lr = cfg.lr
         steps = cfg.steps_per_iteration if steps is None else steps
         for k in range(steps):
@@ -317,21 +335,21 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            pol, val = p.item(), v.item()
+            pol, val = p.detach(), v.detach()  # read once at the end: .item() would wait for the device
             if k % 10 == 0:
                 self.status.phase(it, cfg.iterations, "learn", k, steps)
         self.model.eval()
-        return pol, val, lr
+        return float(pol), float(val), lr
 
     def _player(self, state: dict[str, torch.Tensor] | None = None) -> NetworkPlayer:
         model = make_net(self.cfg.network.preset)
-        model.load_state_dict(state if state is not None else self.model.state_dict())
-        return NetworkPlayer(model, self.cfg.search, seed=self.cfg.train.seed)
+        model.load_state_dict(state if state is not None else self._weights())
+        return NetworkPlayer(model, self.cfg.search, seed=self.cfg.train.seed, device=self.cfg.server.device)
 
     def _seat(self, state: dict[str, torch.Tensor]) -> SeatSpec:
         """The network with ``state`` as a player another process builds (the same as ``_player``)."""
         return SeatSpec("network", seed=self.cfg.train.seed, preset=self.cfg.network.preset,
-                        weights=arrays_of(state), search=self.cfg.search)  # fmt: skip
+                        weights=arrays_of(state), search=self.cfg.search, device=self.cfg.server.device)  # fmt: skip
 
     async def _match(self, a: Any, b: Any, rounds: int, seed: int) -> MatchResult:
         arena = self.cfg.arena

@@ -74,6 +74,7 @@ class SeatSpec:
     preset: str = "small"
     weights: dict[str, np.ndarray] | None = None
     search: SearchConfig | None = None
+    device: str = "cpu"  # where a network's batcher runs
 
 
 def build_seat(spec: SeatSpec) -> Any:
@@ -94,7 +95,7 @@ def build_seat(spec: SeatSpec) -> Any:
     model = make_net(spec.preset)
     if spec.weights is not None:
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in spec.weights.items()})
-    return NetworkPlayer(model, spec.search, seed=spec.seed)
+    return NetworkPlayer(model, spec.search, seed=spec.seed, device=spec.device)
 
 
 @dataclass(frozen=True, slots=True)
