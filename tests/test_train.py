@@ -72,12 +72,17 @@ def test_tiny_run_writes_its_run_directory(tmp_path):
     assert json.loads((run / "config.json").read_text())["network"]["preset"] == "tiny"
 
 
-def test_resume_continues_exactly_where_the_uninterrupted_run_would_be(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_continues_exactly_where_the_uninterrupted_run_would_be(tmp_path, workers):
+    """With 2 workers a helper process plays half the self-play and the gate and final matches."""
     straight, split = tmp_path / "straight", tmp_path / "split"
-    longer = "train.rounds_per_iteration=48"  # iteration 3 lasts long enough to be interrupted
-    assert train(straight, longer, iterations=3).returncode == 0
+    # iteration 3 lasts long enough to be interrupted
+    longer = ["train.rounds_per_iteration=48", f"train.workers={workers}", "arena.final_rounds=4"]
+    out = train(straight, *longer, iterations=3)
+    assert out.returncode == 0, out.stderr
+    assert set(json.loads(out.stdout.strip().splitlines()[-1])) >= {"heuristic", "random"}
     proc = subprocess.Popen(
-        train_cmd(split, longer, iterations=3), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV
+        train_cmd(split, *longer, iterations=3), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV
     )
     deadline = time.monotonic() + 120
     while not (split / "checkpoints" / "iter_000002.pt").exists() and time.monotonic() < deadline:
@@ -85,7 +90,7 @@ def test_resume_continues_exactly_where_the_uninterrupted_run_would_be(tmp_path)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert not (split / "checkpoints" / "iter_000003.pt").exists()
-    out = train(split, longer, iterations=3, resume=True)
+    out = train(split, *longer, iterations=3, resume=True)
     assert out.returncode == 0, out.stderr
     a, b = weights(straight / "checkpoints" / "iter_000003.pt"), weights(split / "checkpoints" / "iter_000003.pt")
     for k in a:
