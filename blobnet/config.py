@@ -106,7 +106,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     max_batch: int = 4096  # most rows in one forward pass
-    mode: str = "auto"  # where a CPU forward runs: "auto", "inline" or "thread" (servers.batcher says how)
+    # Where a CPU forward runs: "inline", "auto" or "thread" (servers.batcher says how). In-line keeps
+    # which rows share a batch independent of timing, so a resumed run repeats the uninterrupted one.
+    mode: str = "inline"
 
     def __post_init__(self) -> None:
         _check(

@@ -125,7 +125,9 @@ class NetworkPlayer:
     def _new_batcher(self, max_batch: int) -> Any:
         from servers.batcher import Batcher
 
-        return Batcher(self.model, device=self.device, max_batch=max_batch)
+        # In-line: which rows share a batch, and so the order in which tables draw from self.rng,
+        # never depends on a thread's timing, so a match with a seed is repeatable.
+        return Batcher(self.model, device=self.device, max_batch=max_batch, mode="inline")
 
     def _batcher_on_running_loop(self) -> Any:
         """This loop's batcher, made on first use; a batcher left on a finished loop is dropped."""

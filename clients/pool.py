@@ -3,7 +3,7 @@
 One asyncio process keeps one core busy: the search is Python and holds the GIL, and a forward
 pass on a worker thread loses more to GIL hand-offs than it overlaps (bench/ measures both). So a
 second core is used the way DESIGN.md's scale-out says: another process with its own engine and
-its own in-line batcher. ``SelfPlayPool(workers=N)`` splits a run's rounds and live games into
+its own batcher. ``SelfPlayPool(workers=N)`` splits a run's rounds and live games into
 N shares: share 0 plays on the caller's event loop with the caller's evaluator, shares 1..N-1 in
 helper processes started once (spawned, so no forked torch state) and reused for every run.
 
@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 
 from blobnet.config import GameConfig, SearchConfig
+from blobnet.evaluator import Evaluator
 from blobnet.replay import Examples
-from blobnet.search import Evaluator
 from clients.selfplay import EngineError, EngineStats, FreeEvaluator, SelfPlayEngine, run_loop
 
-__all__ = ["EvaluatorSpec", "SeatSpec", "SelfPlayPool", "build_seat", "split"]
+__all__ = ["EvaluatorSpec", "SeatSpec", "SelfPlayPool", "arrays_of", "build_seat", "split"]
 
 _PROGRESS_EVERY = 10  # a helper reports its rounds done this often
 
@@ -375,6 +375,8 @@ def _helper_main(conn: Connection) -> None:
             return
         if job is None:
             return
+        if job == "stop":  # meant for a share that had already finished
+            continue
         conn.send(run_loop(job.play(conn)))
 
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from blobnet.config import GameConfig, SearchConfig
+from blobnet.evaluator import Evaluator
 from blobnet.replay import Examples
 from blobnet.rules import TRUMP_CYCLE, Game, Round, standard_schedule
-from blobnet.search import Evaluator, Search, choose_action
+from blobnet.search import Search, choose_action
 from blobnet.status import Status
 
 __all__ = [

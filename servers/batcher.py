@@ -19,7 +19,9 @@ The forward pass runs
 - ``mode="auto"`` (the CPU default): in-line, except a batch that filled up to ``max_batch`` while
   other requesters were still running: that one goes to a worker thread, so its forward pass
   overlaps with the requesters filling the next batch (one such batch at a time; another full one
-  meanwhile runs in-line, which keeps both cores on forward passes).
+  meanwhile runs in-line, which keeps both cores on forward passes). Which rows share a batch
+  then depends on the thread's timing; in-line, it never does, so runs that must repeat exactly
+  (training resumes, seeded matches) use "inline".
 - ``mode="thread"``: on worker threads, two batches at a time with the cores split between them,
   so the loop keeps running the requesters of one batch while the next is computed. The GIL is
   shared: tensor creation, ``tolist`` and the Python around each forward pass hold it.

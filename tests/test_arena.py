@@ -269,3 +269,27 @@ def test_arena_command_names_a_bad_player() -> None:
     )
     assert proc.returncode == 2
     assert "nonsense" in proc.stderr
+
+
+def test_a_seeded_match_of_network_players_repeats_even_when_batches_fill_up() -> None:
+    """Many tables and a small max_batch: batches fill while other tables still search. The
+    player's batcher is in-line, so which rows share a batch (and which table draws next from the
+    player's generator) never depends on timing."""
+    from blobnet.config import SearchConfig
+    from blobnet.net import make_net
+    from blobnet.player import NetworkPlayer
+
+    def once() -> MatchResult:
+        net = NetworkPlayer(make_net("tiny", seed=1), SearchConfig(dets=2, sims=6, leaves=2), seed=3, max_batch=8)
+
+        async def main() -> MatchResult:
+            try:
+                return await play_match(net, HeuristicBot(seed=2), players=4, cards=3, rounds=24, seed=5,
+                                        concurrency=12)  # fmt: skip
+            finally:
+                await net.aclose()
+
+        return asyncio.run(main())
+
+    first, second = once(), once()
+    assert (first.diff, first.ci95, first.made_rate_a) == (second.diff, second.ci95, second.made_rate_a)
