@@ -229,7 +229,11 @@ class Trainer:
 
         batcher.reset_stats()
         spec = EvaluatorSpec(
-            preset=cfg.network.preset, dtype=cfg.network.dtype, max_batch=cfg.server.max_batch, mode=cfg.server.mode
+            preset=cfg.network.preset,
+            dtype=cfg.network.dtype,
+            max_batch=cfg.server.max_batch,
+            mode=cfg.server.mode,
+            device=cfg.server.device,
         )
         stats = await pool.run(
             batcher,

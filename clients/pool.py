@@ -60,6 +60,7 @@ class EvaluatorSpec:
     dtype: str | None = None  # inference precision of a local batcher (None: float32)
     max_batch: int = 4096
     mode: str = "inline"
+    device: str = "cpu"
     address: str = ""  # the server of a "remote" evaluator
 
 
@@ -436,4 +437,4 @@ async def _evaluator(job: _Job) -> Evaluator:
     model = make_net(spec.preset)
     if job.weights is not None:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in job.weights.items()})
-    return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype)
+    return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device)

@@ -259,7 +259,8 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
 
         model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
         weights = model.state_dict()
-        spec = EvaluatorSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode)
+        spec = EvaluatorSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode,
+                             device=args.device)  # fmt: skip
         evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype)
     parts: list[Examples] = []
     status = Status(enabled=not args.json)
