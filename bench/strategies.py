@@ -78,6 +78,7 @@ from bench.common import (
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.net import make_net
 from blobnet.search import Search
+from clients.pool import split
 
 __all__ = [
     "STRATEGIES",
@@ -346,11 +347,12 @@ def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
                 )
                 address = _expect_line(server, "serving on ", "the server").split("serving on ", 1)[1].strip()
             payload = msgspec.json.encode(spec).decode()
+            shares = split(spec.concurrency, spec.workers)
             for i in range(spec.workers):
                 if spec.strategy == "processes":
                     procs.append(_spawn(["worker", payload, str(i), f"{tmp}/{i}.json"]))
                 else:
-                    share = spec.concurrency // spec.workers + (i < spec.concurrency % spec.workers)
+                    share = shares[i]
                     where = address or "local"  # "asyncio-pool": each client has its own batcher
                     procs.append(_spawn(["client", payload, str(i), f"{tmp}/{i}.json", where, str(share)]))
             for p in procs:

@@ -41,11 +41,10 @@ from blobnet.checkpoint import CheckpointError, atomic_write_bytes, load_checkpo
 from blobnet.config import GameConfig, RunConfig, apply_overrides, config_from_dict, load_config
 from blobnet.encode import MIN_PLAYERS, OFFSETS, WIDTH, encode
 from blobnet.net import BlobNet, make_net
-from blobnet.player import NetworkPlayer
 from blobnet.replay import Examples, ReplayBuffer
 from blobnet.rules import TRUMP_CYCLE, Round
 from blobnet.status import Status
-from clients.pool import EvaluatorSpec, SeatSpec, SelfPlayPool, arrays_of
+from clients.pool import EvaluatorSpec, SeatSpec, SelfPlayPool, arrays_of, build_seat
 from clients.selfplay import run_loop
 from servers import Batcher
 
@@ -345,13 +344,8 @@ class Trainer:
         self.model.eval()
         return float(pol), float(val), lr
 
-    def _player(self, state: dict[str, torch.Tensor] | None = None) -> NetworkPlayer:
-        model = make_net(self.cfg.network.preset)
-        model.load_state_dict(state if state is not None else self._weights())
-        return NetworkPlayer(model, self.cfg.search, seed=self.cfg.train.seed, device=self.cfg.server.device)
-
     def _seat(self, state: dict[str, torch.Tensor]) -> SeatSpec:
-        """The network with ``state`` as a player another process builds (the same as ``_player``)."""
+        """The network with ``state`` as a player, built here or in a helper (``build_seat``)."""
         return SeatSpec("network", seed=self.cfg.train.seed, preset=self.cfg.network.preset,
                         weights=arrays_of(state), search=self.cfg.search, device=self.cfg.server.device)  # fmt: skip
 
@@ -365,7 +359,7 @@ class Trainer:
         """The candidate against the baseline bots here and, at the same time, against best.pt in
         a helper process (the pool's, so both cores play)."""
         arena = self.cfg.arena
-        candidate = self._player()
+        candidate = build_seat(self._seat(self.model.state_dict()))
         best_state = load_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset)["model"]
         seed = self.cfg.train.seed * 7919 + self.iteration + 1
         gate_match = asyncio.ensure_future(
@@ -394,7 +388,7 @@ class Trainer:
         if arena.final_rounds == 0:
             return out
         state = load_checkpoint(self.dir / "best.pt")["model"]
-        best = self._player(state)
+        best = build_seat(self._seat(state))
         self.status.phase(self.iteration, self.cfg.train.iterations, "final matches", 0, 1)
         vs_random = asyncio.ensure_future(
             pool.match(self._seat(state), SeatSpec("random", seed=1), players=arena.players, cards=arena.cards,

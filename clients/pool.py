@@ -78,6 +78,18 @@ class SeatSpec:
     device: str = "cpu"  # where a network's batcher runs
 
 
+def _model(preset: str, weights: dict[str, np.ndarray] | None) -> Any:
+    """A fresh ``preset`` network holding ``weights`` (sent as arrays by ``arrays_of``)."""
+    import torch
+
+    from blobnet.net import make_net
+
+    model = make_net(preset)
+    if weights is not None:
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+    return model
+
+
 def build_seat(spec: SeatSpec) -> Any:
     """The player ``spec`` describes."""
     from blobnet.bots import HeuristicBot, RandomBot
@@ -88,15 +100,9 @@ def build_seat(spec: SeatSpec) -> Any:
         return RandomBot(seed=spec.seed)
     if spec.kind != "network":
         raise ValueError(f"seat kind {spec.kind!r}: use heuristic, random or network")
-    import torch
-
-    from blobnet.net import make_net
     from blobnet.player import NetworkPlayer
 
-    model = make_net(spec.preset)
-    if spec.weights is not None:
-        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in spec.weights.items()})
-    return NetworkPlayer(model, spec.search, seed=spec.seed, device=spec.device)
+    return NetworkPlayer(_model(spec.preset, spec.weights), spec.search, seed=spec.seed, device=spec.device)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +145,7 @@ class _Job:
     game_stride: int
 
     async def play(self, conn: Connection) -> tuple[Any, ...]:
-        return await _play_job(self, conn)
+        return await _play_share(self, conn)
 
 
 def arrays_of(weights: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -381,7 +387,7 @@ def _helper_main(conn: Connection) -> None:
         conn.send(run_loop(job.play(conn)))
 
 
-async def _play_job(job: _Job, conn: Connection) -> tuple[Any, ...]:
+async def _play_share(job: _Job, conn: Connection) -> tuple[Any, ...]:
     parent = os.getppid()
     parts: list[Examples] = []
     try:
@@ -429,12 +435,7 @@ async def _evaluator(job: _Job) -> Evaluator:
         from clients.remote import RemoteEvaluator
 
         return await RemoteEvaluator.connect(spec.address)
-    import torch
-
-    from blobnet.net import make_net
     from servers import Batcher
 
-    model = make_net(spec.preset)
-    if job.weights is not None:
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in job.weights.items()})
+    model = _model(spec.preset, job.weights)
     return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device)
