@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blobnet.encode import WIDTH
 from blobnet.net import DEFAULT_PRESET, make_net
 from servers.batcher import Batcher, Evaluator, resolve_dtype
 
@@ -218,7 +219,7 @@ async def future_strategies(n: int, rounds: int) -> dict[str, float]:
     from servers.waiting import Shared, collateral, rewait
 
     loop = asyncio.get_running_loop()
-    rows = np.zeros((n, 646), dtype=np.float32)
+    rows = np.zeros((n, WIDTH), dtype=np.float32)
 
     class SharedWay:
         def __init__(self) -> None:

@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--dets", type=int, default=3, help="determinizations per decision")
     sp.add_argument("--sims", type=int, default=30, help="simulations per determinization")
     sp.add_argument("--leaves", type=int, default=4, help="leaves in flight per tree")
+    sp.add_argument(
+        "--no-root-view", dest="root_view", action="store_false",
+        help="value the searching seat's moves from the acting seat's view only (search.root_view=false)",
+    )  # fmt: skip
     sp.add_argument("--concurrency", type=int, default=256, help="games live at once, in all processes together")
     sp.add_argument(
         "--workers", type=int, default=0, help="engine processes (default: one per CPU core on a CPU, else 1)"

@@ -72,6 +72,10 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     dirichlet_alpha: float = 0.5  # root noise concentration (self-play only)
     dirichlet_eps: float = 0.25  # share of the root prior replaced by noise (self-play only)
     temperature: float = 1.0  # self-play move choice: visits ** (1 / T); 0 picks the most visited
+    # The searching seat's values at leaves where another seat acts come from its own view of the
+    # leaf (its hand), one more row per such leaf; false takes them from the acting seat's view,
+    # which cannot see the searcher's hand.
+    root_view: bool = True
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
@@ -125,7 +129,7 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     rounds_per_iteration: int = 1000  # self-play rounds each iteration
     concurrency: int = 64  # games live at once in self-play, in all processes together
     workers: int = 1  # self-play processes: this one and workers - 1 helpers, each with its own batcher
-    replay_size: int = 200_000  # examples kept in the replay buffer
+    replay_size: int = 200_000  # rows kept in the replay buffer (two per searched decision, blobnet.replay)
     batch_size: int = 512  # learner minibatch
     steps_per_iteration: int = 200  # learner steps after each self-play phase
     lr: float = 1e-3

@@ -1,6 +1,8 @@
-"""The network's input: one float32 row of ``WIDTH`` per position, seen by the acting seat.
+"""The network's input: one float32 row of ``WIDTH`` per position, seen by one seat: the acting
+seat's (``encode``, ``encode_round``), or any seat's (the search asks the searching seat's view
+of positions where another seat acts, ``encode_rounds(..., seat=)``).
 
-Seats are relative to the acting seat (0 = itself, 1 = next to play after it, ...) and padded to
+Seats are relative to the viewing seat (0 = itself, 1 = next to play after it, ...) and padded to
 8. The layout, field by field, is in docs/ENCODING.md; ``FIELDS`` below is its source of truth.
 The hot path (``encode_round``, called at every leaf of the search) gathers the indices of the
 ones and the scalar entries into lists and writes each list with a single numpy call.
@@ -18,7 +20,7 @@ __all__ = ["FIELDS", "WIDTH", "OFFSETS", "encode", "encode_round", "encode_round
 P = MAX_PLAYERS
 # (name, width): the order is the row's order.
 FIELDS: tuple[tuple[str, int], ...] = (
-    ("hand", N_CARDS),  # own cards, one-hot by card id
+    ("hand", N_CARDS),  # the viewing seat's cards, one-hot by card id
     ("trump", 5),  # S H C D none
     ("players", MAX_PLAYERS - MIN_PLAYERS + 1),  # one-hot 3..8
     ("cards", 1),  # cards dealt to each seat this round / 17
@@ -37,9 +39,10 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("led_suit", 4),  # suit led in the current trick
     ("voids", P * 4),  # suits each seat is known to lack
     ("in_game", 1),  # 1 inside a full game, 0 for an independent round
-    ("totals", P),  # game totals before this round, relative to the acting seat's, / 100
+    ("totals", P),  # game totals before this round, relative to the viewing seat's, / 100
     ("rounds_left", 1),  # rounds after this one / len(schedule)
     ("cards_left", 1),  # cards still to be dealt in later rounds / (17 * len(schedule))
+    ("to_play", P),  # relative seat to act (0 when the viewing seat acts)
 )
 OFFSETS: dict[str, int] = {}
 _o = 0
@@ -71,6 +74,7 @@ _IN_GAME = OFFSETS["in_game"]
 _TOTALS = OFFSETS["totals"]
 _ROUNDS_LEFT = OFFSETS["rounds_left"]
 _CARDS_LEFT = OFFSETS["cards_left"]
+_TO_PLAY = OFFSETS["to_play"]
 
 
 def value_scale(cards: int) -> float:
@@ -85,17 +89,18 @@ def encode_round(r: Round, row: np.ndarray) -> None:
     encode_rounds([r], row.reshape(1, WIDTH))
 
 
-def encode_rounds(rounds: list[Round], out: np.ndarray) -> None:
+def encode_rounds(rounds: list[Round], out: np.ndarray, seat: int | None = None) -> None:
     """``encode_round`` for many positions into the rows of ``out`` (float32, (>= k, WIDTH)),
-    with one numpy write for all of them: the search's hot path."""
+    with one numpy write for all of them: the search's hot path. ``seat``: view every position
+    from that seat (its hand, seats relative to it) instead of from the seat to act."""
     ones: list[int] = []
     idx: list[int] = []
     val: list[float] = []
     for k, r in enumerate(rounds):
-        seat: int = r.to_play  # type: ignore[assignment]
+        viewer: int = r.to_play if seat is None else seat  # type: ignore[assignment]
         _collect(
-            ones, idx, val, k * WIDTH, seat, r.players, r.cards, r.trump, r.dealer, r.masks[seat], r.bids,
-            r.tricks_won, r.trick, r.played, r.void_masks, r.n_bids < r.players, r.win_seat, r.context,
+            ones, idx, val, k * WIDTH, viewer, r.players, r.cards, r.trump, r.dealer, r.masks[viewer], r.bids,
+            r.tricks_won, r.trick, r.played, r.void_masks, r.n_bids < r.players, r.win_seat, r.context, r.to_play,
         )  # fmt: skip
     _write(out, len(rounds), ones, idx, val)
 
@@ -120,7 +125,7 @@ def encode(view: View, row: np.ndarray) -> None:
     _collect(
         ones, idx, val, 0, view.seat, view.players, view.cards, view.trump, view.dealer, hand, view.bids,
         view.tricks_won, view.trick, view.played, [sum(1 << x for x in v) for v in view.voids], view.phase == "bid",
-        win_seat, view.context,
+        win_seat, view.context, view.to_play,
     )  # fmt: skip
     _write(row.reshape(1, WIDTH), 1, ones, idx, val)
 
@@ -159,7 +164,7 @@ _SEATS = {(n, s): _Seats(n, s) for n in range(MIN_PLAYERS, MAX_PLAYERS + 1) for 
 
 def _collect(
     ones, idx, val, base, seat, n, cards, trump, dealer, hand, bids, won, trick, played, void_masks, bidding,
-    win_seat, context,
+    win_seat, context, to_play,
 ):  # type: ignore[no-untyped-def]  # the hot path: positional and untyped on purpose
     """Append one position's entries, offset by ``base`` (its row's first flat index): the flat
     indices holding 1 to ``ones``, the other non-zero entries to ``idx`` and their values to ``val``."""
@@ -169,6 +174,8 @@ def _collect(
     ones += [b + bp[s] + c for s, c in played]
     ones += (b + _TRUMP + (4 if trump is None else trump), b + _PLAYERS + n - MIN_PLAYERS,
              b + _PHASE + (0 if bidding else 1), b + t.dealer[dealer])  # fmt: skip
+    if to_play is not None:  # None once the round is over
+        ones.append(b + _TO_PLAY + t.rel[to_play])
     h = b + _HAND
     while hand:
         low = hand & -hand

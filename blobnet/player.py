@@ -46,7 +46,20 @@ __all__ = [
 BOTS: dict[str, Callable[[int | None], Any]] = {"random": RandomBot, "heuristic": HeuristicBot}
 
 # Search settings a player spec (``path:dets=3,sims=30``) may give, and how each is read.
-_SPEC_KEYS: dict[str, type] = {"dets": int, "sims": int, "leaves": int, "c_puct": float}
+def _flag(raw: str) -> bool:
+    """``true``/``false`` (or 1/0, yes/no); ValueError otherwise."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
+    if value is None:
+        raise ValueError(raw)
+    return value
+
+
+# A player string's search settings: how each is read, and what it must be.
+_SPEC_KEYS: dict[str, Callable[[str], Any]] = {
+    "dets": int, "sims": int, "leaves": int, "c_puct": float, "root_view": _flag,
+}  # fmt: skip
+_SPEC_KINDS = {"dets": "an integer", "sims": "an integer", "leaves": "an integer", "c_puct": "a number",
+               "root_view": "true or false"}  # fmt: skip
 
 
 @runtime_checkable
@@ -167,8 +180,8 @@ class NetworkPlayer:
             return pool.submit(asyncio.run, self._act_private(view)).result()
 
     async def _act_private(self, view: View) -> int:
-        # One search asks at most dets x leaves evaluations at once: a batch buffer of that size.
-        batcher = self._new_batcher(self.search.dets * min(self.search.leaves, self.search.sims))
+        # One search asks at most Search.rows_per_wave evaluations at once: a batch buffer of that size.
+        batcher = self._new_batcher(Search.rows_per_wave(self.search))
         try:
             return await self._decide(batcher, view)
         finally:
@@ -193,20 +206,21 @@ def load_player(
     *,
     leaves: int | None = None,
     c_puct: float | None = None,
+    root_view: bool | None = None,
     seed: int | None = None,
     device: str = "cpu",
     max_batch: int = 1024,
 ) -> NetworkPlayer:
     """A ``NetworkPlayer`` over the network in checkpoint ``path`` (``blobnet.checkpoint.load_model``)
-    searching ``dets`` determinizations x ``sims`` simulations; ``leaves`` and ``c_puct`` default to
-    ``SearchConfig``'s. A missing or foreign file raises ``CheckpointError`` (a ValueError)."""
+    searching ``dets`` determinizations x ``sims`` simulations; ``leaves``, ``c_puct`` and
+    ``root_view`` default to ``SearchConfig``'s. A missing or foreign file raises
+    ``CheckpointError`` (a ValueError)."""
     from blobnet.checkpoint import load_model
 
     fields: dict[str, Any] = {"dets": dets, "sims": sims}
-    if leaves is not None:
-        fields["leaves"] = leaves
-    if c_puct is not None:
-        fields["c_puct"] = c_puct
+    for key, value in (("leaves", leaves), ("c_puct", c_puct), ("root_view", root_view)):
+        if value is not None:
+            fields[key] = value
     search = SearchConfig(**fields)  # ConfigError (a ValueError) names a bad value
     model = load_model(path)
     name = f"{path} ({search.dets}x{search.sims})"
@@ -216,7 +230,7 @@ def load_player(
 def parse_player(spec: str, seed: int | None = None, *, device: str = "cpu") -> Player:
     """A player from a command-line string: ``random``, ``heuristic``, or a checkpoint path
     optionally followed by search settings, ``runs/x/best.pt:dets=3,sims=30`` (keys: dets, sims,
-    leaves, c_puct). ``seed`` seeds the player's generator. ValueError naming what is wrong."""
+    leaves, c_puct, root_view). ``seed`` seeds the player's generator. ValueError naming what is wrong."""
     spec = spec.strip()
     if not spec:
         raise ValueError("empty player: give random, heuristic, or a checkpoint path (path:dets=3,sims=30)")
@@ -238,8 +252,7 @@ def parse_player(spec: str, seed: int | None = None, *, device: str = "cpu") -> 
         try:
             settings[key] = _SPEC_KEYS[key](raw.strip())
         except ValueError:
-            kind = "an integer" if _SPEC_KEYS[key] is int else "a number"
-            raise ValueError(f"player {spec!r}: {key}={raw.strip()!r} is not {kind}") from None
+            raise ValueError(f"player {spec!r}: {key}={raw.strip()!r} is not {_SPEC_KINDS[key]}") from None
     if not Path(path).is_file():
         raise ValueError(
             f"player {spec!r}: not random or heuristic, and no checkpoint file {path!r} exists "

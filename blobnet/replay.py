@@ -18,21 +18,22 @@ import numpy as np
 
 from blobnet.cards import N_ACTIONS
 from blobnet.checkpoint import atomic_write_bytes
-from blobnet.encode import WIDTH, value_scale
+from blobnet.encode import WIDTH, encode_rounds, value_scale
 from blobnet.rules import Round
 
-__all__ = ["Examples", "ReplayBuffer"]
+__all__ = ["Examples", "ReplayBuffer", "RoundRecord"]
 
 _SEGMENT = re.compile(r"iter_(\d{6})\.npz$")
 
 
 @dataclass(slots=True)
 class Examples:
-    """Training examples, one row per searched decision.
+    """Training examples, two rows per searched decision (``RoundRecord``): the acting seat's, and
+    the same position seen by another seat, a value-only row.
 
     features (n, WIDTH) float32; legal (n, 70) bool; policy (n, 70) float32, the root visit
-    shares; value (n, 8) float32, the round's final scores of every seat relative to the acting
-    seat (index 0 = the acting seat), divided by ``value_scale(cards)``."""
+    shares (all 0 in a value-only row); value (n, 8) float32, the round's final scores of every
+    seat relative to the viewing seat (index 0 = the viewing seat), divided by ``value_scale(cards)``."""
 
     features: np.ndarray
     legal: np.ndarray
@@ -79,6 +80,39 @@ class Examples:
         return Examples(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "legal", "policy", "value"))
         )
+
+
+class RoundRecord:
+    """One round's examples as its decisions are made. Each decision adds the acting seat's row
+    (features, visit shares) and a value-only row: the same position seen by another seat, in
+    turn each of the others, because the search values a seat's moves from its own view of
+    positions where another seat acts (``blobnet.search``)."""
+
+    def __init__(self) -> None:
+        self.features: list[np.ndarray] = []
+        self.legals: list[list[int]] = []
+        self.policies: list[tuple[list[int], list[float]]] = []
+        self.seats: list[int] = []
+        self.decisions = 0
+
+    def add(self, r: Round, features: np.ndarray, actions: list[int], shares: list[float]) -> None:
+        """The decision of the seat to act in ``r`` (before its move): its root ``features`` and
+        the target ``shares`` over the legal ``actions``."""
+        seat: int = r.to_play  # type: ignore[assignment]
+        n = r.players
+        onlooker = (seat + 1 + self.decisions % (n - 1)) % n
+        row = np.empty((1, WIDTH), np.float32)
+        encode_rounds([r], row, seat=onlooker)
+        # the onlooker's row keeps the acting seat's legal ids only so its (unused) logits stay finite
+        self.features += (features, row[0])
+        self.legals += (actions, actions)
+        self.policies += ((actions, shares), (actions, [0.0] * len(actions)))
+        self.seats += (seat, onlooker)
+        self.decisions += 1
+
+    def examples(self, r: Round) -> Examples:
+        """The examples, once ``r`` is over."""
+        return Examples.from_round(r, self.features, self.legals, self.policies, self.seats)
 
 
 class ReplayBuffer:

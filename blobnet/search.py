@@ -9,8 +9,14 @@ leaves arrive at the batcher together.
 
 Values are per seat, normalised round scores (``blobnet.encode.value_scale``). Each edge keeps
 the value of the seat that chose it, so every node backs up the value of the seat that moved into
-it. Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score)
-is replaced on the way back; a descent that runs into a leaf already waiting in this wave is
+it. A leaf is evaluated from the view of the seat acting there (priors, and the values of the
+other seats), and, where that is not the searching seat, once more from the searching seat's view
+(``config.root_view``): its own values then depend on its own hand. Without that second row, the
+searcher's moves would be valued by a seat that cannot see its cards, and a bid would be judged by
+how often such a bid is made on average, whatever the hand.
+
+Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score) is
+replaced on the way back; a descent that runs into a leaf already waiting in this wave is
 undone and its tree sits the rest of the wave out.
 
 The root is expanded before any leaf is sent (its features depend on the view alone, so one
@@ -108,7 +114,13 @@ class Search:
         self.evaluations = 0
         self.simulations = 0
         self.collisions = 0
-        self._rows = np.zeros((config.dets * config.leaves, WIDTH), dtype=np.float32)
+        self._rows = np.zeros((self.rows_per_wave(config), WIDTH), dtype=np.float32)
+        self._seat = 0  # the searching seat, set by ``run``
+
+    @staticmethod
+    def rows_per_wave(config: SearchConfig) -> int:
+        """The most rows one wave asks the evaluator for."""
+        return config.dets * min(config.leaves, config.sims) * (2 if config.root_view else 1)
 
     async def run(self, view: View, rng: np.random.Generator, *, noise: bool = False) -> SearchResult:
         """Search the acting seat's decision. ``rng`` (the caller's) draws deals and noise."""
@@ -119,6 +131,7 @@ class Search:
             return SearchResult(legal, [1], 0, 0)
         cfg = self.config
         evals0, sims0 = self.evaluations, self.simulations
+        self._seat = view.seat
         row = np.empty((1, WIDTH), dtype=np.float32)
         encode(view, row[0])
         priors, values = await self.evaluator.evaluate_many(row, [legal])
@@ -161,17 +174,30 @@ class Search:
                 legals.append(node.actions)  # set by _descend; expanded when the values come
         if not leaves:
             return
+        k = len(leaves)
+        seat = self._seat
         encode_rounds([node.state for node, _ in leaves], rows)
-        priors, values = await self.evaluator.evaluate_many(rows[: len(leaves)], legals)
-        self.evaluations += len(leaves)
+        # The searching seat's own view of the leaves where another seat acts (module docstring).
+        others = [j for j, (node, _) in enumerate(leaves) if node.to_play != seat] if self.config.root_view else []
+        if others:
+            encode_rounds([leaves[j][0].state for j in others], rows[k:], seat=seat)
+            legals += [legals[j] for j in others]  # any legal list will do: those rows' priors are unused
+        priors, values = await self.evaluator.evaluate_many(rows[: k + len(others)], legals)
+        self.evaluations += k + len(others)
+        own = dict(zip(others, values[k:]))
         pos = 0
-        for (node, path), legal, rel in zip(leaves, legals, values):
-            k = len(legal)
-            node.expand(legal, priors[pos : pos + k], rel[0])
+        for j in range(k):
+            node, path = leaves[j]
+            legal, rel = legals[j], values[j]
+            m = len(legal)
+            node.expand(legal, priors[pos : pos + m], rel[0])
             node.pending = False
-            pos += k
+            pos += m
             tp, n = node.to_play, node.state.players
-            self._backup(path, [rel[(s - tp) % n] for s in range(n)])  # type: ignore[operator]
+            backed = [rel[(s - tp) % n] for s in range(n)]  # type: ignore[operator]
+            if j in own:
+                backed[seat] = own[j][0]
+            self._backup(path, backed)
 
     def _backup(self, path: list[tuple[Node, int]], values: list[float]) -> None:
         self.simulations += 1

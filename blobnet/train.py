@@ -41,7 +41,7 @@ from blobnet.checkpoint import CheckpointError, atomic_write_bytes, load_checkpo
 from blobnet.config import GameConfig, RunConfig, apply_overrides, config_from_dict, load_config
 from blobnet.encode import MIN_PLAYERS, OFFSETS, WIDTH, encode
 from blobnet.net import BlobNet, make_net
-from blobnet.replay import Examples, ReplayBuffer
+from blobnet.replay import Examples, ReplayBuffer, RoundRecord
 from blobnet.rules import TRUMP_CYCLE, Round
 from blobnet.status import Status
 from clients.pool import EvaluatorSpec, SeatSpec, SelfPlayPool, arrays_of, build_seat
@@ -64,14 +64,16 @@ def learner_losses(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, policy, value) losses of one minibatch.
 
-    Policy: cross-entropy against the visit shares. Value: squared error over the seats at the
-    table (the padding seats past ``players`` carry no target)."""
+    Policy: cross-entropy against the visit shares, averaged over the rows that have them (not
+    the value-only rows). Value: squared error over the seats at the table (the padding seats
+    past ``players`` carry no target)."""
     dev = next(model.parameters()).device
     x, legal, target_pi, target_v = (
         torch.from_numpy(a).to(dev, non_blocking=True) for a in (batch.features, batch.legal, batch.policy, batch.value)
     )
     logits, values = model(x, legal)
-    policy = -(target_pi * torch.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    with_policy = (target_pi.sum(dim=-1) > 0).sum().clamp(min=1)
+    policy = -(target_pi * torch.log_softmax(logits, dim=-1)).sum() / with_policy
     off = OFFSETS["players"]
     players = x[:, off : off + 6].argmax(dim=1) + MIN_PLAYERS
     seat_mask = (torch.arange(8, device=dev).unsqueeze(0) < players.unsqueeze(1)).float()
@@ -427,10 +429,7 @@ def teacher_examples(game: GameConfig, rounds: int, *, seed: int, smoothing: flo
         cards = int(rng.choice([c for c in game.cards if c * players <= 52]))
         r = Round.deal(players=players, cards=cards, trump=TRUMP_CYCLE[int(rng.integers(5))],
                        dealer=int(rng.integers(players)), rng=rng)  # fmt: skip
-        feats: list[np.ndarray] = []
-        legals: list[list[int]] = []
-        policies: list[tuple[list[int], list[float]]] = []
-        seats: list[int] = []
+        record = RoundRecord()
         while r.to_play is not None:
             legal = r.legal()
             if len(legal) > 1:
@@ -438,15 +437,12 @@ def teacher_examples(game: GameConfig, rounds: int, *, seed: int, smoothing: flo
                 row = np.empty(WIDTH, np.float32)
                 encode(view, row)
                 action = bot.act(view)
-                feats.append(row)
-                legals.append(legal)
                 share = smoothing / len(legal)
-                policies.append((legal, [share + (1 - smoothing) * (a == action) for a in legal]))
-                seats.append(r.to_play)
+                record.add(r, row, legal, [share + (1 - smoothing) * (a == action) for a in legal])
                 r.apply(action)
             else:
                 r.apply(legal[0])
-        parts.append(Examples.from_round(r, feats, legals, policies, seats))
+        parts.append(record.examples(r))
     return Examples.concat(parts)
 
 

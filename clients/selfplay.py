@@ -22,7 +22,7 @@ import numpy as np
 
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.evaluator import Evaluator
-from blobnet.replay import Examples
+from blobnet.replay import Examples, RoundRecord
 from blobnet.rules import TRUMP_CYCLE, Game, Round, standard_schedule
 from blobnet.search import Search, choose_action
 from blobnet.status import Status
@@ -189,10 +189,7 @@ class SelfPlayEngine:
     async def _play_round(self, r: Round, rng: np.random.Generator) -> None:
         stats = self.stats
         temperature = self.config.temperature
-        feats: list[np.ndarray] = []
-        legals: list[list[int]] = []
-        policies: list[tuple[list[int], list[float]]] = []
-        seats: list[int] = []
+        record = RoundRecord()
         while r.to_play is not None:
             stats.decisions += 1
             legal = r.legal()
@@ -204,12 +201,9 @@ class SelfPlayEngine:
             stats.searched_decisions += 1
             stats.uniform_targets += result.is_uniform()
             assert result.features is not None  # a searched decision carries its root features
-            feats.append(result.features)
-            legals.append(legal)
-            policies.append((result.actions, result.policy()))
-            seats.append(seat)
+            record.add(r, result.features, result.actions, result.policy())
             r.apply(choose_action(result, temperature, rng))
-        ex = Examples.from_round(r, feats, legals, policies, seats)
+        ex = record.examples(r)
         k = len(ex)
         stats.rounds += 1
         stats.examples += k
@@ -239,7 +233,7 @@ def default_workers(args: argparse.Namespace) -> int:
 async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     from clients.pool import EvaluatorSpec, SelfPlayPool
 
-    search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves)
+    search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view)
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
     pool = SelfPlayPool(args.workers or default_workers(args))
     weights = None

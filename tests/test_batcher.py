@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from blobnet.encode import WIDTH
 from blobnet.net import make_net
 from servers import Batcher, EvaluationError, Evaluator, EvaluatorClosed, RowsResult
 
@@ -175,7 +176,7 @@ def test_auto_mode_computes_full_batches_on_a_thread_and_the_rest_in_line() -> N
 def test_blobnet_through_the_batcher_matches_its_direct_forward() -> None:
     net = make_net("small", seed=0)
     rng = np.random.default_rng(1)
-    rows = (rng.random((20, 646)) < 0.05).astype(np.float32)
+    rows = (rng.random((20, WIDTH)) < 0.05).astype(np.float32)
     legals = [sorted(rng.choice(70, size=5, replace=False).tolist()) for _ in range(20)]
 
     async def main() -> list[tuple[list[float], list[float]]]:
@@ -485,7 +486,7 @@ def test_stats_count_batches_and_sizes() -> None:
 def test_half_precision_batcher_answers_close_to_fp32(dtype: str) -> None:
     net = make_net("tiny", seed=0)
     rng = np.random.default_rng(3)
-    rows = (rng.random((6, 646)) < 0.05).astype(np.float32)
+    rows = (rng.random((6, WIDTH)) < 0.05).astype(np.float32)
 
     async def main(d: str | None) -> list[tuple[list[float], list[float]]]:
         b = Batcher(make_net("tiny", seed=0) if d else net, dtype=d)

@@ -58,6 +58,15 @@ def test_other_preset_is_refused_naming_both(tmp_path):
         load_checkpoint(path, preset="small")
 
 
+def test_a_checkpoint_of_another_input_encoding_is_refused_naming_both_widths(tmp_path):
+    path = tmp_path / "old.pt"
+    weights = make_net("tiny", seed=1).state_dict()
+    weights["stem.weight"] = weights["stem.weight"][:, :-8].clone()  # an encoding without a field
+    save_checkpoint(path, preset="tiny", model=weights)
+    with pytest.raises(CheckpointError, match=f"reads {WIDTH - 8} input features, .* in {WIDTH}"):
+        load_model(path)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "nope.pt")

@@ -27,14 +27,22 @@ def test_fields_tile_the_row():
 @settings(max_examples=25, deadline=None)
 @given(st.integers(3, 8), st.integers(0, 10_000))
 def test_view_and_round_paths_agree_over_a_whole_game(players, seed):
+    """From the acting seat and from any other seat (the search's view of another seat's turn)."""
     g = Game.new(players=players, start_cards=min(3, 52 // players), seed=seed)
     rng = np.random.default_rng(seed)
     a = np.zeros(WIDTH, np.float32)
+    b = np.zeros((1, WIDTH), np.float32)
     batch = []
     while not g.is_over:
         r = g.round
         encode(r.view(r.to_play), a)
         np.testing.assert_array_equal(a, row_of(r))
+        assert a[OFFSETS["to_play"]] == 1  # the acting seat sees itself to act
+        onlooker = int(rng.integers(players))
+        encode(r.view(onlooker), a)
+        encode_rounds([r], b, seat=onlooker)
+        np.testing.assert_array_equal(a, b[0])
+        assert a[OFFSETS["to_play"] + (r.to_play - onlooker) % players] == 1
         batch.append(r.clone())
         legal = g.legal_actions()
         g.play(legal[int(rng.integers(len(legal)))])

@@ -174,7 +174,7 @@ def test_selfplay_command_prints_the_documented_keys(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(result) == ["rounds", "rounds_per_min", "sims_per_s", "evals_per_s", "avg_batch", "examples",
                             "searched_decisions", "uniform_target_fraction", "seconds"]  # fmt: skip
-    assert result["rounds"] == 10 and result["examples"] == result["searched_decisions"] > 0
+    assert result["rounds"] == 10 and result["examples"] == 2 * result["searched_decisions"] > 0
     assert result["avg_batch"] > 1 and 0 <= result["uniform_target_fraction"] <= 1
     with np.load(out) as z:
         assert z["features"].shape[0] == result["examples"]

@@ -86,10 +86,55 @@ def test_first_batch_is_not_copies_of_the_root():
             return await super().evaluate_many(features, legal)
 
     r = leader_round()
-    run(Search(Recorder(), SearchConfig(dets=1, sims=8, leaves=4)).run(r.view(r.to_play), np.random.default_rng(1)))
+    cfg = SearchConfig(dets=1, sims=8, leaves=4, root_view=False)
+    run(Search(Recorder(), cfg).run(r.view(r.to_play), np.random.default_rng(1)))
     (root,), first_wave = waves[0], waves[1]
     assert root not in first_wave
     assert len(first_wave) == 4 and len(set(first_wave)) == 4
+
+
+class TwoViewsEvaluator(FreeEvaluator):
+    """Values that depend on who looks: seen from a row holding the searcher's cards, the seat
+    that played ``target`` gets 1; seen from any other seat, the seat that played ``decoy`` does."""
+
+    def __init__(self, searcher_hand: list[int], target: int, decoy: int) -> None:
+        super().__init__()
+        self.hand = np.zeros(N_CARDS, bool)
+        self.hand[searcher_hand] = True
+        self.target, self.decoy = target, decoy
+        self.own_rows = 0
+
+    async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+        priors, _ = await super().evaluate_many(features, legal)
+        hands = features[:, OFFSETS["hand"] : OFFSETS["hand"] + N_CARDS] > 0
+        played = features[:, OFFSETS["played_by"] : OFFSETS["played_by"] + 8 * N_CARDS].reshape(-1, 8, N_CARDS)
+        values = []
+        for row in range(len(features)):
+            own = not (hands[row] & ~self.hand).any()
+            self.own_rows += own
+            v = [0.0] * 8
+            owners = np.nonzero(played[row, :, self.target if own else self.decoy])[0]
+            if len(owners):
+                v[int(owners[0])] = 1.0
+            values.append(v)
+        return priors, values
+
+
+@pytest.mark.parametrize("root_view", [True, False])
+def test_the_searchers_moves_are_valued_from_its_own_view(root_view):
+    """A leaf where another seat acts is evaluated once more from the searching seat's view, and
+    the searcher's moves are valued by that row (which holds its hand), not by the acting seat's."""
+    r = leader_round()
+    seat = r.to_play
+    hand = list(r.hands[seat])
+    target, decoy = hand[-1], hand[0]
+    ev = TwoViewsEvaluator(hand, target, decoy)
+    search = Search(ev, SearchConfig(dets=1, sims=30, leaves=1, root_view=root_view))
+    result = run(search.run(r.view(seat), np.random.default_rng(3)))
+    assert choose_action(result, 0, np.random.default_rng(0)) == (target if root_view else decoy)
+    # with root_view the searcher sees the root and every leaf (its extra row, or its own turn)
+    searcher_rows = 1 + result.simulations
+    assert (ev.own_rows == searcher_rows) if root_view else (ev.own_rows < searcher_rows)
 
 
 def test_visit_counts_sum_over_determinizations():

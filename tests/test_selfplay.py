@@ -32,23 +32,31 @@ def play(rounds: int, *, concurrency: int = 4, game: GameConfig | None = None, e
 def test_engine_plays_the_rounds_asked_and_streams_well_formed_examples():
     stats, ex = play(12)
     assert stats.rounds == 12
-    assert len(ex) == stats.examples == stats.searched_decisions > 0
+    # each searched decision: the acting seat's row, then the same position seen by another seat
+    assert len(ex) == stats.examples == 2 * stats.searched_decisions > 0
     assert ex.features.shape == (len(ex), WIDTH) and ex.legal.shape == (len(ex), 70)
-    np.testing.assert_allclose(ex.policy.sum(axis=1), 1.0, rtol=1e-5)
+    to_play = ex.features[:, OFFSETS["to_play"] : OFFSETS["to_play"] + 8]
+    assert (to_play[0::2, 0] == 1).all() and (to_play[1::2, 1:4].sum(axis=1) == 1).all()
+    np.testing.assert_allclose(ex.policy[0::2].sum(axis=1), 1.0, rtol=1e-5)
+    assert (ex.policy[1::2] == 0).all()  # the onlooker's row is value-only
     assert not (ex.policy[~ex.legal] > 0).any()  # targets only on legal actions
     assert (ex.legal.sum(axis=1) >= 2).all()  # forced moves are not searched, so not examples
     assert stats.decisions == 12 * 4 * (3 + 1)  # 4 bids and 3 cards per seat
 
 
-def test_value_targets_are_the_round_scores_relative_to_the_acting_seat():
+def test_value_targets_are_the_round_scores_relative_to_the_viewing_seat():
     _, ex = play(6)
     scale = 10 + 3
     scores = ex.value[:, :4] * scale
     # every score is 0 or 10 + bid (bid 0..3), and seats past the table are padding
     assert set(np.round(scores).astype(int).ravel()) <= {0, 10, 11, 12, 13}
     assert (ex.value[:, 4:] == 0).all()
-    own = ex.features[:, OFFSETS["has_bid"]]  # relative seat 0 is the acting seat
-    assert own.shape[0] == len(ex)
+    # the onlooker's targets are the acting seat's, turned to its seat: the acting seat sits at
+    # relative seat r of the onlooker (its to_play field), so onlooker[k] = acting[k - r]
+    for acting, onlooker, feats in zip(ex.value[0::2], ex.value[1::2], ex.features[1::2]):
+        r = int(np.argmax(feats[OFFSETS["to_play"] : OFFSETS["to_play"] + 8]))
+        assert r in (1, 2, 3)
+        np.testing.assert_array_equal(onlooker[:4], [acting[(k - r) % 4] for k in range(4)])
 
 
 def test_full_games_follow_the_schedule_and_carry_game_context():
@@ -80,7 +88,7 @@ class Exploding(FreeEvaluator):
 def test_a_failing_game_stops_the_engine_with_its_seed_and_keeps_finished_examples():
     parts: list[Examples] = []
     engine = SelfPlayEngine(
-        Exploding(after=400), search=FAST, game=GameConfig(players=[4], cards=[3]), concurrency=3, seed=9,
+        Exploding(after=1200), search=FAST, game=GameConfig(players=[4], cards=[3]), concurrency=3, seed=9,
         sink=parts.append,
     )  # fmt: skip
     with pytest.raises(EngineError, match=r"seed \[9, \d+\].*the net fell over"):

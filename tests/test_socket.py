@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_batcher import Echo, W, check, expected, row  # pytest puts tests/ on sys.path
 
+from blobnet.encode import WIDTH
 from blobnet.net import make_net
 from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluationError, Evaluator, EvaluatorClosed
@@ -91,7 +92,7 @@ def test_remote_evaluator_is_an_evaluator() -> None:
 def test_remote_results_equal_in_process_results(kind: str) -> None:
     net = make_net("tiny", seed=0)
     rng = np.random.default_rng(0)
-    rows = (rng.random((40, 646)) < 0.05).astype(np.float32)
+    rows = (rng.random((40, WIDTH)) < 0.05).astype(np.float32)
     legals = [sorted(rng.choice(70, size=int(rng.integers(1, 15)), replace=False).tolist()) for _ in range(40)]
 
     async def main() -> None:
@@ -276,7 +277,7 @@ def test_a_signal_shuts_the_server_subprocess_down_cleanly(sig: signal.Signals) 
             save_checkpoint(f"{tmp}/c.pt", preset="tiny", model=net.state_dict())
             proc, address = _start_server("--listen", listen := f"unix:{tmp}/s.sock", "--checkpoint", f"{tmp}/c.pt")
         try:
-            r = (np.random.default_rng(5).random(646) < 0.05).astype(np.float32)
+            r = (np.random.default_rng(5).random(WIDTH) < 0.05).astype(np.float32)
 
             async def main() -> None:
                 async with asyncio.timeout(20):
