@@ -115,7 +115,6 @@ class Search:
         self.simulations = 0
         self.collisions = 0
         self._rows = np.zeros((self.rows_per_wave(config), WIDTH), dtype=np.float32)
-        self._seat = 0  # the searching seat, set by ``run``
 
     @staticmethod
     def rows_per_wave(config: SearchConfig) -> int:
@@ -131,7 +130,6 @@ class Search:
             return SearchResult(legal, [1], 0, 0)
         cfg = self.config
         evals0, sims0 = self.evaluations, self.simulations
-        self._seat = view.seat
         row = np.empty((1, WIDTH), dtype=np.float32)
         encode(view, row[0])
         priors, values = await self.evaluator.evaluate_many(row, [legal])
@@ -147,12 +145,13 @@ class Search:
             roots.append(root)
         left = [cfg.sims] * cfg.dets
         while any(left):
-            await self._wave(roots, left)
+            await self._wave(roots, left, view.seat)
         visits = [sum(col) for col in zip(*(root.n for root in roots))]
         return SearchResult(legal, visits, self.evaluations - evals0, self.simulations - sims0, row[0])
 
-    async def _wave(self, roots: list[Node], left: list[int]) -> None:
-        """Up to ``leaves`` descents per tree, one evaluator request for all the new leaves."""
+    async def _wave(self, roots: list[Node], left: list[int], seat: int) -> None:
+        """Up to ``leaves`` descents per tree, one evaluator request for all the new leaves;
+        ``seat`` is the searching seat (an argument: one Search serves many games at once)."""
         c = self.config.c_puct
         leaves: list[tuple[Node, list[tuple[Node, int]]]] = []
         legals: list[list[int]] = []
@@ -175,7 +174,6 @@ class Search:
         if not leaves:
             return
         k = len(leaves)
-        seat = self._seat
         encode_rounds([node.state for node, _ in leaves], rows)
         # The searching seat's own view of the leaves where another seat acts (module docstring).
         others = [j for j, (node, _) in enumerate(leaves) if node.to_play != seat] if self.config.root_view else []

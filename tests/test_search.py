@@ -137,6 +137,42 @@ def test_the_searchers_moves_are_valued_from_its_own_view(root_view):
     assert (ev.own_rows == searcher_rows) if root_view else (ev.own_rows < searcher_rows)
 
 
+class HandRecorder(FreeEvaluator):
+    """Records the hand and the to_play field of every row it is asked about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[frozenset[int], int]] = []
+
+    async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+        for row in features:
+            hand = frozenset(np.nonzero(row[OFFSETS["hand"] : OFFSETS["hand"] + N_CARDS])[0].tolist())
+            self.rows.append((hand, int(np.argmax(row[OFFSETS["to_play"] : OFFSETS["to_play"] + 8]))))
+        return await super().evaluate_many(features, legal)
+
+
+def test_one_search_serving_many_games_looks_from_each_searchers_own_seat():
+    """The self-play engine shares one Search among its games: each search's extra rows must be
+    its own seat's view, whatever the other searches in flight."""
+    r = leader_round()
+    first = r.to_play
+    second_round = r.clone()
+    second_round.apply(second_round.legal()[-1])  # the next seat is to act in the second round
+    views = [r.view(first), second_round.view(second_round.to_play)]
+    ev = HandRecorder()
+    search = Search(ev, SearchConfig(dets=2, sims=12, leaves=3))
+
+    async def both() -> None:
+        await asyncio.gather(*(search.run(v, np.random.default_rng(i)) for i, v in enumerate(views)))
+
+    run(both())
+    hands = [frozenset(v.hand) for v in views]
+    onlooking = [hand for hand, to_play in ev.rows if to_play != 0]  # rows of a seat that is not to act
+    assert len(onlooking) > 12
+    assert all(any(hand <= h for h in hands) for hand in onlooking)
+    assert all(any(hand <= h for hand in onlooking) for h in hands)  # both searches asked
+
+
 def test_visit_counts_sum_over_determinizations():
     r = leader_round()
     cfg = SearchConfig(dets=3, sims=20, leaves=2)
