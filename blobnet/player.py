@@ -45,7 +45,7 @@ __all__ = [
 
 BOTS: dict[str, Callable[[int | None], Any]] = {"random": RandomBot, "heuristic": HeuristicBot}
 
-# Search settings a player spec (``path:dets=3,sims=30``) may give, and how each is read.
+
 def _flag(raw: str) -> bool:
     """``true``/``false`` (or 1/0, yes/no); ValueError otherwise."""
     value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
@@ -54,7 +54,7 @@ def _flag(raw: str) -> bool:
     return value
 
 
-# A player string's search settings: how each is read, and what it must be.
+# Search settings a player spec (``path:dets=3,sims=30``) may give: how each is read, and what it must be.
 _SPEC_KEYS: dict[str, Callable[[str], Any]] = {
     "dets": int, "sims": int, "leaves": int, "c_puct": float, "root_view": _flag,
 }  # fmt: skip
