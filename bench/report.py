@@ -23,11 +23,11 @@ from typing import Any
 
 import pandas as pd
 
+from bench.strategies import BATCHED, MULTI_PROCESS
+
 __all__ = ["Advice", "advise", "write_report", "markdown_table", "draw_charts"]
 
-BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server", "asyncio-pool")
 UNBATCHED = ("direct", "processes")
-MULTI_PROCESS = ("processes", "processes+server", "asyncio-pool")  # ``workers`` processes share the games
 ORDER = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server", "asyncio-pool")
 COLORS = {
     "asyncio": "tab:blue", "asyncio-thread": "tab:cyan", "direct": "tab:red", "threads": "tab:orange",
@@ -51,6 +51,16 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
 
 def _best(rows: pd.DataFrame) -> pd.Series:
     return rows.loc[rows["rounds_per_min"].idxmax()]
+
+
+def _best_pair(scal: pd.DataFrame, a: str, b: str) -> tuple[pd.Series, pd.Series, float] | None:
+    """The best points of strategies ``a`` and ``b`` in the scaling sweep and a's rounds/min over
+    b's; None when either was not measured."""
+    rows_a, rows_b = scal[scal["strategy"] == a], scal[scal["strategy"] == b]
+    if rows_a.empty or rows_b.empty:
+        return None
+    best_a, best_b = _best(rows_a), _best(rows_b)
+    return best_a, best_b, best_a["rounds_per_min"] / best_b["rounds_per_min"]
 
 
 def _at(row: pd.Series) -> str:
@@ -182,10 +192,8 @@ def advise(
 
     # Forward pass on a worker thread against the batcher's default mode ("auto": in-line, except a
     # batch that fills to max_batch while requesters still run).
-    inline, thread = scal[scal["strategy"] == "asyncio"], scal[scal["strategy"] == "asyncio-thread"]
-    if not inline.empty and not thread.empty:
-        bi, bt = _best(inline), _best(thread)
-        r = bt["rounds_per_min"] / bi["rounds_per_min"]
+    if pair := _best_pair(scal, "asyncio-thread", "asyncio"):
+        bt, bi, r = pair
         a.flags.add("thread_faster" if r > 1 else "thread_slower")
         a.lines.append(
             f"Forward pass on a worker thread (mode thread): {r:.2f}x the batcher's default mode (auto: in-line "
@@ -194,10 +202,8 @@ def advise(
         )
 
     # One engine per core (clients.pool) against one process.
-    pool, single = scal[scal["strategy"] == "asyncio-pool"], scal[scal["strategy"] == "asyncio"]
-    if not pool.empty and not single.empty:
-        bp, bs = _best(pool), _best(single)
-        r = bp["rounds_per_min"] / bs["rounds_per_min"]
+    if pair := _best_pair(scal, "asyncio-pool", "asyncio"):
+        bp, bs, r = pair
         a.flags.add("pool_faster" if r > 1 else "pool_slower")
         a.lines.append(
             f"One engine per core: {_at(bp)} in {int(bp['workers'])} processes runs {r:.2f}x one asyncio process "

@@ -83,6 +83,7 @@ from clients.pool import split
 __all__ = [
     "STRATEGIES",
     "BATCHED",
+    "MULTI_PROCESS",
     "PointSpec",
     "CalibrateSpec",
     "RawSpec",
@@ -95,6 +96,7 @@ __all__ = [
 STRATEGIES = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server", "asyncio-pool")
 BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server", "asyncio-pool")  # the rest: row by row
 CLIENTS = ("processes+server", "asyncio-pool")  # client processes that split ``concurrency`` between them
+MULTI_PROCESS = ("processes", *CLIENTS)  # ``workers`` processes share the games
 ENGINE = ("asyncio", "asyncio-thread", "direct", "free")  # run in this process on clients.selfplay's engine
 LATENCY_KEEP = 20_000  # latency samples a worker process sends back (evenly thinned beyond this)
 

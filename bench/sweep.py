@@ -49,13 +49,12 @@ import msgspec
 import pandas as pd
 
 from bench.common import RESULTS, TORCH_ENV, child_env, git_commit, stamp
-from bench.strategies import STRATEGIES, CalibrateSpec, PointSpec, RawSpec
+from bench.strategies import MULTI_PROCESS, STRATEGIES, CalibrateSpec, PointSpec, RawSpec
 
 __all__ = ["SETTINGS", "Mode", "MODES", "plan_scaling", "derive", "main"]
 
 SETTINGS: dict[str, tuple[int, int]] = {"light": (2, 20), "medium": (3, 30), "heavy": (5, 50)}  # dets, sims
 BASE_SETTING, BASE_CARDS = "medium", 5
-MULTI_PROCESS = ("processes", "processes+server", "asyncio-pool")  # ``workers`` processes share the games
 
 
 @dataclass(frozen=True)

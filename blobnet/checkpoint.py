@@ -65,7 +65,8 @@ def load_checkpoint(path: str | Path, *, preset: str | None = None) -> dict[str,
         raise CheckpointError(f"{path} is not a BlobNet checkpoint (no {FORMAT!r} marker): a foreign file")
     if preset is not None and data.get("preset") != preset:
         raise CheckpointError(f"{path} holds network preset {data.get('preset')!r}, not {preset!r}")
-    stem = data.get("model", {}).get("stem.weight") if isinstance(data.get("model"), dict) else None
+    model = data.get("model")
+    stem = model.get("stem.weight") if isinstance(model, dict) else None
     if isinstance(stem, torch.Tensor) and stem.ndim == 2 and stem.shape[1] != WIDTH:
         raise CheckpointError(
             f"{path}: its network reads {stem.shape[1]} input features, but this version encodes a position "

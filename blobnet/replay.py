@@ -93,14 +93,13 @@ class RoundRecord:
         self.legals: list[list[int]] = []
         self.policies: list[tuple[list[int], list[float]]] = []
         self.seats: list[int] = []
-        self.decisions = 0
 
     def add(self, r: Round, features: np.ndarray, actions: list[int], shares: list[float]) -> None:
         """The decision of the seat to act in ``r`` (before its move): its root ``features`` and
         the target ``shares`` over the legal ``actions``."""
         seat: int = r.to_play  # type: ignore[assignment]
         n = r.players
-        onlooker = (seat + 1 + self.decisions % (n - 1)) % n
+        onlooker = (seat + 1 + len(self.seats) // 2 % (n - 1)) % n  # len(seats) // 2: decisions so far
         row = np.empty((1, WIDTH), np.float32)
         encode_rounds([r], row, seat=onlooker)
         # the onlooker's row keeps the acting seat's legal ids only so its (unused) logits stay finite
@@ -108,7 +107,6 @@ class RoundRecord:
         self.legals += (actions, actions)
         self.policies += ((actions, shares), (actions, [0.0] * len(actions)))
         self.seats += (seat, onlooker)
-        self.decisions += 1
 
     def examples(self, r: Round) -> Examples:
         """The examples, once ``r`` is over."""

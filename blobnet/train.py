@@ -361,12 +361,13 @@ class Trainer:
         """The candidate against the baseline bots here and, at the same time, against best.pt in
         a helper process (the pool's, so both cores play)."""
         arena = self.cfg.arena
-        candidate = build_seat(self._seat(self.model.state_dict()))
+        seat = self._seat(self.model.state_dict())
+        candidate = build_seat(seat)
         best_state = load_checkpoint(self.dir / "best.pt", preset=self.cfg.network.preset)["model"]
         seed = self.cfg.train.seed * 7919 + self.iteration + 1
         gate_match = asyncio.ensure_future(
-            pool.match(self._seat(self.model.state_dict()), self._seat(best_state), players=arena.players,
-                       cards=arena.cards, rounds=arena.rounds, seed=seed, concurrency=arena.concurrency)
+            pool.match(seat, self._seat(best_state), players=arena.players, cards=arena.cards, rounds=arena.rounds,
+                       seed=seed, concurrency=arena.concurrency)
         )  # fmt: skip
         results: dict[str, MatchResult] = {}
         try:
@@ -389,11 +390,11 @@ class Trainer:
         out: dict[str, Any] = {"iterations": self.iteration}
         if arena.final_rounds == 0:
             return out
-        state = load_checkpoint(self.dir / "best.pt")["model"]
-        best = build_seat(self._seat(state))
+        seat = self._seat(load_checkpoint(self.dir / "best.pt")["model"])
+        best = build_seat(seat)
         self.status.phase(self.iteration, self.cfg.train.iterations, "final matches", 0, 1)
         vs_random = asyncio.ensure_future(
-            pool.match(self._seat(state), SeatSpec("random", seed=1), players=arena.players, cards=arena.cards,
+            pool.match(seat, SeatSpec("random", seed=1), players=arena.players, cards=arena.cards,
                        rounds=arena.final_rounds, seed=10_007, concurrency=arena.concurrency)
         )  # fmt: skip
         try:
