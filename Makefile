@@ -22,7 +22,8 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check blobnet servers clients bench tests
-	$(VENV)/bin/mypy blobnet servers clients
+	$(VENV)/bin/ruff format --check blobnet servers clients bench tests
+	$(VENV)/bin/mypy blobnet servers clients bench
 
 train: $(STAMP)
 	$(VENV)/bin/blobnet train --config configs/default.toml --run-dir $(RUN_DIR)

@@ -6,10 +6,11 @@ For each number of concurrent requester coroutines, the rows evaluated per secon
 batcher, and the raw forward pass (``model(x, legal)`` on a ready batch, same model and dtype) at
 the batcher's mean batch size, measured right after it so both see the same machine load;
 ratio = batcher rate / raw rate. Two kinds of requester: one row per request (each loops: write
-into its row, ``await evaluate``), and waves of ``--wave`` rows per ``await evaluate_many`` (how
-blobnet.search asks: a wave of leaves across a decision's trees). Over the socket the server
-(``python -m servers``) runs in a subprocess and the requesters use ``clients.remote.RemoteEvaluator``;
-the mean batch size is the server's. ``--futures`` also times three ways to wake a batch's waiters.
+into its row, ``await evaluate_many`` of that one row), and waves of ``--wave`` rows per ``await
+evaluate_many`` (how blobnet.search asks: a wave of leaves across a decision's trees). Over the
+socket the server (``python -m servers``) runs in a subprocess and the requesters use
+``clients.remote.RemoteEvaluator``; the mean batch size is the server's. ``--futures`` also times
+the ways to wake a batch's waiters.
 
 Every measurement warms up first; each figure is the median of ``--repeats`` runs. ``--json``
 prints one JSON object on the last line. The requesters' process sets the garbage collector the way
@@ -17,7 +18,8 @@ DESIGN.md tells self-play to (thresholds 50000, 50, 100 and ``gc.freeze()`` afte
 default`` keeps Python's): with thousands of live coroutines a full collection walks all of them.
 
 What it found on the 2-core development machine (default "small" network, fp32, ``--threads 1``, the
-machine otherwise idle; 2026-11-29):
+machine otherwise idle; 2026-11-29; one-row requesters then awaited a per-row ``evaluate`` that also
+built a 70-float priors list, since removed):
 - One row per request costs about 4.5 us of Python at 4096 requesters whatever the batcher does
   around it (copying a cache-cold 2.6 kB row 1.2 us, the 70-float priors list 1.1 us, resuming the
   coroutine and the requester's own loop the rest), against a forward pass of about 11 us a row on
@@ -34,7 +36,11 @@ machine otherwise idle; 2026-11-29):
   790 to 855 rounds/min against 1,100 in-line). The second core is used by a second engine process
   instead (``clients.pool``).
 - Waking the waiters (--futures): one shared future per batch 0.8 to 1.1 us a request, a future per
-  request 1.1 to 1.4 us, ``asyncio.shield`` around a shared one 2.5 to 3 us.
+  request 1.1 to 1.4 us, ``asyncio.shield`` around a shared one 2.5 to 3 us. Awaiting the shared
+  future through ``servers.waiting.wait`` ("shared_helper") rather than the idiom written in line
+  ("shared") adds 0.2 to 0.36 us a request (1 to 4096 waiters, medians of 7 and 9, uvloop,
+  measured while another process kept the machine busy: "shared" itself took 1.9 to 2.7 us, 6.1
+  with one waiter; 2026-12-01).
 - torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
   pass becomes tens to hundreds of times slower (each parallel region waits for a descheduled thread); one
   thread is unaffected. On a shared machine pass ``--threads 1`` (here and to ``python -m servers``);
@@ -60,9 +66,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from blobnet.config import DEFAULT_PRESET
 from blobnet.encode import WIDTH
-from blobnet.net import DEFAULT_PRESET, make_net
-from servers.batcher import Batcher, Evaluator, resolve_dtype
+from blobnet.evaluator import Evaluator
+from blobnet.net import make_net, resolve_dtype
+from clients.remote import RemoteEvaluator
+from servers.batcher import Batcher
+from servers.waiting import Shared, collateral, rewait, wait
 
 APP_GC = (50000, 50, 100)  # DESIGN.md's setting for self-play
 
@@ -84,33 +94,22 @@ def feature_rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
     return (rng.random((n, width)) < 0.05).astype(np.float32)
 
 
-async def drive(ev: Evaluator, n: int, seconds: float, rng: np.random.Generator, wave: int = 1) -> float:
-    """Run ``n`` requester coroutines against ``ev`` for ``seconds``; rows evaluated per second.
-    wave 1: each requester loops on ``evaluate`` (one row); wave k: on ``evaluate_many`` of k rows,
-    as the search sends a wave of leaves."""
+async def drive(ev: Evaluator, width: int, n: int, seconds: float, rng: np.random.Generator, wave: int = 1) -> float:
+    """Run ``n`` requester coroutines against ``ev`` for ``seconds``; rows evaluated per second. Each
+    loops on ``evaluate_many`` of ``wave`` rows of ``width`` features (wave 1: one row per request;
+    more: as the search sends a wave of leaves)."""
     pool = legal_pool(rng)
-    rows = feature_rows(rng, n * wave, ev.width).reshape(n, wave, ev.width)
+    rows = feature_rows(rng, n * wave, width).reshape(n, wave, width)
     stop = False
     done = 0
 
     async def requester(j: int) -> None:
         nonlocal done
-        row = rows[j, 0]
-        evaluate = ev.evaluate
-        k = 0
-        while not stop:
-            row[k % 64] = k & 1  # the requester writes into its row, as the search's encoder would
-            await evaluate(row, pool[(j + k) % len(pool)])
-            k += 1
-        done += k
-
-    async def waver(j: int) -> None:
-        nonlocal done
         block = rows[j]
         evaluate_many = ev.evaluate_many
         k = 0
         while not stop:
-            block[0, k % 64] = k & 1
+            block[0, k % 64] = k & 1  # the requester writes into its rows, as the search's encoder would
             s = (j + k) % (len(pool) - wave)
             await evaluate_many(block, pool[s : s + wave])
             k += 1
@@ -126,7 +125,7 @@ async def drive(ev: Evaluator, n: int, seconds: float, rng: np.random.Generator,
     loop.call_later(seconds, finish)
     async with asyncio.TaskGroup() as tg:
         for j in range(n):
-            tg.create_task(requester(j) if wave == 1 else waver(j))
+            tg.create_task(requester(j))
     return done / (time.perf_counter() - t0)
 
 
@@ -175,6 +174,7 @@ async def measure(
     wave: int = 1,
 ) -> list[dict[str, Any]]:
     """For each requester count: batcher rate, mean batch, raw rate at that batch, their ratio (medians)."""
+    width = int(model.width)  # type: ignore[arg-type]
     out = []
     for n in requesters:
         ev = await make()
@@ -182,11 +182,11 @@ async def measure(
         gc.collect()
         if freeze:
             gc.freeze()  # the requesters' long-lived setup, as self-play would do after building its games
-        await drive(ev, n, min(0.5, seconds), rng, wave)  # warm-up
+        await drive(ev, width, n, min(0.5, seconds), rng, wave)  # warm-up
         rates, batches, raws, ratios = [], [], [], []
         for _ in range(repeats):
             await stats(ev, True)
-            rate = await drive(ev, n, seconds, rng, wave)
+            rate = await drive(ev, width, n, seconds, rng, wave)
             mean_batch = (await stats(ev, False))["mean_batch"]
             raw = raw_rate(model, max(1, round(mean_batch)), seconds / 2, dtype, raw_threads)
             rates.append(rate)
@@ -212,12 +212,12 @@ async def measure(
     return out
 
 
-async def future_strategies(n: int, rounds: int) -> dict[str, float]:
-    """Microseconds per request of three ways to wake the waiters of a batch, with a free "forward
-    pass": one shared future (cancellation handled by ``rewait``, as the batcher does), one shared
-    future behind ``asyncio.shield`` per waiter, and one future per request."""
-    from servers.waiting import Shared, collateral, rewait
-
+async def future_strategies(n: int, rounds: int, repeats: int) -> dict[str, float]:
+    """Microseconds per request of the ways to wake the waiters of a batch, with a free "forward
+    pass": one shared future (cancellation handled by the idiom written in line, as the batcher once
+    did: "shared"; or by the helper ``servers.waiting.wait``: "shared_helper"), one shared future
+    behind ``asyncio.shield`` per waiter, and one future per request. The ways take turns within
+    each repeat, so that a change of machine load touches them alike; medians of ``repeats``."""
     loop = asyncio.get_running_loop()
     rows = np.zeros((n, WIDTH), dtype=np.float32)
 
@@ -227,6 +227,7 @@ async def future_strategies(n: int, rounds: int) -> dict[str, float]:
             self.n = 0
 
         async def evaluate(self, i: int) -> int:
+            # The submit is written out in each way: a method call would add to what is measured.
             s = self.s
             if s is None:
                 s = self.s = Shared(loop.create_future())
@@ -248,6 +249,19 @@ async def future_strategies(n: int, rounds: int) -> dict[str, float]:
             s, self.s = self.s, None
             assert s is not None
             s.finish()
+
+    class HelperWay(SharedWay):
+        async def evaluate(self, i: int) -> int:
+            s = self.s
+            if s is None:
+                s = self.s = Shared(loop.create_future())
+                self.n = 0
+                loop.call_soon(self.flush)
+            j = self.n
+            rows[j] = rows[i]
+            self.n = j + 1
+            await wait(s)
+            return j
 
     class ShieldWay(SharedWay):
         async def evaluate(self, i: int) -> int:
@@ -280,10 +294,12 @@ async def future_strategies(n: int, rounds: int) -> dict[str, float]:
                 if not f.done():
                     f.set_result(j)
 
-    out = {}
-    for name, way in (("shared", SharedWay), ("shield", ShieldWay), ("per_request", PerRequestWay)):
-        times = []
-        for _ in range(3):
+    ways: dict[str, Callable[[], Any]] = {
+        "shared": SharedWay, "shared_helper": HelperWay, "shield": ShieldWay, "per_request": PerRequestWay,
+    }  # fmt: skip
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, way in ways.items():
             ev = way()
 
             async def requester(i: int, ev: Any = ev) -> None:
@@ -294,9 +310,8 @@ async def future_strategies(n: int, rounds: int) -> dict[str, float]:
             async with asyncio.TaskGroup() as tg:
                 for i in range(n):
                     tg.create_task(requester(i))
-            times.append((time.perf_counter() - t0) / (n * rounds))
-        out[name] = 1e6 * statistics.median(times)
-    return out
+            times[name].append((time.perf_counter() - t0) / (n * rounds))
+    return {name: 1e6 * statistics.median(t[1:]) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads here and in the server (default: all)")
     p.add_argument("--server-threads", type=int, default=None, help="torch threads of the server process")
     p.add_argument("--max-rows", type=int, default=1024, help="rows per client frame")
-    p.add_argument("--futures", action="store_true", help="also time the three ways to wake a batch's waiters")
+    p.add_argument("--futures", action="store_true", help="also time the ways to wake a batch's waiters")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     a = p.parse_args(argv)
     if a.gc == "app":
@@ -323,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = a.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     try:
-        import uvloop
+        import uvloop  # optional: an extra; without it the standard loop is measured
 
         run: Callable[[Any], Any] = uvloop.run
     except ImportError:
@@ -376,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.futures:
         result["future_us_per_request"] = {}
         for n in requesters:
-            times = run(future_strategies(n, max(5, 50_000 // n)))
+            times = run(future_strategies(n, max(5, 50_000 // n), a.repeats))
             result["future_us_per_request"][n] = times
             print(f"  waking {n:5d} waiters, us per request: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
     if a.socket != "none":
@@ -399,8 +414,6 @@ def run_socket(
     run: Any,
 ) -> dict[str, Any]:
     """The same measurements through ``python -m servers`` in a subprocess and a RemoteEvaluator here."""
-    from clients.remote import RemoteEvaluator
-
     out: dict[str, Any] = {"address": a.socket}
     with tempfile.TemporaryDirectory() as tmp:
         listen = f"unix:{tmp}/bench.sock" if a.socket == "unix" else "tcp:127.0.0.1:0"

@@ -8,11 +8,11 @@ Two runs of the asyncio engine over an in-process ``servers.Batcher`` (after a s
 
 1. Stages, unprofiled: a SIGALRM handler samples the main thread's stack every millisecond of wall
    time, each sample weighted by the time since the previous one (``StageSampler``). A sample belongs to
-   the forward pass when it is inside the batcher's forward step (``_compute``, torch included),
-   otherwise to the innermost project module on the stack: tree search (blobnet/search.py), rules and
-   determinization (rules, views, cards), encoding (encode), waiting for the batch (the batcher's
-   bookkeeping and the evaluator adapter around it, servers/ and bench/common.py), the self-play
-   engine's own bookkeeping (clients/selfplay.py), else the event loop. The seconds land in
+   the forward pass when it is inside the batcher's backend (servers/backends.py: the legal mask, the
+   network in blobnet/net.py, torch), otherwise to the innermost project module on the stack: tree
+   search (blobnet/search.py), rules and determinization (rules, views, cards), encoding (encode),
+   waiting for the batch (the rest of servers/: the batcher's bookkeeping), the self-play engine's own
+   bookkeeping (clients/selfplay.py), else the event loop. The seconds land in
    ``EngineStats.stage_seconds``; the batcher's own clock (``stats()["forward_total_s"]``) is printed
    beside the sampled forward time as a check. The sampler costs the run about 1%.
 2. cProfile over a second run of the same size: the .prof is kept, the top functions by own time
@@ -43,9 +43,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.common import RESULTS, TORCH_ENV, Adapted, child_env, git_commit, stamp
-from blobnet.config import GameConfig, SearchConfig
-from clients.selfplay import EngineStats, SelfPlayEngine, run_loop
+from bench.common import RESULTS, TORCH_ENV, child_env, git_commit, stamp
+from blobnet.aio import run_loop
+from blobnet.config import PRESETS, GameConfig, SearchConfig
+from blobnet.net import make_net
+from clients.selfplay import EngineStats, SelfPlayEngine
+from servers import MODES, Batcher
 
 __all__ = ["StageSampler", "classify", "main"]
 
@@ -58,6 +61,7 @@ STAGES = (
     "self-play engine",
     "event loop and other",
 )
+FORWARD = ("servers/backends.py", "blobnet/net.py")  # with torch: the forward pass
 _MODULES = (
     ("blobnet/search.py", "tree search"),
     ("blobnet/rules.py", "rules and determinization"),
@@ -65,7 +69,6 @@ _MODULES = (
     ("blobnet/cards.py", "rules and determinization"),
     ("blobnet/encode.py", "encoding"),
     ("servers/", "waiting for the batch"),
-    ("bench/common.py", "waiting for the batch"),
     ("clients/selfplay.py", "self-play engine"),
 )
 
@@ -77,9 +80,7 @@ def classify(frame: FrameType | None) -> str:
     while f is not None:
         code = f.f_code
         path = code.co_filename.replace("\\", "/")
-        if code.co_name in ("_compute", "_launch_cuda") and path.endswith("servers/batcher.py"):
-            return "forward pass"
-        if "/torch/" in path or path.endswith("blobnet/net.py"):
+        if "/torch/" in path or path.endswith(FORWARD):
             return "forward pass"
         if innermost is None:
             for suffix, stage in _MODULES:
@@ -126,14 +127,10 @@ class StageSampler:
 
 
 async def _run(args: argparse.Namespace, rounds: int, sampler: bool) -> tuple[EngineStats, dict[str, Any], Any]:
-    from blobnet.net import make_net
-    from servers import Batcher
-
-    ev = Adapted(Batcher(make_net(args.preset, seed=args.seed), max_batch=args.max_batch, mode=args.mode))
-    engine = SelfPlayEngine(
-        ev, search=SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves),
-        game=GameConfig(players=[args.players], cards=[args.cards]), concurrency=args.concurrency, seed=args.seed,
-    )  # fmt: skip
+    ev = Batcher(make_net(args.preset, seed=args.seed), max_batch=args.max_batch, mode=args.mode)
+    search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves)
+    game = GameConfig(players=[args.players], cards=[args.cards])
+    engine = SelfPlayEngine(ev, search=search, game=game, concurrency=args.concurrency, seed=args.seed)
     try:
         await engine.run(max(1, min(args.warmup_rounds, rounds)))  # torch and the allocator warm up
         engine.stats = EngineStats()
@@ -159,23 +156,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rounds", type=int, default=300)
     p.add_argument("--warmup-rounds", type=int, default=20)
-    p.add_argument("--preset", default="small")
-    p.add_argument("--mode", default="inline", choices=("inline", "thread"), help="where the forward pass runs")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--mode", default="inline", choices=MODES, help="where the forward pass runs")
     p.add_argument("--max-batch", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=25, help="functions to print")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<date-time>-profile)")
     p.add_argument("--plain", action="store_true", help="only run the self-play (for py-spy), print its rate")
     p.add_argument(
-        "--torch-default", action="store_true",
+        "--torch-default",
+        action="store_true",
         help="keep torch's threads (every core) and OpenMP's busy-waiting instead of bench.common.TORCH_ENV",
-    )  # fmt: skip
+    )
     return p
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    from blobnet.net import PRESETS
-
     p = _parser()
     a = p.parse_args(argv)
     for name in ("dets", "sims", "leaves", "concurrency", "rounds", "max_batch", "top"):
@@ -183,13 +179,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} {getattr(a, name)}: must be at least 1")
     if a.warmup_rounds < 0:
         p.error("--warmup-rounds must be 0 or more")
-    if a.preset not in PRESETS:
-        p.error(f"--preset {a.preset!r}: choose from {', '.join(PRESETS)}")
     try:
         GameConfig(players=[a.players], cards=[a.cards])
     except ValueError as e:
         p.error(str(e))
     return a
+
+
+def _top(prof: cProfile.Profile, key: str, n: int) -> str:
+    """The ``n`` functions first by ``key`` ("tottime": own time, "cumulative"), as pstats prints them."""
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).strip_dirs().sort_stats(key).print_stats(n)
+    return text.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,15 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         # OpenMP reads these once, when torch loads: start again with them set.
         args = sys.argv[1:] if argv is None else argv
         os.execve(sys.executable, [sys.executable, "-m", "bench.profile", *args], child_env())
-    what = (f"{a.players} players, {a.cards} cards, {a.dets}x{a.sims} search, {a.concurrency} games, "
-            f"{a.rounds} rounds, preset {a.preset}, forward {a.mode}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")  # fmt: skip
+    what = (
+        f"{a.players} players, {a.cards} cards, {a.dets}x{a.sims} search, {a.concurrency} games, "
+        f"{a.rounds} rounds, preset {a.preset}, forward {a.mode}, "
+        + ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in TORCH_ENV)
+    )
     if a.plain:
         stats, batch, _ = run_loop(_run(a, a.rounds, sampler=False))
         s = stats.summary()
-        print(f"self-play ({what}): {s['rounds_per_min']:,.0f} rounds/min, {s['sims_per_s']:,.0f} sims/s, "
-              f"mean batch {batch.get('mean_batch', 0):.1f}", flush=True)  # fmt: skip
+        rates = f"{s['rounds_per_min']:,.0f} rounds/min, {s['sims_per_s']:,.0f} sims/s"
+        print(f"self-play ({what}): {rates}, mean batch {batch.get('mean_batch', 0):.1f}", flush=True)
         return 0
     out: Path = a.out or RESULTS / f"{stamp()}-profile"
     out.mkdir(parents=True, exist_ok=True)
@@ -215,17 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     stats, batch, smp = run_loop(_run(a, a.rounds, sampler=True))
     wall = stats.seconds
     total = sum(stats.stage_seconds.values()) or 1.0
-    print(f"\nstage breakdown of {wall:.1f} s of wall time ({stats.rounds} rounds, "
-          f"{60 * stats.rounds / wall:,.0f} rounds/min, {smp.samples} stack samples):")  # fmt: skip
+    rate = f"{stats.rounds} rounds, {60 * stats.rounds / wall:,.0f} rounds/min, {smp.samples} stack samples"
+    print(f"\nstage breakdown of {wall:.1f} s of wall time ({rate}):")
     rows = []
     for stage in STAGES:
         sec = stats.stage_seconds.get(stage, 0.0) * wall / total
         rows.append({"stage": stage, "seconds": sec, "share": sec / wall})
         print(f"  {stage:28s} {sec:7.2f} s  {sec / wall:6.1%}")
     fwd = float(batch.get("forward_total_s", 0.0))
-    print(f"  (the batcher's own clock: forward pass {fwd:.2f} s = {fwd / wall:.1%} over {batch.get('batches', 0)} "
-          f"batches, mean batch {batch.get('mean_batch', 0):.1f}; queue wait {batch.get('queue_wait_mean_ms', 0):.2f} "
-          f"ms a batch)")  # fmt: skip
+    print(
+        f"  (the batcher's own clock: forward pass {fwd:.2f} s = {fwd / wall:.1%} over {batch.get('batches', 0)} "
+        f"batches, mean batch {batch.get('mean_batch', 0):.1f}; queue wait {batch.get('queue_wait_mean_ms', 0):.2f} "
+        f"ms a batch)"
+    )
 
     prof = cProfile.Profile()
     prof.enable()
@@ -233,15 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     prof.disable()
     prof_path = out / "profile.prof"
     prof.dump_stats(prof_path)
-    text = io.StringIO()
-    ps = pstats.Stats(prof, stream=text).strip_dirs()
-    ps.sort_stats("tottime").print_stats(a.top)
-    own = text.getvalue()
-    text = io.StringIO()
-    pstats.Stats(prof, stream=text).strip_dirs().sort_stats("cumulative").print_stats(a.top)
-    (out / "top.txt").write_text(f"# by own time\n{own}\n# by cumulative time\n{text.getvalue()}")
-    print(f"\ncProfile ({pstats_stats.rounds} rounds in {pstats_stats.seconds:.1f} s under the profiler), "
-          f"top {a.top} functions by own time:")  # fmt: skip
+    own = _top(prof, "tottime", a.top)
+    (out / "top.txt").write_text(f"# by own time\n{own}\n# by cumulative time\n{_top(prof, 'cumulative', a.top)}")
+    under = f"{pstats_stats.rounds} rounds in {pstats_stats.seconds:.1f} s under the profiler"
+    print(f"\ncProfile ({under}), top {a.top} functions by own time:")
     print(own[own.find("ncalls") :] if "ncalls" in own else own)
     summary = {
         "config": vars(a) | {"out": str(out)},

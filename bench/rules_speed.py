@@ -26,22 +26,29 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from blobnet.rules import Round
+from blobnet.rules import TRUMP_CYCLE, Round
 
 PLAYERS, CARDS = 4, 5
-TRUMPS = (0, 1, 2, 3, None)
 FLOOR_FAST = 20_000.0  # rounds per second
 FLOOR_CHECKED = 5_000.0  # rounds per second
+
+
+def _deal(i: int, **source: Any) -> Round:
+    """Round ``i`` of a run: trump and dealer in turn, the cards from ``source`` (``seed=`` or ``rng=``)."""
+    return Round.deal(
+        players=PLAYERS, cards=CARDS, trump=TRUMP_CYCLE[i % len(TRUMP_CYCLE)], dealer=i % PLAYERS, **source
+    )
 
 
 def checked_rounds(n: int, seed: int) -> None:
     """``n`` random rounds through ``Round.deal(seed=)``, ``legal_actions`` and ``play``."""
     rand = random.Random(seed).random
     for i in range(n):
-        r = Round.deal(players=PLAYERS, cards=CARDS, trump=TRUMPS[i % 5], dealer=i % PLAYERS, seed=seed + i)
+        r = _deal(i, seed=seed + i)
         while r.to_play is not None:
             acts = r.legal_actions()
             r.play(acts[int(rand() * len(acts))])
@@ -51,9 +58,8 @@ def fast_rounds(n: int, seed: int) -> None:
     """``n`` random rounds through ``Round.deal(rng=)``, ``legal`` and ``apply``."""
     rand = random.Random(seed).random
     rng = np.random.default_rng(seed)
-    deal = Round.deal
     for i in range(n):
-        r = deal(players=PLAYERS, cards=CARDS, trump=TRUMPS[i % 5], dealer=i % PLAYERS, rng=rng)
+        r = _deal(i, rng=rng)
         legal, apply = r.legal, r.apply
         while r.to_play is not None:
             acts = legal()
@@ -67,7 +73,7 @@ def positions(n: int, seed: int) -> list[tuple[Round, int]]:
     out: list[tuple[Round, int]] = []
     i = 0
     while len(out) < n:
-        r = Round.deal(players=PLAYERS, cards=CARDS, trump=TRUMPS[i % 5], dealer=i % PLAYERS, rng=rng)
+        r = _deal(i, rng=rng)
         while r.to_play is not None and len(out) < n:
             a = pick.choice(r.legal())
             out.append((r.clone(), a))

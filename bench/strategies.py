@@ -3,49 +3,41 @@
     python -m bench.strategies point SPEC_JSON       one point; prints a JSON object on its last line
     python -m bench.strategies calibrate SPEC_JSON   searched decisions per round, on complete rounds
     python -m bench.strategies raw SPEC_JSON         the forward pass alone at given batch sizes
-    python -m bench.strategies worker SPEC_JSON INDEX RESULT_FILE                 (a "processes" worker)
-    python -m bench.strategies client SPEC_JSON INDEX RESULT_FILE ADDRESS SHARE   (a "processes+server" client,
-                                                                              or "asyncio-pool" with ADDRESS local)
+    python -m bench.strategies worker SPEC_JSON INDEX RESULT_FILE     (a "processes" worker)
 
-Strategies (STRATEGIES), all playing independent rounds with the same search (blobnet.search):
+Strategies (``STRATEGIES``: name -> the function that measures a point), all playing independent
+rounds with the same search (blobnet.search). The product's, measured as it runs:
 
-- "asyncio": the project's engine (clients.selfplay.SelfPlayEngine), ``concurrency`` game coroutines
-  awaiting one ``servers.Batcher`` in its default mode ("auto"): the forward pass runs in-line on the
-  event loop thread, except a batch that fills to ``max_batch`` while requesters still run, which goes
-  to a worker thread;
+- "asyncio": the engine (clients.selfplay.SelfPlayEngine), ``concurrency`` game coroutines awaiting
+  one ``servers.Batcher`` in its default mode ("auto": the forward pass in-line on the event loop
+  thread, except a batch that fills to ``max_batch`` while requesters still run, which goes to a
+  worker thread);
 - "asyncio-thread": the same with the forward pass on a worker thread (``Batcher(mode="thread")``);
-- "direct": the same engine without batching: every row is its own forward pass of batch one, run
-  the moment it is asked for (``bench.common.DirectEvaluator``);
-- "threads": the predecessor's thread mode: ``concurrency`` OS threads each play games
-  synchronously and share a lock-guarded batcher (``ThreadBatcher``): a request waits on a condition
-  until every thread has a request in the batch or ``thread_timeout`` expires, and the thread that
-  closes the batch runs the forward pass;
-- "processes": the predecessor's process mode: ``workers`` processes, each with its own network (one
-  torch thread), each playing one game at a time with direct evaluation;
-- "processes+server": ``workers`` client processes, each running the asyncio engine with
-  ``concurrency / workers`` games over ``clients.remote.RemoteEvaluator``, sharing one
-  ``python -m servers`` process (its torch threads: ``server_threads``);
-- "asyncio-pool": ``workers`` client processes, each running the asyncio engine with
-  ``concurrency / workers`` games over its own in-process ``servers.Batcher`` (default mode, one torch
-  thread): what ``clients.pool.SelfPlayPool`` does (``blobnet selfplay --workers N``, ``train.workers``),
-  measured as separate processes sharing one window;
-- "free" (not a strategy, a ceiling): the asyncio engine with ``clients.selfplay.FreeEvaluator``,
-  which answers at once with uniform priors: the search-only ceiling.
+- "asyncio-pool": ``clients.pool.SelfPlayPool`` with ``workers`` engines, this process's and its
+  helper processes', each over a batcher of its own in the default mode (one torch thread): what
+  ``blobnet selfplay --workers N`` runs (``train.workers``);
+- "processes+server": the same pool with every engine asking one ``python -m servers`` process over
+  ``clients.remote.RemoteEvaluator`` (its torch threads: ``server_threads``): what
+  ``blobnet selfplay --server ADDRESS --workers N`` runs.
 
-A point warms up for ``warmup`` seconds, then measures for ``window`` seconds: simulations,
-evaluations and searched decisions per second (least-squares slopes over counter samples,
-``bench.common.rate``), rounds finished in the window, the batch sizes of the window, the latency of
-every evaluator request in it, the CPU seconds and peak resident memory of the process tree, GPU
-utilisation when there is a GPU. Rounds per minute are derived by the sweep from the simulation rate
-and the calibrated searched decisions per round (every searched decision runs dets x sims
-simulations), because under hundreds of games too few rounds finish inside a short window.
-Processes share the window by absolute time: each reports "ready", the point writes one start time
-to every worker's standard input.
+The predecessor's designs (bench/predecessor.py), the baselines:
+
+- "direct": the engine without batching: every row is its own forward pass of batch one, run the
+  moment it is asked for (``RowByRow``);
+- "threads": ``concurrency`` OS threads each play games synchronously and share a lock-guarded
+  batcher (``ThreadBatcher``): a request waits on a condition until every thread has a request in
+  the batch or ``thread_timeout`` expires, and the thread that closes the batch runs the forward pass;
+- "processes": ``workers`` processes, each with its own network (one torch thread), each playing one
+  game at a time with direct evaluation.
+
+"free" (not a strategy, a ceiling): the engine with ``blobnet.evaluator.FreeEvaluator``, which answers
+at once with uniform priors: the search-only ceiling.
+
+How a point measures each: bench/point.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -54,7 +46,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,214 +55,70 @@ import msgspec
 import numpy as np
 import torch
 
-from bench.common import (
-    Adapted,
-    DirectEvaluator,
-    Gpu,
-    Monitor,
-    SyncPlayer,
-    ThreadBatcher,
-    batch_spread,
-    child_env,
-    percentiles_ms,
-    rate,
-    raw_forward_rate,
+from bench.common import Timed, batch_spread, child_env, raw_forward_rate
+from bench.monitor import Gpu, Monitor
+from bench.point import (
+    UNBATCHED,
+    CalibrateSpec,
+    Counted,
+    PointSpec,
+    RawSpec,
+    engine_window,
+    play_window,
+    window_summary,
 )
+from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher
+from blobnet.aio import run_loop
 from blobnet.config import GameConfig, SearchConfig
+from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.net import make_net
 from blobnet.search import Search
-from clients.pool import split
+from clients.pool import BatcherSpec, EvaluatorSpec, RemoteSpec, SelfPlayPool
+from clients.remote import RemoteEvaluator
+from clients.selfplay import SelfPlayEngine
+from servers import Batcher
 
-__all__ = [
-    "STRATEGIES",
-    "BATCHED",
-    "MULTI_PROCESS",
-    "PointSpec",
-    "CalibrateSpec",
-    "RawSpec",
-    "engine_window",
-    "run_point",
-    "calibrate",
-    "raw_rates",
-]
+__all__ = ["STRATEGIES", "POINTS", "BATCHED", "ENGINE_EVALUATORS", "COMMANDS", "run_point", "calibrate", "raw_rates"]
 
-STRATEGIES = ("asyncio", "asyncio-thread", "direct", "threads", "processes", "processes+server", "asyncio-pool")
-BATCHED = ("asyncio", "asyncio-thread", "threads", "processes+server", "asyncio-pool")  # the rest: row by row
-CLIENTS = ("processes+server", "asyncio-pool")  # client processes that split ``concurrency`` between them
-MULTI_PROCESS = ("processes", *CLIENTS)  # ``workers`` processes share the games
-ENGINE = ("asyncio", "asyncio-thread", "direct", "free")  # run in this process on clients.selfplay's engine
 LATENCY_KEEP = 20_000  # latency samples a worker process sends back (evenly thinned beyond this)
 
 
-class PointSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One measured point."""
-
-    strategy: str  # one of STRATEGIES, or "free"
-    concurrency: int = 1  # games live at once, over all processes
-    workers: int = 1  # processes ("processes", "processes+server", "asyncio-pool")
-    players: int = 4
-    cards: int = 5
-    dets: int = 3  # determinizations per decision
-    sims: int = 30  # simulations per determinization
-    leaves: int = 4  # leaves in flight per tree
-    preset: str = "small"  # network preset (blobnet.net.PRESETS)
-    warmup: float = 2.0  # seconds before the window
-    window: float = 4.0  # seconds measured
-    seed: int = 0
-    max_batch: int = 4096  # the batcher's rows per forward pass at most
-    thread_timeout: float = 0.005  # "threads": seconds a request waits for its batch to fill
-    server_threads: int = 1  # "processes+server": torch threads of the server
-
-    def check(self) -> None:
-        if self.strategy not in (*STRATEGIES, "free"):
-            raise ValueError(f"strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)} or free")
-        for name in ("concurrency", "workers", "dets", "sims", "leaves", "max_batch", "server_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.warmup < 0 or self.window <= 0:
-            raise ValueError(f"warmup={self.warmup}, window={self.window}: warmup >= 0 and window > 0 seconds")
-        if self.strategy in CLIENTS and self.concurrency < self.workers:
-            raise ValueError(f"concurrency={self.concurrency} < workers={self.workers}: every client needs a game")
-
-    def search(self) -> SearchConfig:
-        return SearchConfig(dets=self.dets, sims=self.sims, leaves=self.leaves)
-
-    def game(self) -> GameConfig:
-        return GameConfig(players=[self.players], cards=[self.cards])
+# ``concurrency`` games of the engine in this process: the evaluator each strategy gives it.
+def _batcher(spec: PointSpec, **kw: Any) -> Batcher:
+    return Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch, **kw)
 
 
-class CalibrateSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Search-only runs to completion: searched decisions per round for each hand size."""
-
-    players: int = 4
-    cards: list[int] = msgspec.field(default_factory=lambda: [5])
-    dets: int = 3
-    sims: int = 30
-    leaves: int = 4
-    rounds: int = 64  # rounds per hand size
-    concurrency: int = 16
-    seed: int = 0
+ENGINE_EVALUATORS: dict[str, Callable[[PointSpec], Evaluator]] = {
+    "asyncio": _batcher,  # the batcher's default mode
+    "asyncio-thread": partial(_batcher, mode="thread"),
+    "direct": lambda spec: RowByRow(make_net(spec.preset, seed=spec.seed)),
+    "free": lambda spec: FreeEvaluator(),
+}
 
 
-class RawSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """The forward pass alone."""
-
-    preset: str = "small"
-    batches: list[int] = msgspec.field(default_factory=lambda: [1])
-    seconds: float = 0.3  # per batch size
-    seed: int = 0
-
-
-# ---- one point ------------------------------------------------------------------------------------
-
-
-def _summary(
-    samples: Sequence[Sequence[float]], latency: Sequence[float], batch: tuple[float, float, float, float]
-) -> dict[str, Any]:
-    """samples: (t, simulations, evaluations, searched decisions, rounds finished) in the window."""
-    p50, p99 = percentiles_ms(latency)
-    mean, p10, b50, p90 = batch
-    window = samples[-1][0] - samples[0][0] if len(samples) >= 2 else math.nan
-    return {
-        "sims_per_s": rate(samples, 1),
-        "evals_per_s": rate(samples, 2),
-        "decisions_per_s": rate(samples, 3),
-        "rounds_done": samples[-1][4] - samples[0][4] if samples else 0,
-        "window_s": window,
-        "requests": len(latency),
-        "mean_batch": mean,
-        "batch_p10": p10,
-        "batch_p50": b50,
-        "batch_p90": p90,
-        "latency_p50_ms": p50,
-        "latency_p99_ms": p99,
-    }
-
-
-def _make_evaluator(spec: PointSpec) -> Any:
-    if spec.strategy == "free":
-        from clients.selfplay import FreeEvaluator
-
-        return FreeEvaluator()
-    model = make_net(spec.preset, seed=spec.seed)
-    if spec.strategy == "direct":
-        return DirectEvaluator(model)
-    from servers import Batcher
-
-    if spec.strategy == "asyncio-thread":
-        return Batcher(model, max_batch=spec.max_batch, mode="thread")
-    return Batcher(model, max_batch=spec.max_batch)  # "asyncio": the batcher's default mode ("auto")
-
-
-async def engine_window(
-    evaluator: Adapted, spec: PointSpec, *, concurrency: int, seed: int, start: float, end: float,
-    clock: Callable[[], float], monitor: Monitor | None,
-) -> tuple[list[tuple[float, ...]], list[float], dict[str, Any]]:  # fmt: skip
-    """Run the asyncio engine until ``end`` (by ``clock``), measuring from ``start``. Returns the
-    counter samples of the window, the request latencies and the evaluator's stats of the window."""
-    from clients.selfplay import SelfPlayEngine
-
-    engine = SelfPlayEngine(evaluator, search=spec.search(), game=spec.game(), concurrency=concurrency, seed=seed)
-    task = asyncio.create_task(engine.run(10**12))
-    samples: list[tuple[float, ...]] = []
-
-    def snap() -> None:
-        s = engine.stats
-        samples.append((clock(), engine.search.simulations, engine.search.evaluations, s.searched_decisions, s.rounds))
-
-    try:
-        while clock() < start and not task.done():
-            await asyncio.sleep(0.05)
-        evaluator.reset_stats()
-        evaluator.latency.start()
-        if monitor is not None:
-            monitor.mark_start()
-        snap()
-        while clock() < end and not task.done():
-            await asyncio.sleep(0.05)
-            snap()
-        if monitor is not None:
-            monitor.mark_end()
-        latency = evaluator.latency.stop()
-        stats = evaluator.stats()
-        if task.done():
-            task.result()  # the engine failed: raise its error
-            raise RuntimeError("the engine stopped before the window ended")
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return samples, latency, stats
-
-
-def _run_engine_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
-    from clients.selfplay import run_loop
+def _engine_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
+    """The engine in this process: "asyncio", "asyncio-thread", "direct" and "free"."""
 
     async def main() -> dict[str, Any]:
-        evaluator = Adapted(_make_evaluator(spec))
+        inner = ENGINE_EVALUATORS[spec.strategy](spec)
+        evaluator = Timed(inner)
+        counted = inner if isinstance(inner, Counted) else None
         try:
-            t0 = time.perf_counter()
-            samples, latency, stats = await engine_window(
-                evaluator, spec, concurrency=spec.concurrency, seed=spec.seed, start=t0 + spec.warmup,
-                end=t0 + spec.warmup + spec.window, clock=time.perf_counter, monitor=monitor,
-            )  # fmt: skip
+            samples, latency, stats = await engine_window(evaluator, spec, counted=counted, monitor=monitor)
         finally:
             await evaluator.aclose()
-        batch = batch_spread(stats) if stats else (math.nan,) * 4
-        return _summary(samples, latency, batch)  # type: ignore[arg-type]
+        return window_summary(samples, latency, batch_spread(stats))
 
-    out: dict[str, Any] = run_loop(main())
-    return out
+    return run_loop(main())
 
 
-def _run_threads_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
-    model = make_net(spec.preset, seed=spec.seed)
-    tb = ThreadBatcher(model, fill=spec.concurrency, timeout=spec.thread_timeout)
+def _threads_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
+    tb = ThreadBatcher(make_net(spec.preset, seed=spec.seed), fill=spec.concurrency, timeout=spec.thread_timeout)
+    evaluator = Timed(tb)
     players = [
-        SyncPlayer(Search(tb, spec.search()), np.random.default_rng([spec.seed, i]), players=spec.players,
-                   cards=spec.cards)
+        SyncPlayer(Search(evaluator, spec.search()), np.random.default_rng([spec.seed, i]), spec.game())
         for i in range(spec.concurrency)
-    ]  # fmt: skip
+    ]
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -296,7 +145,8 @@ def _run_threads_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
 
     try:
         time.sleep(spec.warmup)
-        tb.latency.start()
+        first = len(tb.sizes)
+        evaluator.start()
         monitor.mark_start()
         samples = [snap()]
         end = time.perf_counter() + spec.window
@@ -304,25 +154,18 @@ def _run_threads_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
             time.sleep(0.05)
             samples.append(snap())
         monitor.mark_end()
-        latency = tb.latency.stop()
+        latency = evaluator.stop()
+        sizes = np.asarray(tb.sizes[first:] or [0], dtype=np.float64)
     finally:
         stop.set()
         for t in threads:
             t.join(30)
     if errors:
         raise errors[0]
-    sizes = np.asarray(tb.sizes or [0], dtype=np.float64)
     p10, p50, p90 = np.percentile(sizes, [10, 50, 90])
-    out = _summary(samples, latency, (float(sizes.mean()), float(p10), float(p50), float(p90)))
+    out = window_summary(samples, latency, (float(sizes.mean()), float(p10), float(p50), float(p90)))
     out["note"] = f"{spec.concurrency} threads, batch timeout {1e3 * spec.thread_timeout:g} ms"
     return out
-
-
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.strategies", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env=child_env(),
-    )  # fmt: skip
 
 
 def _expect_line(proc: subprocess.Popen[str], prefix: str, what: str) -> str:
@@ -333,30 +176,25 @@ def _expect_line(proc: subprocess.Popen[str], prefix: str, what: str) -> str:
     return line
 
 
-def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
-    """"processes", "processes+server" and "asyncio-pool": the window is shared by wall-clock time."""
-    server: subprocess.Popen[str] | None = None
+def _processes_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
+    """The predecessor's "processes": ``worker_main`` in ``workers`` processes, sharing one window by
+    wall-clock time."""
+    payload = msgspec.json.encode(spec).decode()
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="blobnet-bench-") as tmp:
         try:
-            address = ""
-            if spec.strategy == "processes+server":
-                cmd = [sys.executable, "-m", "servers", "--listen", f"unix:{tmp}/s.sock", "--preset", spec.preset]
-                cmd += ["--seed", str(spec.seed), "--max-batch", str(spec.max_batch)]
-                cmd += ["--threads", str(spec.server_threads)]
-                server = subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
-                )
-                address = _expect_line(server, "serving on ", "the server").split("serving on ", 1)[1].strip()
-            payload = msgspec.json.encode(spec).decode()
-            shares = split(spec.concurrency, spec.workers)
             for i in range(spec.workers):
-                if spec.strategy == "processes":
-                    procs.append(_spawn(["worker", payload, str(i), f"{tmp}/{i}.json"]))
-                else:
-                    share = shares[i]
-                    where = address or "local"  # "asyncio-pool": each client has its own batcher
-                    procs.append(_spawn(["client", payload, str(i), f"{tmp}/{i}.json", where, str(share)]))
+                cmd = [sys.executable, "-m", "bench.strategies", "worker", payload, str(i), f"{tmp}/{i}.json"]
+                procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        env=child_env(),
+                    )
+                )
             for p in procs:
                 _expect_line(p, "ready", "a worker")
             go = time.time() + 0.05
@@ -364,14 +202,10 @@ def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
                 assert p.stdin is not None
                 p.stdin.write(f"{go!r}\n")
                 p.stdin.flush()
-            start, end = go + spec.warmup, go + spec.warmup + spec.window
-            time.sleep(max(0.0, start - time.time()))
+            time.sleep(max(0.0, go + spec.warmup - time.time()))
             monitor.mark_start()
-            if address:
-                _server_stats(address, reset=True)
-            time.sleep(max(0.0, end - time.time()))
+            time.sleep(max(0.0, go + spec.warmup + spec.window - time.time()))
             monitor.mark_end()
-            stats = _server_stats(address, reset=False) if address else {}
             results = []
             for i, p in enumerate(procs):
                 _, stderr = p.communicate(timeout=60 + 2 * spec.warmup + 2 * spec.window)
@@ -385,100 +219,20 @@ def _run_process_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-            if server is not None:
-                server.terminate()
-                try:
-                    server.wait(15)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-    latency: list[float] = [x for r in results for x in r["latency"]]
-    keys = ("sims_per_s", "evals_per_s", "decisions_per_s", "rounds_done")
-    if spec.strategy == "asyncio-pool":
-        batch = _pooled_batches([r["batcher"] for r in results])
-    else:
-        batch = batch_spread(stats) if stats else (1.0, 1.0, 1.0, 1.0)
-    out = _summary([], latency, batch)
-    for k in keys:
+    out = window_summary([], [x for r in results for x in r["latency"]], (1.0, 1.0, 1.0, 1.0))
+    for k in ("sims_per_s", "evals_per_s", "decisions_per_s", "rounds_done"):
         out[k] = float(sum(r[k] for r in results))
     out["window_s"] = float(np.mean([r["window_s"] for r in results]))
     out["requests"] = int(sum(r["requests"] for r in results))
-    if spec.strategy == "processes":
-        out["note"] = f"{spec.workers} worker processes, one game each, direct evaluation, 1 torch thread each"
-    elif spec.strategy == "asyncio-pool":
-        out["note"] = f"{spec.workers} client processes, each with its own batcher (default mode, 1 torch thread)"
-    else:
-        out["note"] = f"{spec.workers} client processes + 1 server process ({spec.server_threads} torch threads)"
-    return out
-
-
-def _pooled_batches(clients: Sequence[dict[str, Any]]) -> tuple[float, float, float, float]:
-    """(mean, p10, p50, p90) batch size over "asyncio-pool" clients' batchers (``_batch_window``): the
-    mean is exact (all rows over all batches); p10, p50 and p90 are the means of the clients' own
-    percentiles, not percentiles of the pooled batches (the clients send no size histograms)."""
-    batches = sum(int(c["batches"]) for c in clients)
-    if not batches:
-        return (math.nan,) * 4
-    mean = sum(int(c["rows"]) for c in clients) / batches
-    live = [c for c in clients if c["batches"]]
-    p10, p50, p90 = (float(np.mean([c[k] for c in live])) for k in ("p10", "p50", "p90"))
-    return mean, p10, p50, p90
-
-
-def _server_stats(address: str, *, reset: bool) -> dict[str, Any]:
-    from clients.remote import RemoteEvaluator
-
-    async def ask() -> dict[str, Any]:
-        ev = await RemoteEvaluator.connect(address)
-        try:
-            return await ev.stats(reset)
-        finally:
-            await ev.aclose()
-
-    return asyncio.run(ask())
-
-
-def run_point(spec: PointSpec) -> dict[str, Any]:
-    """Measure one point in this process (children as the strategy needs). The result has the
-    ``_summary`` keys plus cpu_cores, cpu_percent, peak_rss_mb, gpu_util, gpu_mem_mb, gpu, note."""
-    spec.check()
-    gpu, why = Gpu.probe()
-    with Monitor(gpu) as monitor:
-        if spec.strategy in ENGINE:
-            out = _run_engine_point(spec, monitor)
-        elif spec.strategy == "threads":
-            out = _run_threads_point(spec, monitor)
-        else:
-            out = _run_process_point(spec, monitor)
-    out.update(monitor.report())
-    out["gpu"] = gpu.name if gpu is not None else why
-    out.setdefault("note", "")
-    return out
-
-
-# ---- the worker processes ----------------------------------------------------------------------------
-
-
-def _thin(xs: list[float], keep: int = LATENCY_KEEP) -> list[float]:
-    if len(xs) <= keep:
-        return xs
-    return [xs[int(i)] for i in np.linspace(0, len(xs) - 1, keep)]
-
-
-def _window_result(samples: list[tuple[float, ...]], latency: list[float]) -> dict[str, Any]:
-    out = _summary(samples, latency, (1.0, 1.0, 1.0, 1.0))
-    out["latency"] = _thin(latency)
+    out["note"] = f"{spec.workers} worker processes, one game each, direct evaluation, 1 torch thread each"
     return out
 
 
 def worker_main(spec: PointSpec, index: int) -> dict[str, Any]:
-    """"processes": one game at a time, direct evaluation, until the shared window ends."""
+    """A "processes" worker: one game at a time, direct evaluation, until the shared window ends."""
     torch.set_num_threads(1)
-    ev = Adapted(DirectEvaluator(make_net(spec.preset, seed=spec.seed), yield_each=False))
-    player = SyncPlayer(
-        Search(ev, spec.search()), np.random.default_rng([spec.seed, 1000 + index]), players=spec.players,
-        cards=spec.cards,
-    )  # fmt: skip
+    evaluator = Timed(RowByRow(make_net(spec.preset, seed=spec.seed), yield_each=False))
+    player = SyncPlayer(Search(evaluator, spec.search()), np.random.default_rng([spec.seed, 1000 + index]), spec.game())
     print("ready", flush=True)
     go = float(sys.stdin.readline())
     start, end = go + spec.warmup, go + spec.warmup + spec.window
@@ -487,66 +241,177 @@ def worker_main(spec: PointSpec, index: int) -> dict[str, Any]:
     def on_decision() -> None:
         now = time.time()
         if start <= now <= end:
-            if not ev.latency.active:
-                ev.latency.start()
+            if not evaluator.active:
+                evaluator.start()
             s = player.search
             samples.append((now, s.simulations, s.evaluations, player.decisions, player.rounds))
         elif now > end:
-            ev.latency.active = False
+            evaluator.active = False
 
     while time.time() < end:
         player.play_round(lambda: time.time() >= end, on_decision)
-    return _window_result(samples, ev.latency.stop())
-
-
-async def client_main(spec: PointSpec, address: str, share: int, index: int) -> dict[str, Any]:
-    """The asyncio engine with ``share`` games: over the socket to ``address`` ("processes+server"),
-    or over a batcher of its own when ``address`` is "local" ("asyncio-pool"; the result then holds
-    that batcher's window under "batcher")."""
-    if address == "local":
-        from servers import Batcher
-
-        ev = Adapted(Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch))
-    else:
-        from clients.remote import RemoteEvaluator
-
-        ev = Adapted(await RemoteEvaluator.connect(address))
-    print("ready", flush=True)
-    go = float(sys.stdin.readline())
-    try:
-        samples, latency, stats = await engine_window(
-            ev, spec, concurrency=share, seed=spec.seed * 1000 + index, start=go + spec.warmup,
-            end=go + spec.warmup + spec.window, clock=time.time, monitor=None,
-        )  # fmt: skip
-    finally:
-        await ev.aclose()
-    out = _window_result(samples, latency)
-    if address == "local":
-        out["batcher"] = _batch_window(stats)
+    latency = evaluator.stop()
+    out = window_summary(samples, latency, (1.0, 1.0, 1.0, 1.0))
+    if len(latency) > LATENCY_KEEP:  # evenly thinned: the point pools every worker's samples
+        latency = [latency[int(i)] for i in np.linspace(0, len(latency) - 1, LATENCY_KEEP)]
+    out["latency"] = latency
     return out
 
 
-def _batch_window(stats: dict[str, Any]) -> dict[str, float]:
-    """A batcher's window for the point: batches, rows and its p10/p50/p90 batch size."""
-    _, p10, p50, p90 = batch_spread(stats)
-    return {"batches": int(stats.get("batches", 0)), "rows": int(stats.get("rows", 0)), "p10": p10, "p50": p50,
-            "p90": p90}  # fmt: skip
+async def _pool_window(
+    spec: PointSpec,
+    monitor: Monitor,
+    local: Timed,
+    remote: EvaluatorSpec,
+    weights: dict[str, Any] | None,
+    reset: Callable[[], Awaitable[object]],
+) -> tuple[list[tuple[float, ...]], list[float]]:
+    """A ``SelfPlayPool`` of ``spec.workers`` engines, this process's over ``local``, its helpers'
+    built from ``remote`` and ``weights``, in ``play_window``, sampling ``pool.counts()`` (the
+    helpers report theirs every 0.1 s). The samples end with the batches and rows of the engines'
+    own batchers."""
+    pool = SelfPlayPool(spec.workers)
+    run = pool.run(local, remote, weights, search=spec.search(), game=spec.game(), rounds=10**12,
+                   concurrency=spec.concurrency, seed=spec.seed)  # fmt: skip
+
+    def counts() -> tuple[int, ...]:
+        c = pool.counts()
+        return c.simulations, c.evaluations, c.searched_decisions, c.rounds, c.batches, c.rows
+
+    try:
+        return await play_window(run, counts, spec, timed=local, monitor=monitor, reset=reset)
+    finally:
+        pool.close()
 
 
-# ---- calibration and the raw forward pass --------------------------------------------------------
+def _pool_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
+    """The "asyncio-pool": a pool of engines, each over a batcher of its own (the default mode)."""
+
+    async def main() -> dict[str, Any]:
+        model = make_net(spec.preset, seed=spec.seed)
+        batcher = Batcher(model, max_batch=spec.max_batch)
+        helpers = BatcherSpec(preset=spec.preset, max_batch=spec.max_batch, mode=batcher.mode)
+        local = Timed(batcher)
+
+        try:
+            samples, latency = await _pool_window(
+                spec, monitor, local, helpers, model.state_dict(), _async(batcher.reset_stats)
+            )
+            own = batcher.stats()
+        finally:
+            await local.aclose()
+        batches, rows = samples[-1][5] - samples[0][5], samples[-1][6] - samples[0][6]
+        _, p10, p50, p90 = batch_spread(own)  # this process's batcher: the helpers report counts only
+        return window_summary(samples, latency, (rows / batches if batches else math.nan, p10, p50, p90))
+
+    out: dict[str, Any] = run_loop(main())
+    out["note"] = f"{spec.workers} engine processes (clients.pool), each with its own batcher (1 torch thread)"
+    return out
+
+
+@contextlib.contextmanager
+def _server(spec: PointSpec) -> Iterator[str]:
+    """A ``python -m servers`` process serving a fresh ``spec.preset`` network; yields its address."""
+    with tempfile.TemporaryDirectory(prefix="blobnet-bench-") as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "servers",
+            "--listen",
+            f"unix:{tmp}/s.sock",
+            "--preset",
+            spec.preset,
+            "--seed",
+            str(spec.seed),
+            "--max-batch",
+            str(spec.max_batch),
+            "--threads",
+            str(spec.server_threads),
+        ]
+        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+        try:
+            yield _expect_line(server, "serving on ", "the server").split("serving on ", 1)[1].strip()
+        finally:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def _server_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
+    """The "processes+server": a pool of engines asking one server process."""
+
+    async def main(address: str) -> dict[str, Any]:
+        remote = await RemoteEvaluator.connect(address)
+        local = Timed(remote)
+        try:
+            before = partial(remote.stats, reset=True)
+            samples, latency = await _pool_window(spec, monitor, local, RemoteSpec(address), None, before)
+            served = await remote.stats()
+        finally:
+            await local.aclose()
+        return window_summary(samples, latency, batch_spread(served))
+
+    with _server(spec) as address:
+        out: dict[str, Any] = run_loop(main(address))
+    out["note"] = (
+        f"{spec.workers} engine processes (clients.pool) + 1 server process ({spec.server_threads} torch threads)"
+    )
+    return out
+
+
+def _async(f: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    """``f`` as a coroutine function (what ``play_window``'s ``reset`` awaits)."""
+
+    async def call() -> None:
+        f()
+
+    return call
+
+
+Strategy = Callable[[PointSpec, Monitor], dict[str, Any]]
+STRATEGIES: dict[str, Strategy] = {
+    "asyncio": _engine_point,
+    "asyncio-thread": _engine_point,
+    "direct": _engine_point,
+    "threads": _threads_point,
+    "processes": _processes_point,
+    "processes+server": _server_point,
+    "asyncio-pool": _pool_point,
+}
+POINTS: dict[str, Strategy] = {**STRATEGIES, "free": _engine_point}  # what a point may measure
+BATCHED = tuple(s for s in STRATEGIES if s not in UNBATCHED)
+
+
+def run_point(spec: PointSpec) -> dict[str, Any]:
+    """Measure one point in this process (children as the strategy needs). The result has the
+    ``window_summary`` keys plus cpu_cores, cpu_percent, peak_rss_mb, gpu_util, gpu_mem_mb, gpu, note."""
+    if spec.strategy not in POINTS:
+        raise ValueError(f"strategy {spec.strategy!r}: use one of {', '.join(STRATEGIES)} or free")
+    spec.check()
+    gpu, why = Gpu.probe()
+    with Monitor(gpu) as monitor:
+        out = POINTS[spec.strategy](spec, monitor)
+    out.update(monitor.report())
+    out["gpu"] = gpu.name if gpu is not None else why
+    out.setdefault("note", "")
+    return out
 
 
 def calibrate(spec: CalibrateSpec) -> dict[str, dict[str, float]]:
     """For each hand size: searched decisions, simulations and evaluations per round, and the
     search-only rounds/min, from ``rounds`` complete rounds with the free evaluator."""
-    from clients.selfplay import FreeEvaluator, SelfPlayEngine, run_loop
-
     out: dict[str, dict[str, float]] = {}
     for cards in spec.cards:
         engine = SelfPlayEngine(
-            FreeEvaluator(), search=SearchConfig(dets=spec.dets, sims=spec.sims, leaves=spec.leaves),
-            game=GameConfig(players=[spec.players], cards=[cards]), concurrency=spec.concurrency, seed=spec.seed,
-        )  # fmt: skip
+            FreeEvaluator(),
+            search=SearchConfig(dets=spec.dets, sims=spec.sims, leaves=spec.leaves),
+            game=GameConfig(players=[spec.players], cards=[cards]),
+            concurrency=spec.concurrency,
+            seed=spec.seed,
+        )
         st = run_loop(engine.run(spec.rounds))
         out[str(cards)] = {
             "decisions_per_round": st.searched_decisions / st.rounds,
@@ -564,32 +429,23 @@ def raw_rates(spec: RawSpec) -> dict[str, float]:
     return {str(b): raw_forward_rate(model, b, spec.seconds, seed=spec.seed) for b in spec.batches}
 
 
+COMMANDS: dict[str, Callable[[str], Any]] = {
+    "point": lambda payload: run_point(msgspec.json.decode(payload, type=PointSpec)),
+    "calibrate": lambda payload: calibrate(msgspec.json.decode(payload, type=CalibrateSpec)),
+    "raw": lambda payload: raw_rates(msgspec.json.decode(payload, type=RawSpec)),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) < 2 or args[0] not in ("point", "calibrate", "raw", "worker", "client"):
+    if len(args) == 4 and args[0] == "worker":
+        result = worker_main(msgspec.json.decode(args[1], type=PointSpec), int(args[2]))
+        Path(args[3]).write_text(json.dumps(result))
+        return 0
+    if len(args) != 2 or args[0] not in COMMANDS:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    kind, payload = args[0], args[1]
-    result: Any
-    if kind == "calibrate":
-        result = calibrate(msgspec.json.decode(payload, type=CalibrateSpec))
-    elif kind == "raw":
-        result = raw_rates(msgspec.json.decode(payload, type=RawSpec))
-    else:
-        spec = msgspec.json.decode(payload, type=PointSpec)
-        if kind == "point":
-            result = run_point(spec)
-        elif kind == "worker":
-            result = worker_main(spec, int(args[2]))
-            Path(args[3]).write_text(json.dumps(result))
-            return 0
-        else:
-            from clients.selfplay import run_loop
-
-            result = run_loop(client_main(spec, args[4], int(args[5]), int(args[2])))
-            Path(args[3]).write_text(json.dumps(result))
-            return 0
-    print(json.dumps(result), flush=True)
+    print(json.dumps(COMMANDS[args[0]](args[1])), flush=True)
     return 0
 
 

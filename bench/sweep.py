@@ -11,8 +11,8 @@ would take hours), but three sweeps that each answer one question, 4 players thr
    pass alone at the measured batch size (the raw rate converted with the evaluations per round).
    Strategies that cannot sensibly hold thousands of games are capped: "threads" at 64 threads,
    "direct" at 256 games (it does not batch, so more games only add live trees), "processes" at the
-   number of cores in workers (one game each), "processes+server" runs 2 client processes,
-   "asyncio-pool" one client process per core (at least one game each, so its smallest concurrency
+   number of cores in workers (one game each), "processes+server" runs 2 engine processes,
+   "asyncio-pool" one engine process per core (at least one game each, so its smallest concurrency
    is the number of cores).
 2. search: light 2 x 20, medium 3 x 30, heavy 5 x 50 at the best configuration of sweep 1.
 3. hands: 1 to 7 cards at the best configuration of sweep 1.
@@ -22,12 +22,14 @@ round for every hand size. Every searched decision runs dets x sims simulations,
 60 x simulations/s / (dets x sims x decisions per round): a window of a few seconds measures that even
 when thousands of games are live and hardly any round ends inside it (``rounds_per_min_completed``
 is the direct count where enough rounds did end). Each point runs in a fresh process (``--tiny``:
-in this one) after a warm-up; see bench/strategies.py for what is measured and how.
+in this one) after a warm-up; bench/strategies.py says what each strategy runs, bench/point.py how
+a point measures it.
 
 Output: bench/results/<date-time>/ with results.csv, results.json (one record per point), meta.json
-(machine, commit, calibration, raw forward rates, the plan), charts (PNG) and summary.md with the
-advice computed from the data (bench/report.py). ``--quick`` runs the same pipeline in about two
-minutes with fewer points, ``--tiny`` in well under a minute with the tiny network (for the tests).
+(machine, commit, calibration, raw forward rates, the plan), charts (PNG, bench/charts.py) and
+summary.md with the advice computed from the data (bench/advice.py, bench/report.py). ``--quick``
+runs the same pipeline in a few minutes with fewer points, ``--tiny`` in well under a minute with the
+tiny network (for the tests).
 """
 
 from __future__ import annotations
@@ -47,14 +49,23 @@ from typing import Any
 
 import msgspec
 import pandas as pd
+import torch
 
-from bench.common import RESULTS, TORCH_ENV, child_env, git_commit, stamp
-from bench.strategies import MULTI_PROCESS, STRATEGIES, CalibrateSpec, PointSpec, RawSpec
+from bench.common import RESULTS, TORCH_ENV, child_env, git_commit, parse_ints, stamp
+from bench.monitor import gpu_name
+from bench.point import MULTI_PROCESS, OWN_NETWORK, UNBATCHED, CalibrateSpec, PointSpec, RawSpec
+from bench.report import write_report
+from bench.strategies import COMMANDS, STRATEGIES
+from blobnet.cards import N_CARDS
+from blobnet.config import PRESETS
+from blobnet.rules import check_table
 
-__all__ = ["SETTINGS", "Mode", "MODES", "plan_scaling", "derive", "main"]
+__all__ = ["SETTINGS", "Mode", "FULL", "QUICK", "TINY", "PLANS", "plan_scaling", "derive", "main"]
 
 SETTINGS: dict[str, tuple[int, int]] = {"light": (2, 20), "medium": (3, 30), "heavy": (5, 50)}  # dets, sims
 BASE_SETTING, BASE_CARDS = "medium", 5
+DIRECT_CAP = 256  # "direct" does not batch: more games only add live trees
+THREADS_CAP = 64  # OS threads, one game each: more would only queue on the GIL
 
 
 @dataclass(frozen=True)
@@ -93,8 +104,7 @@ FULL = Mode(
     name="full", engine=(1, 4, 16, 64, 256, 1024, 4096), thread_mode=(1, 4, 16, 64, 256, 1024, 4096),
     direct=(1, 4, 16, 64, 256), threads=(1, 4, 16, 64), processes=(1, 2), server=(16, 64, 256, 1024),
     pool=(16, 64, 256, 1024), settings=("light", "heavy"), hands=(1, 2, 3, 4, 6, 7), warmup=2.0, window=4.0,
-    calib_rounds=64,
-    long={1024: (3.0, 6.0), 4096: (5.0, 10.0)},
+    calib_rounds=64, long={1024: (3.0, 6.0), 4096: (5.0, 10.0)},
 )  # fmt: skip
 QUICK = Mode(
     name="quick", engine=(1, 16, 256), thread_mode=(16, 256), direct=(16,), threads=(16,), processes=(2,),
@@ -106,68 +116,120 @@ TINY = Mode(
     settings=("light",), hands=(2,), warmup=0.3, window=0.7, calib_rounds=6, preset="tiny", in_process=True,
     raw_seconds=0.05,
 )  # fmt: skip
-MODES = {"full": FULL, "quick": QUICK, "tiny": TINY}
 
 
 def _spec(
-    mode: Mode, strategy: str, concurrency: int, *, workers: int = 1, setting: str = BASE_SETTING,
-    cards: int = BASE_CARDS, players: int = 4, preset: str | None = None, seed: int = 0, short: bool = False,
-) -> PointSpec:  # fmt: skip
+    mode: Mode,
+    strategy: str,
+    concurrency: int,
+    *,
+    workers: int = 1,
+    setting: str = BASE_SETTING,
+    cards: int = BASE_CARDS,
+    players: int = 4,
+    preset: str | None = None,
+    seed: int = 0,
+    short: bool = False,
+) -> PointSpec:
     """short: the search and hand-size sweeps, whose long points are capped at 3 s + 6 s."""
     dets, sims = SETTINGS[setting]
     warmup, window = mode.timing(concurrency)
     if short:
         warmup, window = min(warmup, 3.0), min(window, 6.0)
     return PointSpec(
-        strategy=strategy, concurrency=concurrency, workers=workers, players=players, cards=cards, dets=dets,
-        sims=sims, preset=preset or mode.preset, warmup=warmup, window=window, seed=seed,
-    )  # fmt: skip
+        strategy=strategy,
+        concurrency=concurrency,
+        workers=workers,
+        players=players,
+        cards=cards,
+        dets=dets,
+        sims=sims,
+        preset=preset or mode.preset,
+        warmup=warmup,
+        window=window,
+        seed=seed,
+    )
 
 
-def plan_scaling(mode: Mode, strategies: tuple[str, ...], *, players: int, preset: str, cpus: int,
-                 engine: tuple[int, ...] | None = None) -> list[tuple[str, PointSpec]]:  # fmt: skip
+# The scaling points of each strategy, (concurrency, workers) each: from the mode, or from the
+# concurrencies given with --concurrency (``given``) where the strategy can hold them.
+Plan = Callable[[Mode, "tuple[int, ...] | None", int], list[tuple[int, int]]]
+
+
+def _one_process(concurrencies: tuple[int, ...]) -> list[tuple[int, int]]:
+    return [(c, 1) for c in concurrencies]
+
+
+def _plan_asyncio(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    return _one_process(given or mode.engine)
+
+
+def _plan_thread_mode(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    return _one_process(given or tuple(c for c in mode.engine if c in mode.thread_mode))
+
+
+def _plan_direct(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    return _one_process(mode.direct if given is None else tuple(c for c in given if c <= DIRECT_CAP))
+
+
+def _plan_threads(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    return _one_process(mode.threads if given is None else tuple(c for c in given if c <= THREADS_CAP))
+
+
+def _plan_processes(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    return [(min(w, cpus) if cpus else w, w) for w in mode.processes]  # one game a worker
+
+
+def _plan_server(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    w = mode.server_clients
+    return [(c, w) for c in (mode.server if given is None else tuple(c for c in given if c >= w))]
+
+
+def _plan_pool(mode: Mode, given: tuple[int, ...] | None, cpus: int) -> list[tuple[int, int]]:
+    w = max(1, cpus)  # one engine process per core, as ``blobnet selfplay`` runs by default
+    pool = tuple(c for c in (mode.pool if given is None else given) if c >= w)  # a game for every process
+    if given is None and not pool:  # more cores than the mode's largest concurrency: one game each
+        pool = (w,)
+    return [(c, w) for c in pool]
+
+
+PLANS: dict[str, Plan] = {
+    "asyncio": _plan_asyncio,
+    "asyncio-thread": _plan_thread_mode,
+    "direct": _plan_direct,
+    "threads": _plan_threads,
+    "processes": _plan_processes,
+    "processes+server": _plan_server,
+    "asyncio-pool": _plan_pool,
+}
+
+
+def plan_scaling(
+    mode: Mode,
+    strategies: tuple[str, ...],
+    *,
+    players: int,
+    preset: str,
+    cpus: int,
+    engine: tuple[int, ...] | None = None,
+) -> list[tuple[str, PointSpec]]:
     """(setting label, spec) of sweep 1, the free ceiling first at each concurrency."""
-    conc = engine or mode.engine
     kw: dict[str, Any] = {"players": players, "preset": preset}
-    out: list[tuple[str, PointSpec]] = []
-    for c in conc:
-        out.append((BASE_SETTING, _spec(mode, "free", c, **kw)))
-    per = {
-        "asyncio": conc,
-        "asyncio-thread": tuple(c for c in conc if c in mode.thread_mode) if engine is None else conc,
-        "direct": mode.direct if engine is None else tuple(c for c in conc if c <= 256),
-        "threads": mode.threads if engine is None else tuple(c for c in conc if c <= 64),
-        "server": mode.server if engine is None else tuple(c for c in conc if c >= mode.server_clients),
-    }
+    out = [(BASE_SETTING, _spec(mode, "free", c, **kw)) for c in engine or mode.engine]
     for s in strategies:
-        if s == "processes":
-            for w in mode.processes:
-                out.append((BASE_SETTING, _spec(mode, s, min(w, cpus) if cpus else w, workers=w, **kw)))
-        elif s == "processes+server":
-            for c in per["server"]:
-                out.append((BASE_SETTING, _spec(mode, s, c, workers=mode.server_clients, **kw)))
-        elif s == "asyncio-pool":
-            w = max(1, cpus)  # one client process per core, as ``blobnet selfplay`` runs by default
-            pool = tuple(c for c in (mode.pool if engine is None else conc) if c >= w)
-            if engine is None and not pool:  # more cores than the mode's largest concurrency: one game each
-                pool = (w,)
-            for c in pool:
-                out.append((BASE_SETTING, _spec(mode, s, c, workers=w, **kw)))
-        else:
-            for c in per[s]:
-                out.append((BASE_SETTING, _spec(mode, s, c, **kw)))
+        out += [(BASE_SETTING, _spec(mode, s, c, workers=w, **kw)) for c, w in PLANS[s](mode, engine, cpus)]
     return out
-
-
-# ---- running points -------------------------------------------------------------------------------
 
 
 def _child(kind: str, payload: str, timeout: float) -> Any:
     """Run ``python -m bench.strategies KIND PAYLOAD`` and return the JSON on its last line."""
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.strategies", kind, payload], capture_output=True, text=True,
-        timeout=timeout, env=child_env(),
-    )  # fmt: skip
+        [sys.executable, "-m", "bench.strategies", kind, payload],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()
@@ -185,6 +247,12 @@ class Runner:
         self.count = 0
         self.deadline = time.perf_counter() + budget  # points that would end after it are skipped
 
+    def ask(self, kind: str, spec: msgspec.Struct, timeout: float = 600) -> Any:
+        """``bench.strategies``' command ``kind`` (point, calibrate, raw) on ``spec``: in a fresh
+        process, or in this one for ``--tiny``."""
+        payload = msgspec.json.encode(spec).decode()
+        return COMMANDS[kind](payload) if self.mode.in_process else _child(kind, payload, timeout)
+
     def point(self, sweep: str, setting: str, spec: PointSpec) -> dict[str, Any]:
         self.count += 1
         t0 = time.perf_counter()
@@ -192,21 +260,27 @@ class Runner:
         try:
             if t0 + expected > self.deadline:
                 raise TimeoutError("skipped: the sweep's time budget (--budget) is spent")
-            if self.mode.in_process:
-                from bench.strategies import run_point
-
-                res = run_point(spec)
-            else:
-                res = _child("point", msgspec.json.encode(spec).decode(), 120 + 3 * (spec.warmup + spec.window))
+            res = self.ask("point", spec, 120 + 3 * (spec.warmup + spec.window))
             error = ""
         except Exception as e:  # noqa: BLE001 - one failed point is recorded, the sweep goes on
             res, error = {}, f"{type(e).__name__}: {e}"
         rec: dict[str, Any] = {
-            "sweep": sweep, "strategy": spec.strategy, "concurrency": spec.concurrency, "workers": spec.workers,
-            "players": spec.players, "cards": spec.cards, "setting": setting, "dets": spec.dets, "sims": spec.sims,
-            "leaves": spec.leaves, "preset": spec.preset, "warmup_s": spec.warmup, **res, "error": error,
+            "sweep": sweep,
+            "strategy": spec.strategy,
+            "concurrency": spec.concurrency,
+            "workers": spec.workers,
+            "players": spec.players,
+            "cards": spec.cards,
+            "setting": setting,
+            "dets": spec.dets,
+            "sims": spec.sims,
+            "leaves": spec.leaves,
+            "preset": spec.preset,
+            "warmup_s": spec.warmup,
+            **res,
+            "error": error,
             "point_s": time.perf_counter() - t0,
-        }  # fmt: skip
+        }
         self.records.append(rec)
         what = f"{sweep:8s} {spec.strategy:16s} C={spec.concurrency:<5d} {setting:6s} {spec.cards}c"
         if error:
@@ -218,25 +292,6 @@ class Runner:
                 f"({rec['point_s']:.1f} s)"
             )
         return rec
-
-    def calibrate(self, spec: CalibrateSpec) -> dict[str, dict[str, float]]:
-        if self.mode.in_process:
-            from bench.strategies import calibrate
-
-            return calibrate(spec)
-        out: dict[str, dict[str, float]] = _child("calibrate", msgspec.json.encode(spec).decode(), 600)
-        return out
-
-    def raw(self, spec: RawSpec) -> dict[str, float]:
-        if self.mode.in_process:
-            from bench.strategies import raw_rates
-
-            return raw_rates(spec)
-        out: dict[str, float] = _child("raw", msgspec.json.encode(spec).decode(), 600)
-        return out
-
-
-# ---- derived figures ------------------------------------------------------------------------------
 
 
 def _batch_key(mean_batch: float) -> int:
@@ -283,9 +338,7 @@ def derive(
     # Per CPU-second of the point's own processes: less sensitive to other jobs on a shared machine.
     df["rounds_per_cpu_min"] = df["rounds_per_min"] / df["cpu_cores"]
     df["evals_per_round"] = df["evals_per_s"] / df["sims_per_s"] * df["sims_per_round"]
-    df["batch_key"] = [
-        1 if s in ("direct", "processes") else _batch_key(b) for s, b in zip(df["strategy"], df["mean_batch"])
-    ]
+    df["batch_key"] = [1 if s in UNBATCHED else _batch_key(b) for s, b in zip(df["strategy"], df["mean_batch"])]
     parallel = [min(int(w), cpus) if s in MULTI_PROCESS else 1 for s, w in zip(df["strategy"], df["workers"])]
     free = df[(df["strategy"] == "free") & (df["error"] == "")]
     ceilings = []
@@ -300,7 +353,7 @@ def derive(
     df["search_ceiling_rpm"] = ceilings
     raw_at = df["batch_key"].map(lambda b: raw.get(str(int(b)), math.nan))
     df["raw_evals_per_s"] = raw_at
-    procs = [p if s in ("processes", "asyncio-pool") else 1 for s, p in zip(df["strategy"], parallel)]
+    procs = [p if s in OWN_NETWORK else 1 for s, p in zip(df["strategy"], parallel)]
     df["inference_ceiling_rpm"] = 60.0 * raw_at * procs / df["evals_per_round"]
     df.loc[df["strategy"] == "free", "inference_ceiling_rpm"] = math.nan
     df["search_share"] = df["rounds_per_min"] / df["search_ceiling_rpm"]
@@ -309,27 +362,18 @@ def derive(
     return df
 
 
-# ---- the command --------------------------------------------------------------------------------
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{flag} {text!r}: give comma-separated whole numbers") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"{flag} {text!r}: give one or more numbers of at least 1")
-    return vals
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer points, shorter windows: about two minutes")
-    p.add_argument("--tiny", action="store_true", help="the smallest run of the whole pipeline, for the tests "
-                   "(in this process, tiny network, well under a minute; wins over --quick)")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="fewer points, shorter windows: a few minutes")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the smallest run of the whole pipeline, for the tests (in this process, tiny network, well under a "
+        "minute; wins over --quick)",
+    )
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<date-time>)")
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset of the strategies")
-    p.add_argument("--concurrency", help="concurrencies of the asyncio strategies (e.g. 1,16,256)")
+    p.add_argument("--concurrency", type=parse_ints, help="concurrencies of the asyncio strategies (e.g. 1,16,256)")
     p.add_argument("--preset", help="network preset (default small; tiny with --tiny)")
     p.add_argument("--players", type=int, default=4)
     p.add_argument("--iterations", type=int, default=500, help="training plan: iterations")
@@ -340,8 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    from blobnet.net import PRESETS
-
     p = build_parser()
     a = p.parse_args(argv)
     a.mode = TINY if a.tiny else QUICK if a.quick else FULL
@@ -349,22 +391,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bad = [s for s in a.strategy_list if s not in STRATEGIES]
     if bad or not a.strategy_list:
         p.error(f"--strategies: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(STRATEGIES)}")
-    try:
-        a.engine = _ints(a.concurrency, "--concurrency") if a.concurrency else None
-    except argparse.ArgumentTypeError as e:
-        p.error(str(e))
     a.preset = a.preset or a.mode.preset
     if a.preset not in PRESETS:
         p.error(f"--preset {a.preset!r}: choose from {', '.join(PRESETS)}")
-    if not 3 <= a.players <= 8:
-        p.error(f"--players {a.players}: Blob is played by 3 to 8 players")
-    if BASE_CARDS * a.players > 52:
-        p.error(f"--players {a.players}: the sweep deals {BASE_CARDS} cards each: at most {52 // BASE_CARDS} players")
+    try:
+        check_table(a.players, BASE_CARDS)  # the sweep deals BASE_CARDS cards each
+    except ValueError as e:
+        p.error(f"--players {a.players}: {e}")
     if a.budget is not None and a.budget <= 0:
         p.error(f"--budget {a.budget}: give a positive number of minutes")
     if a.iterations < 1 or a.rounds_per_iteration < 1:
         p.error("--iterations and --rounds-per-iteration must be at least 1")
     return a
+
+
+def _best(records: list[dict[str, Any]], rounds_of: Callable[[dict[str, Any]], float]) -> dict[str, Any] | None:
+    """The scaling point with the most rounds/min (``rounds_of``), None when none succeeded."""
+    ok = [r for r in records if r["strategy"] != "free" and r["error"] == ""]
+    return max(ok, key=rounds_of) if ok else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,50 +420,46 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(f"bench.sweep ({mode.name}): results in {out}", flush=True)
     if mode.in_process:
-        import torch
-
         # The points share this process, which may lack the children's TORCH_ENV: one torch thread
-        # keeps OpenMP from spinning against the search on a busy machine.
+        # keeps OpenMP from spinning against the search on a busy machine; the pool's helper
+        # processes, spawned from here, take TORCH_ENV from the environment.
         torch.set_num_threads(1)
+        os.environ.update(child_env())
     budget = 60.0 * (a.budget if a.budget is not None else mode.budget)
     runner = Runner(mode, log=lambda s: print(s, flush=True), budget=budget)
-    hands = sorted({BASE_CARDS, *(c for c in mode.hands if c * a.players <= 52)})
-    skipped_hands = [c for c in mode.hands if c * a.players > 52]
+    hands = sorted({BASE_CARDS, *(c for c in mode.hands if c * a.players <= N_CARDS)})
+    skipped_hands = [c for c in mode.hands if c * a.players > N_CARDS]
     dets, sims = SETTINGS[BASE_SETTING]
-    calibration = runner.calibrate(
-        CalibrateSpec(players=a.players, cards=hands, dets=dets, sims=sims, rounds=mode.calib_rounds)
-    )
+    calib = CalibrateSpec(players=a.players, cards=hands, dets=dets, sims=sims, rounds=mode.calib_rounds)
+    calibration: dict[str, dict[str, float]] = runner.ask("calibrate", calib)
     for c, cal in calibration.items():
-        print(f"calibration {c} cards: {cal['decisions_per_round']:.2f} searched decisions per round, "
-              f"search alone {cal['rounds_per_min']:,.0f} rounds/min on complete rounds", flush=True)  # fmt: skip
+        print(
+            f"calibration {c} cards: {cal['decisions_per_round']:.2f} searched decisions per round, "
+            f"search alone {cal['rounds_per_min']:,.0f} rounds/min on complete rounds",
+            flush=True,
+        )
 
-    for setting, spec in plan_scaling(mode, a.strategy_list, players=a.players, preset=a.preset, cpus=cpus,
-                                      engine=a.engine):  # fmt: skip
+    plan = plan_scaling(mode, a.strategy_list, players=a.players, preset=a.preset, cpus=cpus, engine=a.concurrency)
+    for setting, spec in plan:
         runner.point("scaling", setting, spec)
-    df = pd.DataFrame(runner.records)
-    scaling = df[(df["strategy"] != "free") & (df["error"] == "")].copy()
-    dpr = calibration[str(BASE_CARDS)]["decisions_per_round"]
-    best: dict[str, Any] | None = None
-    if not scaling.empty:
-        scaling["rpm"] = 60.0 * scaling["sims_per_s"] / (dets * sims * dpr)
-        best = scaling.loc[scaling["rpm"].idxmax()].to_dict()
-        print(f"best: {best['strategy']} at {best['concurrency']} games ({best['rpm']:,.0f} rounds/min)", flush=True)
+    sims_per_round = dets * sims * calibration[str(BASE_CARDS)]["decisions_per_round"]
+    best = _best(runner.records, lambda r: 60.0 * r["sims_per_s"] / sims_per_round)
     if best is not None:
         strat, conc, workers = str(best["strategy"]), int(best["concurrency"]), int(best["workers"])
+        print(f"best: {strat} at {conc} games ({60.0 * best['sims_per_s'] / sims_per_round:,.0f} rounds/min)")
         kw: dict[str, Any] = {"players": a.players, "preset": a.preset, "short": True}
         per_process = max(1, conc // workers)  # the free ceiling holds one process's games
         for setting in mode.settings:
             runner.point("search", setting, _spec(mode, "free", per_process, setting=setting, **kw))
             runner.point("search", setting, _spec(mode, strat, conc, workers=workers, setting=setting, **kw))
         for cards in hands:
-            if cards == BASE_CARDS:
-                continue
-            runner.point("hands", BASE_SETTING, _spec(mode, "free", per_process, cards=cards, **kw))
-            runner.point("hands", BASE_SETTING, _spec(mode, strat, conc, workers=workers, cards=cards, **kw))
-        df = pd.DataFrame(runner.records)
+            if cards != BASE_CARDS:
+                runner.point("hands", BASE_SETTING, _spec(mode, "free", per_process, cards=cards, **kw))
+                runner.point("hands", BASE_SETTING, _spec(mode, strat, conc, workers=workers, cards=cards, **kw))
+    df = pd.DataFrame(runner.records)
 
     keys = sorted({_batch_key(b) for b in df.get("mean_batch", pd.Series(dtype=float)).tolist()} | {1})
-    raw = runner.raw(RawSpec(preset=a.preset, batches=keys, seconds=mode.raw_seconds))
+    raw: dict[str, float] = runner.ask("raw", RawSpec(preset=a.preset, batches=keys, seconds=mode.raw_seconds))
     df = derive(df, calibration, raw, cpus)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -428,10 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": cpus,
         "machine": platform.platform(),
         "python": platform.python_version(),
-        "torch": _torch_version(),
+        "torch": str(torch.__version__),
         "preset": a.preset,
         "players": a.players,
-        "gpu": _gpu_name(),
+        "gpu": gpu_name(),
         "plan": {"iterations": a.iterations, "rounds_per_iteration": a.rounds_per_iteration},
         "torch_env": {k: child_env()[k] for k in TORCH_ENV},
         "caps": _caps(mode, cpus, skipped_hands),
@@ -442,9 +482,6 @@ def main(argv: list[str] | None = None) -> int:
     df.to_csv(out / "results.csv", index=False)
     df.to_json(out / "results.json", orient="records", indent=1)
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
-
-    from bench.report import write_report
-
     paths = write_report(df, meta, out, charts=not a.no_charts)
     meta["seconds"] = time.perf_counter() - t_start
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -458,26 +495,14 @@ def _caps(mode: Mode, cpus: int, skipped_hands: list[int]) -> list[str]:
     out = [
         f"threads: at most {max(mode.threads)} OS threads (one game each); more would only queue on the GIL",
         f"processes: {', '.join(map(str, mode.processes))} worker processes, one game each ({cpus} cores here)",
-        f"processes+server: {mode.server_clients} client processes sharing one server process",
-        f"asyncio-pool: {cpus} client processes (one per core), each with its own batcher; at least {cpus} games",
+        f"processes+server: {mode.server_clients} engine processes (clients.pool) sharing one server process",
+        f"asyncio-pool: {cpus} engine processes (clients.pool, one per core), each with its own batcher; at least "
+        f"{cpus} games; timed over whole runs of at least as many rounds as games",
         f"direct: at most {max(mode.direct)} games: it does not batch, so more games only add live trees",
     ]
     if skipped_hands:
-        out.append(f"hand sizes {skipped_hands} skipped: they need more than 52 cards")
+        out.append(f"hand sizes {skipped_hands} skipped: they need more than {N_CARDS} cards")
     return out
-
-
-def _torch_version() -> str:
-    import torch
-
-    return str(torch.__version__)
-
-
-def _gpu_name() -> str:
-    from bench.common import Gpu
-
-    gpu, why = Gpu.probe()
-    return gpu.name if gpu is not None else why
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import random
 from functools import cache
 from math import comb
 
-from blobnet.cards import BID0, FULL_DECK, N_CARDS, SUIT_MASKS, mask_of
+from blobnet.cards import BID0, FULL_DECK, N_CARDS, SUIT_MASKS, beats, mask_of
 from blobnet.rules import View
 
-__all__ = ["Bot", "RandomBot", "HeuristicBot", "estimate_tricks", "beats"]
+__all__ = ["Bot", "RandomBot", "HeuristicBot", "estimate_tricks"]
 
 # Weight of one low trump held alongside a short side suit: it can ruff that suit when led.
 RUFF_TRUMP_VALUE = 0.5
@@ -36,13 +36,6 @@ class Bot:
         raise NotImplementedError
 
 
-def _legal_or_raise(view: View) -> list[int]:
-    legal = view.legal_actions()
-    if not legal:
-        raise ValueError(f"seat {view.seat} has no legal action: to_play={view.to_play}, phase={view.phase!r}")
-    return legal
-
-
 class RandomBot(Bot):
     """Picks uniformly among the legal actions."""
 
@@ -50,13 +43,7 @@ class RandomBot(Bot):
         self.rng = random.Random(seed)
 
     def act(self, view: View) -> int:
-        return self.rng.choice(_legal_or_raise(view))
-
-
-def beats(card: int, best: int, trump: int | None) -> bool:
-    """Whether ``card`` played now takes a trick currently held by ``best``."""
-    s, bs = card // 13, best // 13
-    return (s == bs and card > best) or (s == trump and bs != trump)
+        return self.rng.choice(view.legal_or_raise())
 
 
 def _p_none_among(outside: int, pool: int, drawn: int) -> float:
@@ -134,7 +121,7 @@ class HeuristicBot(Bot):
         self.rng = random.Random(seed)
 
     def act(self, view: View) -> int:
-        legal = _legal_or_raise(view)
+        legal = view.legal_or_raise()
         if view.phase == "bid":
             return self._bid(view, legal)
         return self._play(view, legal)

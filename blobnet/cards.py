@@ -6,7 +6,7 @@ set for card ``c``. Action ids: cards ``0..51``, bid ``b`` is ``52 + b`` for ``b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 SUITS = "SHCD"
 RANKS = "23456789TJQKA"
@@ -16,17 +16,10 @@ BID0 = 52
 MAX_BID = 17  # the most cards a 3-player round deals: 52 // 3
 N_ACTIONS = BID0 + MAX_BID + 1  # 70
 MIN_PLAYERS, MAX_PLAYERS = 3, 8
+N_VALUES = MAX_PLAYERS  # a network's values: one per relative seat, padded to the largest table
 
 SUIT_MASKS = tuple(((1 << 13) - 1) << (13 * s) for s in range(N_SUITS))
 FULL_DECK = (1 << N_CARDS) - 1
-
-
-def suit_of(card: int) -> int:
-    return card // 13
-
-
-def rank_of(card: int) -> int:
-    return card % 13
 
 
 def card_str(card: int) -> str:
@@ -67,8 +60,17 @@ def cards_of(mask: int) -> list[int]:
     return out
 
 
-def iter_cards(mask: int) -> Iterator[int]:
-    while mask:
-        low = mask & -mask
-        yield low.bit_length() - 1
-        mask ^= low
+def beats(card: int, best: int, trump: int | None) -> bool:
+    """Whether ``card`` played now takes a trick held by ``best``: a higher card of its suit, or a
+    trump on a trick no trump holds yet."""
+    s, bs = card // 13, best // 13
+    return (s == bs and card > best) or (s == trump and bs != trump)
+
+
+def winning(trick: Iterable[tuple[int, int]], trump: int | None) -> tuple[int, int]:
+    """(seat, card) holding a trick of (seat, card) plays so far; (-1, -1) for an empty trick."""
+    seat, best = -1, -1
+    for s, c in trick:
+        if best < 0 or beats(c, best, trump):
+            seat, best = s, c
+    return seat, best

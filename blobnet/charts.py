@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from blobnet.checkpoint import atomic_write_bytes  # noqa: E402
+from blobnet.files import atomic_write_bytes
 
 __all__ = ["draw_training_charts"]
 
@@ -24,9 +20,7 @@ def _floats(rows: Sequence[dict[str, Any]], key: str) -> list[float]:
     return out
 
 
-def _save(fig: Any, path: Path) -> None:
-    import io
-
+def _save(plt: Any, fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
@@ -37,6 +31,12 @@ def draw_training_charts(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
     """``loss.png``, ``elo.png`` and ``baselines.png`` in ``out_dir``."""
     if not rows:
         return
+    # matplotlib is heavy (about half a second) and only a training run's charts need it: loaded here.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     it = _floats(rows, "iteration")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -49,7 +49,7 @@ def draw_training_charts(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
     fig.legend(loc="upper right")
     ax.set_title("Learner losses")
     fig.tight_layout()
-    _save(fig, out_dir / "loss.png")
+    _save(plt, fig, out_dir / "loss.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(it, _floats(rows, "elo"), marker="o")
@@ -58,7 +58,7 @@ def draw_training_charts(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
     ax.set_title("Elo of each iteration's network")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, out_dir / "elo.png")
+    _save(plt, fig, out_dir / "elo.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, label in (("heuristic", "vs HeuristicBot"), ("random", "vs RandomBot"), ("best", "vs best.pt")):
@@ -75,4 +75,4 @@ def draw_training_charts(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, out_dir / "baselines.png")
+    _save(plt, fig, out_dir / "baselines.png")

@@ -9,39 +9,24 @@ or a full disk leaves the previous file whole.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from blobnet.encode import WIDTH
+from blobnet.files import atomic_write_bytes
 from blobnet.net import BlobNet, make_net
 
-__all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "atomic_write_bytes"]
+__all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model"]
 
 FORMAT = "blobnet-checkpoint-v1"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive; every one begins with a local file header
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable BlobNet checkpoint; the message says what is wrong."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, *, preset: str, model: dict[str, torch.Tensor], **extra: Any) -> None:
@@ -57,10 +42,18 @@ def load_checkpoint(path: str | Path, *, preset: str | None = None) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with path.open("rb") as f:
+        if f.read(4) != _ZIP_MAGIC:
+            raise CheckpointError(f"{path} is not a BlobNet checkpoint: not a file written by torch.save")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or garbage files
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {e}") from None
+    except pickle.UnpicklingError:  # torch's own message would advise weights_only=False: never for a foreign file
+        raise CheckpointError(
+            f"{path} is not a BlobNet checkpoint: it holds Python objects that a weights-only load refuses"
+        ) from None
+    except Exception as e:  # torch raises many types for truncated or damaged archives
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt): {why}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a BlobNet checkpoint (no {FORMAT!r} marker): a foreign file")
     if preset is not None and data.get("preset") != preset:

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
+
+from blobnet.cards import MAX_PLAYERS, MIN_PLAYERS, N_ACTIONS, N_CARDS, N_VALUES
+from blobnet.encode import WIDTH
+from blobnet.rules import Round, random_round
 
 __all__ = [
+    "NetConfig",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "preset",
     "GameConfig",
     "SearchConfig",
     "NetworkConfig",
@@ -38,6 +48,44 @@ def _check(cond: bool, key: str, valid: str, value: object) -> None:
         raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
 
 
+# Network shapes. Presets are named by size, as nanoGPT and KataGo name theirs. On this project's
+# 2-core CPU the Python of the search costs more than the network, so the default ("small") is the
+# largest net whose forward pass stays well under that cost (DESIGN.md: an MLP of about 0.2M
+# parameters runs at about 390k evaluations/s at batch 512). "medium" and "large" are for a GPU.
+@dataclass(frozen=True, slots=True)
+class NetConfig:
+    """Shape of a ``BlobNet``. Derive variants with ``dataclasses.replace``."""
+
+    name: str  # the preset's name, stored in checkpoints
+    hidden: int  # width of the trunk
+    blocks: int  # residual blocks, each LayerNorm -> Linear -> ReLU -> Linear, added to the trunk
+    value_hidden: int  # width of the value head's hidden layer
+    width: int = WIDTH  # input features per row (blobnet.encode.WIDTH)
+    n_actions: int = N_ACTIONS  # policy outputs: cards 0..51, bids 52..69
+    n_values: int = N_VALUES  # value outputs: one per relative seat
+
+
+PRESETS: dict[str, NetConfig] = {
+    # For tests: about 30k parameters, a forward pass is nearly free.
+    "tiny": NetConfig(name="tiny", hidden=32, blocks=1, value_hidden=16),
+    # The CPU default: about 0.47M parameters, most of them in the 646x256 input layer and the
+    # two 256x256 blocks; a few microseconds per row on two cores at batch sizes of a few hundred.
+    "small": NetConfig(name="small", hidden=256, blocks=2, value_hidden=64),
+    # GPU sizes: about 2.5M and 9M parameters.
+    "medium": NetConfig(name="medium", hidden=512, blocks=4, value_hidden=128),
+    "large": NetConfig(name="large", hidden=1024, blocks=4, value_hidden=256),
+}
+DEFAULT_PRESET = "small"
+
+
+def preset(name: str) -> NetConfig:
+    """The ``NetConfig`` called ``name``; ValueError naming the valid presets otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown network preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+
+
 class GameConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What is played: independent rounds or full games on the standard schedule."""
 
@@ -49,9 +97,9 @@ class GameConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def __post_init__(self) -> None:
         _check(self.mode in ("rounds", "games"), "game.mode", 'one of "rounds", "games"', self.mode)
         _check(
-            bool(self.players) and all(3 <= p <= 8 for p in self.players),
+            bool(self.players) and all(MIN_PLAYERS <= p <= MAX_PLAYERS for p in self.players),
             "game.players",
-            "a list of 3..8",
+            f"a list of {MIN_PLAYERS}..{MAX_PLAYERS}",
             self.players,
         )
         _check(
@@ -59,7 +107,15 @@ class GameConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         )
         for p in self.players:
             for c in self.cards if self.mode == "rounds" else [self.start_cards or 1]:
-                _check(c * p <= 52, "game.cards", f"cards * players <= 52 (cards {c} with {p} players)", self.cards)
+                why = f"cards * players <= {N_CARDS} (cards {c} with {p} players)"
+                _check(c * p <= N_CARDS, "game.cards", why, self.cards)
+
+    def deal_round(self, rng: np.random.Generator) -> Round:
+        """A random round of mode "rounds": players and hand size drawn from the lists, then
+        ``blobnet.rules.random_round`` (trump, dealer, deal), all from ``rng`` in that order."""
+        players = int(rng.choice(self.players))
+        cards = int(rng.choice([c for c in self.cards if c * players <= N_CARDS]))
+        return random_round(players, cards, rng)
 
 
 class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -94,8 +150,6 @@ class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     dtype: str = "float32"  # float32, bfloat16 or float16 for inference
 
     def __post_init__(self) -> None:
-        from blobnet.net import PRESETS
-
         _check(self.preset in PRESETS, "network.preset", f"one of {sorted(PRESETS)}", self.preset)
         _check(
             self.dtype in ("float32", "bfloat16", "float16"),
@@ -110,7 +164,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     max_batch: int = 4096  # most rows in one forward pass
-    # Where a CPU forward runs: "inline", "auto" or "thread" (servers.batcher says how). In-line keeps
+    # Where a CPU forward runs: "inline", "auto" or "thread" (servers/backends.py says how). In-line keeps
     # which rows share a batch independent of timing, so a resumed run repeats the uninterrupted one.
     mode: str = "inline"
 
@@ -169,8 +223,10 @@ class ArenaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 2, "arena.rounds", "at least 2", self.rounds)
-        _check(3 <= self.players <= 8, "arena.players", "3..8", self.players)
-        _check(1 <= self.cards and self.cards * self.players <= 52, "arena.cards", "cards * players <= 52", self.cards)
+        table = f"{MIN_PLAYERS}..{MAX_PLAYERS}"
+        _check(MIN_PLAYERS <= self.players <= MAX_PLAYERS, "arena.players", table, self.players)
+        fits = 1 <= self.cards and self.cards * self.players <= N_CARDS
+        _check(fits, "arena.cards", f"cards * players <= {N_CARDS}", self.cards)
         _check(0.5 <= self.gate_confidence < 1, "arena.gate_confidence", "in 0.5..1", self.gate_confidence)
         _check(self.final_rounds >= 0, "arena.final_rounds", "0 or more", self.final_rounds)
         _check(self.concurrency >= 1, "arena.concurrency", "at least 1", self.concurrency)

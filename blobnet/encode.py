@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from blobnet.cards import MAX_BID, MAX_PLAYERS, MIN_PLAYERS, N_CARDS
+from blobnet.cards import MAX_BID, MAX_PLAYERS, MIN_PLAYERS, N_CARDS, winning
 from blobnet.rules import Round, View
 
 __all__ = ["FIELDS", "WIDTH", "OFFSETS", "encode", "encode_round", "encode_rounds", "value_scale"]
@@ -110,15 +110,7 @@ def encode(view: View, row: np.ndarray) -> None:
     hand = 0
     for c in view.hand:
         hand |= 1 << c
-    win_seat = -1
-    win_card = -1
-    for s, c in view.trick:
-        if (
-            win_card < 0
-            or (c // 13 == win_card // 13 and c > win_card)
-            or (c // 13 == view.trump and win_card // 13 != view.trump)
-        ):
-            win_seat, win_card = s, c
+    win_seat, _ = winning(view.trick, view.trump)
     ones: list[int] = []
     idx: list[int] = []
     val: list[float] = []
@@ -162,10 +154,12 @@ class _Seats:
 _SEATS = {(n, s): _Seats(n, s) for n in range(MIN_PLAYERS, MAX_PLAYERS + 1) for s in range(n)}
 
 
+# fmt: off
 def _collect(
     ones, idx, val, base, seat, n, cards, trump, dealer, hand, bids, won, trick, played, void_masks, bidding,
     win_seat, context, to_play,
 ):  # type: ignore[no-untyped-def]  # the hot path: positional and untyped on purpose
+    # fmt: on
     """Append one position's entries, offset by ``base`` (its row's first flat index): the flat
     indices holding 1 to ``ones``, the other non-zero entries to ``idx`` and their values to ``val``."""
     t = _SEATS[n, seat]

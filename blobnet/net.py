@@ -1,21 +1,18 @@
 """The network: a residual MLP over one encoded position, with a policy head and a value head.
 
-Shapes (B = batch):
+Shapes (B = batch; N_ACTIONS = 70 action ids, N_VALUES = 8 relative seats, ``blobnet.cards``):
 
-    x      (B, WIDTH) float   one row of ``blobnet.encode`` per position, seen by the acting seat
-    legal  (B, 70) bool       True where the action id is legal
+    x      (B, WIDTH) float          one row of ``blobnet.encode`` per position, seen by the acting seat
+    legal  (B, N_ACTIONS) bool       True where the action id is legal
     ->
-    logits (B, 70)            policy logits; illegal ids hold the most negative finite value of the
-                              dtype, so softmax gives them exactly 0 and a cross-entropy against a
-                              target that is 0 there stays finite (0 * -inf would be NaN)
-    values (B, 8) in [0, 1]   every relative seat's expected round score divided by
-                              ``blobnet.encode.value_scale(cards)`` (0 = the acting seat; seats past
-                              the table's size are padding and carry no meaning)
+    logits (B, N_ACTIONS)            policy logits; illegal ids hold the most negative finite value of
+                                     the dtype, so softmax gives them exactly 0 and a cross-entropy
+                                     against a target that is 0 there stays finite (0 * -inf is NaN)
+    values (B, N_VALUES) in [0, 1]   every relative seat's expected round score divided by
+                                     ``blobnet.encode.value_scale(cards)`` (0 = the acting seat; seats
+                                     past the table's size are padding and carry no meaning)
 
-Presets are named by size, as nanoGPT and KataGo name theirs. On this project's 2-core CPU the
-Python of the search costs more than the network, so the default ("small") is the largest net
-whose forward pass stays well under that cost (DESIGN.md: an MLP of about 0.2M parameters runs at
-about 390k evaluations/s at batch 512). "medium" and "large" are for a GPU.
+Its shapes are ``blobnet.config.NetConfig``, named presets there (``PRESETS``).
 
 A checkpoint stores the preset name and ``state_dict()``; every parameter is a plain tensor, so
 ``torch.load(weights_only=True)`` reads it back and ``make_net(name).load_state_dict(sd)`` restores it.
@@ -23,43 +20,22 @@ A checkpoint stores the preset name and ``state_dict()``; every parameter is a p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Sequence
+from itertools import chain
 
+import numpy as np
 import torch
 from torch import nn
 
-from blobnet.cards import MAX_PLAYERS, N_ACTIONS
-from blobnet.encode import WIDTH
+from blobnet.cards import N_ACTIONS
+from blobnet.config import DEFAULT_PRESET, NetConfig, preset
+from blobnet.evaluator import Priors
 
-__all__ = ["NetConfig", "PRESETS", "DEFAULT_PRESET", "BlobNet", "preset", "make_net", "count_params"]
-
-N_VALUES = MAX_PLAYERS  # one value per relative seat, padded to the largest table
-
-
-@dataclass(frozen=True, slots=True)
-class NetConfig:
-    """Shape of a ``BlobNet``. Derive variants with ``dataclasses.replace``."""
-
-    name: str  # the preset's name, stored in checkpoints
-    hidden: int  # width of the trunk
-    blocks: int  # residual blocks, each LayerNorm -> Linear -> ReLU -> Linear, added to the trunk
-    value_hidden: int  # width of the value head's hidden layer
-    width: int = WIDTH  # input features per row (blobnet.encode.WIDTH)
-    n_actions: int = N_ACTIONS  # policy outputs: cards 0..51, bids 52..69
-    n_values: int = N_VALUES  # value outputs: one per relative seat
-
-
-PRESETS: dict[str, NetConfig] = {
-    # For tests: about 30k parameters, a forward pass is nearly free.
-    "tiny": NetConfig(name="tiny", hidden=32, blocks=1, value_hidden=16),
-    # The CPU default: about 0.47M parameters, most of them in the 646x256 input layer and the
-    # two 256x256 blocks; a few microseconds per row on two cores at batch sizes of a few hundred.
-    "small": NetConfig(name="small", hidden=256, blocks=2, value_hidden=64),
-    # GPU sizes: about 2.5M and 9M parameters.
-    "medium": NetConfig(name="medium", hidden=512, blocks=4, value_hidden=128),
-    "large": NetConfig(name="large", hidden=1024, blocks=4, value_hidden=256),
-}
-DEFAULT_PRESET = "small"
+__all__ = [
+    "BlobNet", "make_net", "count_params", "resolve_dtype",
+    "legal_index", "forward_rows", "DirectEvaluator",
+]  # fmt: skip
 
 
 class _Block(nn.Module):
@@ -105,14 +81,6 @@ class BlobNet(nn.Module):
         return logits, values
 
 
-def preset(name: str) -> NetConfig:
-    """The ``NetConfig`` called ``name``; ValueError naming the valid presets otherwise."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown network preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
-
-
 def make_net(name: str = DEFAULT_PRESET, *, seed: int | None = None) -> BlobNet:
     """A freshly initialised ``BlobNet`` of preset ``name``, in eval mode; ``seed`` makes the weights repeatable."""
     if seed is None:
@@ -128,3 +96,74 @@ def make_net(name: str = DEFAULT_PRESET, *, seed: int | None = None) -> BlobNet:
 def count_params(model: nn.Module) -> int:
     """Number of trainable scalars in ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32,
+}  # fmt: skip
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """None, a torch dtype, or one of "bf16", "fp16", "fp32" (and their long names); fp32 means None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return None if dtype == torch.float32 else dtype
+    try:
+        d = _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r}: use one of {', '.join(_DTYPES)} or None") from None
+    return None if d == torch.float32 else d
+
+
+def legal_index(legal: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every legal id of k rows, flat in row order: ``mask[rows, cols] = True`` marks them."""
+    lens = [len(ids) for ids in legal]
+    rows = np.repeat(np.arange(len(legal)), lens)
+    cols = np.fromiter(chain.from_iterable(legal), np.intp, sum(lens))
+    return rows, cols
+
+
+def forward_rows(
+    model: nn.Module, features: np.ndarray, mask: np.ndarray, dtype: torch.dtype | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One forward pass on the CPU: features (n, width) float32 and legal mask (n, n_actions) bool ->
+    (priors (n, n_actions) float32, the softmax over the legal ids, values (n, n_values) float32).
+    ``dtype`` is the model's precision (None: float32). The arrays are the caller's, not copied."""
+    x = torch.from_numpy(features)
+    if dtype is not None:
+        x = x.to(dtype)
+    with torch.inference_mode():
+        logits, values = model(x, torch.from_numpy(mask))
+        return torch.softmax(logits.float(), dim=1).numpy(), values.float().numpy()
+
+
+class DirectEvaluator:
+    """The evaluator protocol over ``model`` without a batcher: each call is one forward pass of its
+    own rows, on the caller's thread. What a lone search needs (``blobnet.player.NetworkPlayer.act``);
+    many coroutines sharing a network want ``servers.Batcher`` instead. ``yield_each`` gives the event
+    loop one turn per call, so coroutines sharing this evaluator interleave."""
+
+    def __init__(self, model: nn.Module, *, yield_each: bool = True) -> None:
+        self.model = model.eval()
+        self.n_actions = int(getattr(model, "n_actions", N_ACTIONS))
+        self.yield_each = yield_each
+        self.rows = 0  # rows evaluated so far
+
+    def run_rows(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+        """``evaluate_many`` without the event loop: the first ``len(legal)`` rows of ``features``."""
+        k = len(legal)
+        rows, cols = legal_index(legal)
+        mask = np.zeros((k, self.n_actions), dtype=np.bool_)
+        mask[rows, cols] = True
+        probs, values = forward_rows(self.model, np.ascontiguousarray(features[:k], dtype=np.float32), mask)
+        self.rows += k
+        return probs[rows, cols].tolist(), values.tolist()
+
+    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+        out = self.run_rows(features, legal)
+        if self.yield_each:
+            await asyncio.sleep(0)
+        return out
+
+    async def aclose(self) -> None:
+        return None

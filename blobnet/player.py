@@ -7,9 +7,11 @@ that, so many tables share one event loop and the network players' evaluations b
 ``blobnet.bots`` need no adapter. A player holding resources on an event loop has ``aclose()``.
 
 ``NetworkPlayer`` searches every decision (``blobnet.search``) at temperature 0 without root
-noise: its strongest play. Its ``aact`` asks a ``servers.batcher.Batcher`` created on first use
-on the running loop (one per player and loop, shared by all its tables); its ``act`` runs one
-search on a private event loop with a private batcher, so any program can call it.
+noise: its strongest play. It asks an evaluator made by its ``evaluator`` factory: on first use on
+the running loop for ``aact`` (one per player and loop, shared by all its tables), and a private
+one on a private event loop for ``act``, so any program can call it. The default factory makes a
+``blobnet.net.DirectEvaluator`` (one forward pass per wave of one search); ``clients.players``
+makes players whose tables share a batcher (``servers.Batcher``), as the arena and the trainer do.
 """
 
 from __future__ import annotations
@@ -18,48 +20,31 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 import numpy as np
+from torch import nn
 
-from blobnet.bots import HeuristicBot, RandomBot
+from blobnet.checkpoint import load_model
 from blobnet.config import SearchConfig
+from blobnet.evaluator import Evaluator
+from blobnet.net import DirectEvaluator
 from blobnet.rules import View
 from blobnet.search import Search, choose_action
 
-if TYPE_CHECKING:  # torch is imported by the first network player, not by a match of bots
-    from torch import nn
-
 __all__ = [
-    "Player",
-    "AsyncPlayer",
-    "act_async",
-    "aclose_player",
-    "describe_player",
-    "NetworkPlayer",
+    "Player", "AsyncPlayer", "EvaluatorFactory", "act_async", "aclose_player", "describe_player", "NetworkPlayer",
     "load_player",
-    "parse_player",
-    "BOTS",
-]
+]  # fmt: skip
 
-BOTS: dict[str, Callable[[int | None], Any]] = {"random": RandomBot, "heuristic": HeuristicBot}
-
-
-def _flag(raw: str) -> bool:
-    """``true``/``false`` (or 1/0, yes/no); ValueError otherwise."""
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
-    if value is None:
-        raise ValueError(raw)
-    return value
+# (model, max_batch) -> an evaluator of that model on the running loop, taking up to max_batch rows at once
+EvaluatorFactory = Callable[[nn.Module, int], Evaluator]
 
 
-# Search settings a player spec (``path:dets=3,sims=30``) may give: how each is read, and what it must be.
-_SPEC_KEYS: dict[str, Callable[[str], Any]] = {
-    "dets": int, "sims": int, "leaves": int, "c_puct": float, "root_view": _flag,
-}  # fmt: skip
-_SPEC_KINDS = {"dets": "an integer", "sims": "an integer", "leaves": "an integer", "c_puct": "a number",
-               "root_view": "true or false"}  # fmt: skip
+def direct(model: nn.Module, max_batch: int) -> Evaluator:
+    """The default ``EvaluatorFactory``: a ``DirectEvaluator`` (no batching across searches)."""
+    return DirectEvaluator(model)
 
 
 @runtime_checkable
@@ -97,20 +82,14 @@ def describe_player(player: Player) -> str:
     return str(name) if name else type(player).__name__
 
 
-def _legal(view: View) -> list[int]:
-    legal = view.legal_actions()
-    if not legal:
-        raise ValueError(f"seat {view.seat} has no legal action: to_play={view.to_play}, phase={view.phase!r}")
-    return legal
-
-
 class NetworkPlayer:
     """Plays with the search over ``model`` at temperature 0 and without root noise.
 
     ``search`` sets determinizations, simulations, leaves in flight and c_puct (its temperature
     and noise settings are ignored). ``seed`` seeds the player's own generator
-    (``numpy.random.default_rng(seed)``), which draws the determinizations. ``device`` and
-    ``max_batch`` go to the batcher. ``name`` is used in reports.
+    (``numpy.random.default_rng(seed)``), which draws the determinizations. ``evaluator`` makes the
+    evaluators (module docstring); ``max_batch`` is the largest batch of the shared one. ``name``
+    is used in reports.
     """
 
     def __init__(
@@ -119,7 +98,7 @@ class NetworkPlayer:
         search: SearchConfig | None = None,
         seed: int | None = None,
         *,
-        device: str = "cpu",
+        evaluator: EvaluatorFactory = direct,
         max_batch: int = 1024,
         name: str | None = None,
     ) -> None:
@@ -127,30 +106,23 @@ class NetworkPlayer:
         self.model = model.eval()
         self.search = msgspec.structs.replace(search, temperature=0.0)
         self.rng = np.random.default_rng(seed)
-        self.device = device
+        self.factory = evaluator
         self.max_batch = max_batch
         self.name = name or f"NetworkPlayer({search.dets}x{search.sims})"
         self.decisions = 0  # searched decisions (forced moves are not searched)
         self.evaluations = 0  # network evaluations asked for by those searches
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._batcher: Any = None
+        self._evaluator: Evaluator | None = None
 
-    def _new_batcher(self, max_batch: int) -> Any:
-        from servers.batcher import Batcher
-
-        # In-line: which rows share a batch, and so the order in which tables draw from self.rng,
-        # never depends on a thread's timing, so a match with a seed is repeatable.
-        return Batcher(self.model, device=self.device, max_batch=max_batch, mode="inline")
-
-    def _batcher_on_running_loop(self) -> Any:
-        """This loop's batcher, made on first use; a batcher left on a finished loop is dropped."""
+    def _evaluator_on_running_loop(self) -> Evaluator:
+        """This loop's evaluator, made on first use; one left on a finished loop is dropped."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._batcher is None:
-            self._batcher = self._new_batcher(self.max_batch)
+        if self._loop is not loop or self._evaluator is None:
+            self._evaluator = self.factory(self.model, self.max_batch)
             self._loop = loop
-        return self._batcher
+        return self._evaluator
 
-    async def _decide(self, evaluator: Any, view: View) -> int:
+    async def _decide(self, evaluator: Evaluator, view: View) -> int:
         # A Search per decision: its counters then count this decision alone (searches interleave).
         result = await Search(evaluator, self.search).run(view, self.rng, noise=False)
         self.decisions += 1
@@ -159,17 +131,17 @@ class NetworkPlayer:
 
     async def aact(self, view: View) -> int:
         """The most visited action of a search of ``view``; a forced move is not searched."""
-        legal = _legal(view)
+        legal = view.legal_or_raise()
         if len(legal) == 1:
             return legal[0]
-        return await self._decide(self._batcher_on_running_loop(), view)
+        return await self._decide(self._evaluator_on_running_loop(), view)
 
     def act(self, view: View) -> int:
-        """``aact`` on a private event loop with a private batcher, closed before returning.
+        """``aact`` on a private event loop with a private evaluator, closed before returning.
 
         Called from inside a running loop it runs in a helper thread (the caller's loop blocks
         meanwhile: use ``await aact`` there instead)."""
-        legal = _legal(view)
+        legal = view.legal_or_raise()
         if len(legal) == 1:
             return legal[0]
         try:
@@ -180,20 +152,20 @@ class NetworkPlayer:
             return pool.submit(asyncio.run, self._act_private(view)).result()
 
     async def _act_private(self, view: View) -> int:
-        # One search asks at most Search.rows_per_wave evaluations at once: a batch buffer of that size.
-        batcher = self._new_batcher(Search.rows_per_wave(self.search))
+        # One search asks at most Search.rows_per_wave evaluations at once: a batch of that size.
+        evaluator = self.factory(self.model, Search.rows_per_wave(self.search))
         try:
-            return await self._decide(batcher, view)
+            return await self._decide(evaluator, view)
         finally:
-            await batcher.aclose()
+            await evaluator.aclose()
 
     async def aclose(self) -> None:
-        """Close the batcher of the running loop, if this player made one; using the player
-        again makes a new one. A batcher left on a loop that has finished is just dropped."""
-        batcher, loop = self._batcher, self._loop
-        self._batcher = self._loop = None
-        if batcher is not None and loop is asyncio.get_running_loop():
-            await batcher.aclose()
+        """Close the evaluator of the running loop, if this player made one; using the player
+        again makes a new one. An evaluator left on a loop that has finished is just dropped."""
+        evaluator, loop = self._evaluator, self._loop
+        self._evaluator = self._loop = None
+        if evaluator is not None and loop is asyncio.get_running_loop():
+            await evaluator.aclose()
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
@@ -208,15 +180,13 @@ def load_player(
     c_puct: float | None = None,
     root_view: bool | None = None,
     seed: int | None = None,
-    device: str = "cpu",
+    evaluator: EvaluatorFactory = direct,
     max_batch: int = 1024,
 ) -> NetworkPlayer:
     """A ``NetworkPlayer`` over the network in checkpoint ``path`` (``blobnet.checkpoint.load_model``)
     searching ``dets`` determinizations x ``sims`` simulations; ``leaves``, ``c_puct`` and
     ``root_view`` default to ``SearchConfig``'s. A missing or foreign file raises
     ``CheckpointError`` (a ValueError)."""
-    from blobnet.checkpoint import load_model
-
     fields: dict[str, Any] = {"dets": dets, "sims": sims}
     for key, value in (("leaves", leaves), ("c_puct", c_puct), ("root_view", root_view)):
         if value is not None:
@@ -224,41 +194,4 @@ def load_player(
     search = SearchConfig(**fields)  # ConfigError (a ValueError) names a bad value
     model = load_model(path)
     name = f"{path} ({search.dets}x{search.sims})"
-    return NetworkPlayer(model, search, seed, device=device, max_batch=max_batch, name=name)
-
-
-def parse_player(spec: str, seed: int | None = None, *, device: str = "cpu") -> Player:
-    """A player from a command-line string: ``random``, ``heuristic``, or a checkpoint path
-    optionally followed by search settings, ``runs/x/best.pt:dets=3,sims=30`` (keys: dets, sims,
-    leaves, c_puct, root_view). ``seed`` seeds the player's generator. ValueError naming what is wrong."""
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("empty player: give random, heuristic, or a checkpoint path (path:dets=3,sims=30)")
-    if spec.lower() in BOTS:
-        return BOTS[spec.lower()](seed)  # type: ignore[no-any-return]
-    path, options = spec, ""
-    head, sep, tail = spec.rpartition(":")
-    # a ':' inside a path is kept when no settings follow it and the part before it is no file
-    if sep and ("=" in tail or not tail or Path(head).is_file()):
-        path, options = head, tail
-    settings: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in options.split(","))):
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or key not in _SPEC_KEYS:
-            raise ValueError(
-                f"player {spec!r}: bad setting {item!r}; write key=value with keys {', '.join(_SPEC_KEYS)}"
-            )
-        try:
-            settings[key] = _SPEC_KEYS[key](raw.strip())
-        except ValueError:
-            raise ValueError(f"player {spec!r}: {key}={raw.strip()!r} is not {_SPEC_KINDS[key]}") from None
-    if not Path(path).is_file():
-        raise ValueError(
-            f"player {spec!r}: not random or heuristic, and no checkpoint file {path!r} exists "
-            "(give random, heuristic, or a checkpoint path optionally followed by :dets=3,sims=30)"
-        )
-    try:
-        return load_player(path, seed=seed, device=device, **settings)
-    except ValueError as e:
-        raise ValueError(f"player {spec!r}: {e}") from None
+    return NetworkPlayer(model, search, seed, evaluator=evaluator, max_batch=max_batch, name=name)

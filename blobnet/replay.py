@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from blobnet.cards import N_ACTIONS
-from blobnet.checkpoint import atomic_write_bytes
+from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.encode import WIDTH, encode_rounds, value_scale
+from blobnet.files import atomic_write_bytes
 from blobnet.rules import Round
 
 __all__ = ["Examples", "ReplayBuffer", "RoundRecord"]
@@ -31,17 +32,35 @@ class Examples:
     """Training examples, two rows per searched decision (``RoundRecord``): the acting seat's, and
     the same position seen by another seat, a value-only row.
 
-    features (n, WIDTH) float32; legal (n, 70) bool; policy (n, 70) float32, the root visit
-    shares (all 0 in a value-only row); value (n, 8) float32, the round's final scores of every
-    seat relative to the viewing seat (index 0 = the viewing seat), divided by ``value_scale(cards)``."""
+    features (n, WIDTH) float32; legal (n, N_ACTIONS) bool; policy (n, N_ACTIONS) float32, the
+    root visit shares (all 0 in a value-only row); value (n, N_VALUES) float32, the round's final
+    scores of every seat relative to the viewing seat (index 0 = the viewing seat), divided by
+    ``value_scale(cards)``; value_mask (n, N_VALUES) bool, True for the seats at the table (the
+    padding seats past the table's size carry no target)."""
 
     features: np.ndarray
     legal: np.ndarray
     policy: np.ndarray
     value: np.ndarray
+    value_mask: np.ndarray
 
     def __len__(self) -> int:
         return len(self.features)
+
+    @staticmethod
+    def empty(k: int = 0) -> Examples:
+        """``k`` rows of zeros (no legal id, no target)."""
+        return Examples(
+            np.zeros((k, WIDTH), np.float32),
+            np.zeros((k, N_ACTIONS), bool),
+            np.zeros((k, N_ACTIONS), np.float32),
+            np.zeros((k, N_VALUES), np.float32),
+            np.zeros((k, N_VALUES), bool),
+        )
+
+    def take(self, index: Any) -> Examples:
+        """The rows ``index`` selects (an index array or a slice), every field alike."""
+        return Examples(*(a[index] for a in astuple(self)))
 
     @staticmethod
     def from_round(
@@ -55,12 +74,10 @@ class Examples:
         shares) and the acting seat; the value targets come from the round's scores."""
         scores = r.scores()
         n, k = r.players, len(features)
-        ex = Examples(
-            np.stack(features) if k else np.zeros((0, WIDTH), np.float32),
-            np.zeros((k, N_ACTIONS), bool),
-            np.zeros((k, N_ACTIONS), np.float32),
-            np.zeros((k, 8), np.float32),
-        )
+        ex = Examples.empty(k)
+        if k:
+            ex.features[:] = np.stack(features)
+        ex.value_mask[:, :n] = True
         scale = value_scale(r.cards)
         for j in range(k):
             ex.legal[j, legals[j]] = True
@@ -71,15 +88,8 @@ class Examples:
     @staticmethod
     def concat(parts: list[Examples]) -> Examples:
         if not parts:
-            return Examples(
-                np.zeros((0, WIDTH), np.float32),
-                np.zeros((0, N_ACTIONS), bool),
-                np.zeros((0, N_ACTIONS), np.float32),
-                np.zeros((0, 8), np.float32),
-            )
-        return Examples(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("features", "legal", "policy", "value"))
-        )
+            return Examples.empty()
+        return Examples(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Examples)))
 
 
 class RoundRecord:
@@ -134,13 +144,8 @@ class ReplayBuffer:
     def add(self, iteration: int, examples: Examples) -> None:
         """Save ``examples`` as iteration's segment and add them, dropping the oldest beyond capacity."""
         buf = io.BytesIO()
-        np.savez(
-            buf,
-            features=examples.features.astype(np.float16),
-            legal=examples.legal,
-            policy=examples.policy,
-            value=examples.value,
-        )
+        arrays = {f.name: getattr(examples, f.name) for f in fields(Examples)}
+        np.savez(buf, **arrays | {"features": examples.features.astype(np.float16)})
         atomic_write_bytes(self.folder / f"iter_{iteration:06d}.npz", buf.getvalue())
         self._append(iteration, examples)
 
@@ -168,8 +173,7 @@ class ReplayBuffer:
         for it, path in reversed(segments):  # newest first, until the capacity is covered
             if total >= self.capacity:
                 break
-            with np.load(path) as z:
-                ex = Examples(z["features"].astype(np.float32), z["legal"], z["policy"], z["value"])
+            ex = _read_segment(path)
             kept.append((it, ex))
             total += len(ex)
         for it, ex in reversed(kept):
@@ -188,5 +192,16 @@ class ReplayBuffer:
         ex = Examples.concat([e for _, e in self._parts])
         if len(ex) > self.capacity:
             cut = len(ex) - self.capacity
-            ex = Examples(ex.features[cut:], ex.legal[cut:], ex.policy[cut:], ex.value[cut:])
+            ex = ex.take(slice(cut, None))
         return ex
+
+
+def _read_segment(path: Path) -> Examples:
+    """One segment file, as ``ReplayBuffer.add`` wrote it; ValueError naming an array it lacks."""
+    with np.load(path) as z:
+        missing = [f.name for f in fields(Examples) if f.name not in z.files]
+        if missing:
+            raise ValueError(f"replay segment {path} lacks {', '.join(missing)}: written by another version")
+        ex = Examples(**{f.name: z[f.name] for f in fields(Examples)})
+    ex.features = ex.features.astype(np.float32)
+    return ex

@@ -8,6 +8,7 @@ saying why, then calls ``Round.apply``, the unchecked fast path the search uses 
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,12 +21,17 @@ from blobnet.cards import (
     N_CARDS,
     SUIT_MASKS,
     action_str,
+    beats,
     card_str,
     cards_of,
     mask_of,
+    winning,
 )
 
-__all__ = ["IllegalMove", "Round", "Game", "View", "GameContext", "standard_schedule", "legal_actions_of"]
+__all__ = [
+    "IllegalMove", "Round", "Game", "View", "GameContext", "standard_schedule", "legal_actions_of",
+    "random_round", "choices", "check_table", "TRUMP_CYCLE",
+]  # fmt: skip
 
 TRUMP_CYCLE = (0, 1, 2, 3, None)  # trump of round r is TRUMP_CYCLE[r % 5]; None is no-trump
 
@@ -125,6 +131,13 @@ class View:
             bid_total=sum(b for b in self.bids if b is not None),
             led=self.trick[0][1] // 13 if self.trick else -1,
         )
+
+    def legal_or_raise(self) -> list[int]:
+        """``legal_actions()`` for a player asked to move; ValueError when this seat has no move."""
+        legal = self.legal_actions()
+        if not legal:
+            raise ValueError(f"seat {self.seat} has no legal action: to_play={self.to_play}, phase={self.phase!r}")
+        return legal
 
 
 class Round:
@@ -305,12 +318,10 @@ class Round:
         trick = self.trick
         suit = action // 13
         if trick:
-            wc = self.win_card
-            ws = wc // 13
             led = trick[0][1] // 13
             if suit != led:
                 self.void_masks[s] |= 1 << led
-            if (suit == ws and action > wc) or (suit == self.trump and ws != suit):
+            if beats(action, self.win_card, self.trump):
                 self.win_seat, self.win_card = s, action
         else:
             self.win_seat, self.win_card = s, action
@@ -407,14 +418,7 @@ class Round:
         r.to_play = view.to_play
         r.n_bids = sum(b is not None for b in view.bids)
         r.bid_total = sum(b for b in view.bids if b is not None)
-        r.win_seat = r.win_card = -1
-        for s, c in view.trick:
-            if (
-                r.win_card < 0
-                or (c // 13 == r.win_card // 13 and c > r.win_card)
-                or (c // 13 == view.trump and r.win_card // 13 != view.trump)
-            ):
-                r.win_seat, r.win_card = s, c
+        r.win_seat, r.win_card = winning(view.trick, view.trump)
         return r
 
     def __repr__(self) -> str:
@@ -422,6 +426,25 @@ class Round:
             f"Round(players={self.players}, cards={self.cards}, trump={self.trump}, dealer={self.dealer}, "
             f"phase={self.phase!r}, to_play={self.to_play}, bids={self.bids}, tricks_won={self.tricks_won})"
         )
+
+
+def random_round(players: int, cards: int, rng: np.random.Generator) -> Round:
+    """A round of ``players`` x ``cards`` with a random trump (no-trump included), dealer and deal,
+    drawn from ``rng`` in that order."""
+    trump = TRUMP_CYCLE[int(rng.integers(len(TRUMP_CYCLE)))]
+    return Round.deal(players=players, cards=cards, trump=trump, dealer=int(rng.integers(players)), rng=rng)
+
+
+def choices(r: Round) -> Iterator[int]:
+    """The seats that have a choice in ``r``, in turn, until the round is over: forced moves (a
+    single legal action) are made here, unasked. The caller makes each yielded seat's move
+    (``r.play`` or ``r.apply``) before asking for the next."""
+    while r.to_play is not None:
+        legal = r.legal()
+        if len(legal) == 1:
+            r.apply(legal[0])
+        else:
+            yield r.to_play
 
 
 def standard_schedule(players: int, start_cards: int | None = None) -> list[int]:

@@ -14,16 +14,20 @@ its examples (in the order it produced them), its stats and its batcher's batch 
 caller's sink receives this process's rounds as they finish, then each helper's in order.
 
 The helpers also play arena matches (``match``), so a trainer's evaluation matches run side by
-side on both cores: a match is described by ``SeatSpec``s (a bot by name, or a network's weights
-with its search), played by ``blobnet.arena.play_match`` in the helper, and its ``MatchResult``
-comes back.
+side on both cores: a match is described by seat specs (``clients.players``: a bot by name, or a
+network's weights with its search), played by ``clients.match.play_match`` in the helper, and its
+``MatchResult`` comes back.
+
+What crosses the pipe is typed: the jobs and replies below are tagged msgspec structs, matched
+by type on arrival.
 
 Faults: a helper whose game raises sends back what it produced and the error, which is raised here
 as ``EngineError`` after the examples reach the sink; when a game here raises, the helpers are told
 to stop, finish the rounds they are playing and send back theirs, then the error is raised; a
 helper that dies is reported; when the run is cancelled, the helpers are terminated at once (the
-run's unfinished work is lost) and the next run starts fresh ones. Helpers ignore SIGINT: Ctrl-C
-reaches the whole process group, and the caller decides what stops.
+run's unfinished work is lost) and the next run starts fresh ones. Helpers ignore SIGINT (Ctrl-C
+reaches the whole process group, and the caller decides what stops) and end as soon as their
+parent does, however it ended.
 """
 
 from __future__ import annotations
@@ -32,108 +36,60 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import msgspec
 import numpy as np
 
+from blobnet.aio import run_loop
 from blobnet.config import GameConfig, SearchConfig
-from blobnet.evaluator import Evaluator
+from blobnet.evaluator import Evaluator, FreeEvaluator
+from blobnet.player import aclose_player
+from blobnet.ratings import MatchResult
 from blobnet.replay import Examples
-from clients.selfplay import EngineError, EngineStats, FreeEvaluator, SelfPlayEngine, run_loop
+from clients.match import play_match
+from clients.players import SeatSpec, arrays_of, build_seat, model_with
+from clients.remote import RemoteEvaluator
+from clients.selfplay import EngineError, EngineStats, SelfPlayEngine
+from servers import Batcher
 
-__all__ = ["EvaluatorSpec", "SeatSpec", "SelfPlayPool", "arrays_of", "build_seat", "split"]
+__all__ = ["BatcherSpec", "RemoteSpec", "FreeSpec", "EvaluatorSpec", "Counts", "SelfPlayPool", "split"]
 
-_PROGRESS_EVERY = 10  # a helper reports its rounds done this often
+_REPORT_SECONDS = 0.1  # a helper reports its counts this often while it plays
 
 
-@dataclass(frozen=True, slots=True)
-class EvaluatorSpec:
-    """How a helper builds its own evaluator: ``kind`` "local" (a Batcher over ``preset`` with the
-    run's weights), "remote" (``RemoteEvaluator`` to ``address``) or "free" (``FreeEvaluator``)."""
+# -- how a helper builds its evaluator ------------------------------------------------------------
+class BatcherSpec(msgspec.Struct, tag="batcher", frozen=True, kw_only=True):
+    """A ``servers.Batcher`` over network ``preset`` holding the run's weights."""
 
-    kind: str = "local"
     preset: str = "small"
-    dtype: str | None = None  # inference precision of a local batcher (None: float32)
+    dtype: str | None = None  # inference precision (None: float32)
     max_batch: int = 4096
     mode: str = "inline"
     device: str = "cpu"
-    address: str = ""  # the server of a "remote" evaluator
 
 
-@dataclass(frozen=True, slots=True)
-class SeatSpec:
-    """A player another process can build (``build_seat``): "heuristic" or "random" (a bot seeded
-    with ``seed``), or "network": ``preset`` with ``weights`` searching with ``search`` at
-    temperature 0 (``blobnet.player.NetworkPlayer`` seeded with ``seed``)."""
+class RemoteSpec(msgspec.Struct, tag="remote", frozen=True):
+    """A ``clients.remote.RemoteEvaluator`` connected to the server at ``address``."""
 
-    kind: str
-    seed: int = 0
-    preset: str = "small"
-    weights: dict[str, np.ndarray] | None = None
-    search: SearchConfig | None = None
-    device: str = "cpu"  # where a network's batcher runs
+    address: str
 
 
-def _model(preset: str, weights: dict[str, np.ndarray] | None) -> Any:
-    """A fresh ``preset`` network holding ``weights`` (sent as arrays by ``arrays_of``)."""
-    import torch
-
-    from blobnet.net import make_net
-
-    model = make_net(preset)
-    if weights is not None:
-        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
-    return model
+class FreeSpec(msgspec.Struct, tag="free", frozen=True):
+    """A ``FreeEvaluator``: the search alone."""
 
 
-def build_seat(spec: SeatSpec) -> Any:
-    """The player ``spec`` describes."""
-    from blobnet.bots import HeuristicBot, RandomBot
-
-    if spec.kind == "heuristic":
-        return HeuristicBot(seed=spec.seed)
-    if spec.kind == "random":
-        return RandomBot(seed=spec.seed)
-    if spec.kind != "network":
-        raise ValueError(f"seat kind {spec.kind!r}: use heuristic, random or network")
-    from blobnet.player import NetworkPlayer
-
-    return NetworkPlayer(_model(spec.preset, spec.weights), spec.search, seed=spec.seed, device=spec.device)
+EvaluatorSpec = BatcherSpec | RemoteSpec | FreeSpec
 
 
-@dataclass(frozen=True, slots=True)
-class _MatchJob:
-    a: SeatSpec
-    b: SeatSpec
-    players: int
-    cards: int
-    rounds: int
-    seed: int
-    concurrency: int
+# -- what crosses the pipe --------------------------------------------------------------------------
+class _Share(msgspec.Struct, tag="share", frozen=True, kw_only=True):
+    """Play a share of a self-play run."""
 
-    async def play(self, conn: Connection) -> tuple[Any, ...]:
-        from blobnet.arena import play_match
-        from blobnet.player import aclose_player
-
-        seats = []
-        try:
-            seats = [build_seat(self.a), build_seat(self.b)]
-            result = await play_match(*seats, players=self.players, cards=self.cards, rounds=self.rounds,
-                                      seed=self.seed, concurrency=self.concurrency)  # fmt: skip
-        except Exception as e:  # noqa: BLE001 - reported to the caller
-            return "done", None, f"{type(e).__name__}: {e}"
-        finally:
-            for seat in seats:
-                await aclose_player(seat)
-        return "done", result, None
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
     spec: EvaluatorSpec
     weights: dict[str, np.ndarray] | None
     search: SearchConfig
@@ -144,13 +100,60 @@ class _Job:
     first_game: int
     game_stride: int
 
-    async def play(self, conn: Connection) -> tuple[Any, ...]:
-        return await _play_share(self, conn)
+
+class _Match(msgspec.Struct, tag="match", frozen=True, kw_only=True):
+    """Play an arena match."""
+
+    a: SeatSpec
+    b: SeatSpec
+    players: int
+    cards: int
+    rounds: int
+    seed: int
+    concurrency: int
 
 
-def arrays_of(weights: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A state dict (tensors or arrays) as numpy arrays, to send to another process."""
-    return {k: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for k, v in weights.items()}
+class _Stop(msgspec.Struct, tag="stop", frozen=True):
+    """Finish the rounds in progress and reply (the caller's own share failed)."""
+
+
+class _Quit(msgspec.Struct, tag="quit", frozen=True):
+    """End the helper process."""
+
+
+class _Ready(msgspec.Struct, tag="ready", frozen=True):
+    """The helper's imports are done."""
+
+
+class Counts(msgspec.Struct, frozen=True):
+    """What engines have done in a run so far: live counters, for progress and measurement."""
+
+    rounds: int = 0
+    searched_decisions: int = 0
+    simulations: int = 0
+    evaluations: int = 0
+    batches: int = 0  # of the engines' own batchers (0 for other evaluators)
+    rows: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(a + b for a, b in zip(msgspec.structs.astuple(self), msgspec.structs.astuple(other))))
+
+
+class _Progress(msgspec.Struct, tag="progress", frozen=True):
+    counts: Counts  # this helper's share so far
+
+
+class _ShareDone(msgspec.Struct, tag="share_done", frozen=True, kw_only=True):
+    examples: Examples | None  # in the order produced; None when none were
+    stats: EngineStats | None  # None when no evaluator could be made
+    batches: int  # of the helper's batcher (0 for other evaluators)
+    rows: int
+    error: str | None  # set when the share failed (what it produced is still here)
+
+
+class _MatchDone(msgspec.Struct, tag="match_done", frozen=True):
+    result: MatchResult | None
+    error: str | None
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -168,6 +171,8 @@ class SelfPlayPool:
         self._helpers: list[tuple[Any, Connection]] = []
         self.batches = 0  # batches and rows of the last run's batchers, every process together
         self.rows = 0
+        self._helper_counts: list[Counts] = []  # the run in progress: each helper's last report
+        self._local: Callable[[], Counts] = Counts  # the run in progress: this process's share, live
 
     @property
     def mean_batch(self) -> float:
@@ -200,18 +205,26 @@ class SelfPlayPool:
         arrays = None if weights is None else arrays_of(weights)
         await self._start(n - 1)
         jobs = [
-            _Job(spec, arrays, search, game, r, c, seed, first_game=w, game_stride=n) for w, (r, c) in enumerate(shares)
-        ]
+            _Share(spec=spec, weights=arrays, search=search, game=game, rounds=r, concurrency=c, seed=seed,
+                   first_game=w, game_stride=n)
+            for w, (r, c) in enumerate(shares)
+        ]  # fmt: skip
         for (_, conn), job in zip(self._helpers, jobs[1:]):
             conn.send(job)
-        done = [0] * n
+        self._helper_counts = [Counts()] * (n - 1)
         loop = asyncio.get_running_loop()
 
-        def progress(w: int, rounds_done: int) -> None:
-            done[w] = rounds_done
+        def progress() -> None:
             if on_progress is not None:
-                on_progress(sum(done))
+                on_progress(self.counts().rounds)
 
+        def helper_progress(w: int, counts: Counts) -> None:
+            rounds_before = self._helper_counts[w - 1].rounds
+            self._helper_counts[w - 1] = counts
+            if counts.rounds != rounds_before:
+                progress()
+
+        batches0, rows0 = _batch_counts(evaluator)
         engine = SelfPlayEngine(
             evaluator,
             search=search,
@@ -221,14 +234,14 @@ class SelfPlayPool:
             first_game=0,
             game_stride=n,
             sink=sink,
-            on_progress=lambda st: progress(0, st.rounds),
+            on_progress=lambda _: progress(),
         )
-        batches0, rows0 = _batch_counts(evaluator)
+        self._local = lambda: _counts(engine, evaluator, batches0, rows0)
         t0 = time.perf_counter()
 
-        def relay(w: int) -> Callable[[int], None]:
-            def on_thread(k: int) -> None:
-                loop.call_soon_threadsafe(progress, w, k)
+        def relay(w: int) -> Callable[[Counts], None]:
+            def on_thread(counts: Counts) -> None:
+                loop.call_soon_threadsafe(helper_progress, w, counts)
 
             return on_thread
 
@@ -242,51 +255,64 @@ class SelfPlayPool:
             # A game here failed: the helpers finish the rounds they are playing and send back what
             # they produced, so no example already made is lost; then the error goes on.
             for _, conn in self._helpers[: n - 1]:
-                conn.send("stop")
-            for examples, *_ in await self._replies(waits):
-                if examples is not None and len(examples) and sink is not None:
-                    sink(examples)
+                conn.send(_Stop())
+            for reply in await self._replies(waits):
+                if isinstance(reply, _ShareDone) and reply.examples is not None and sink is not None:
+                    sink(reply.examples)
             raise
         except BaseException:
+            for wait_reply in waits:  # nobody will read these replies: no "exception never retrieved"
+                wait_reply.cancel()
             self.close(now=True)  # cancelled: end the helpers at once; the next run starts new ones
             raise
         replies = await self._replies(waits)
         batches, rows = _batch_counts(evaluator)
         self.batches, self.rows = batches - batches0, rows - rows0
         errors = []
-        for w, (examples, helper_stats, helper_batches, helper_rows, error) in enumerate(replies, start=1):
-            if examples is not None and len(examples) and sink is not None:
-                sink(examples)
-            if helper_stats is not None:
-                stats = _merged(stats, helper_stats)
-            self.batches += helper_batches
-            self.rows += helper_rows
-            if error is not None:
-                errors.append(f"helper {w}: {error}")
+        for w, reply in enumerate(replies, start=1):
+            assert isinstance(reply, _ShareDone), reply
+            if reply.examples is not None and sink is not None:
+                sink(reply.examples)
+            if reply.stats is not None:
+                stats = stats.merged(reply.stats)
+                st = reply.stats
+                self._helper_counts[w - 1] = Counts(st.rounds, st.searched_decisions, st.simulations, st.evaluations,
+                                                    reply.batches, reply.rows)  # fmt: skip
+            self.batches += reply.batches
+            self.rows += reply.rows
+            if reply.error is not None:
+                errors.append(f"helper {w}: {reply.error}")
         stats.seconds = time.perf_counter() - t0
+        progress()  # the helpers' last rounds, reported with their replies
         if errors:
             raise EngineError("; ".join(errors))
         return stats
 
+    def counts(self) -> Counts:
+        """The counts of the run in progress (or the last run) so far, every process together; a
+        helper's are as of its last report (every 0.1 s)."""
+        return sum(self._helper_counts, self._local())
+
     async def match(
         self, a: SeatSpec, b: SeatSpec, *, players: int, cards: int, rounds: int, seed: int, concurrency: int
-    ) -> Any:
-        """``blobnet.arena.play_match`` of ``a`` against ``b`` in a helper process (in this one when
+    ) -> MatchResult:
+        """``clients.match.play_match`` of ``a`` against ``b`` in a helper process (in this one when
         the pool has a single worker); returns its ``MatchResult``."""
-        job = _MatchJob(a, b, players, cards, rounds, seed, concurrency)
+        job = _Match(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=concurrency)
         if self.workers < 2:
-            _, result, error = await job.play(None)  # type: ignore[arg-type]
+            reply = await _play_match(job)
         else:
             await self._start(1)
             conn = self._helpers[0][1]
             conn.send(job)
             loop = asyncio.get_running_loop()
-            ((result, error),) = await self._replies([loop.run_in_executor(None, _receive, conn, _ignore)])
-        if error is not None:
-            raise RuntimeError(f"the arena match in a helper process failed: {error}")
-        return result
+            (reply,) = await self._replies([loop.run_in_executor(None, _receive, conn, _ignore)])
+        assert isinstance(reply, _MatchDone), reply
+        if reply.error is not None or reply.result is None:
+            raise RuntimeError(f"the arena match in a helper process failed: {reply.error}")
+        return reply.result
 
-    async def _replies(self, waits: list[asyncio.Future[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    async def _replies(self, waits: list[asyncio.Future[Any]]) -> list[Any]:
         try:
             return await asyncio.gather(*waits)
         except BaseException:
@@ -321,7 +347,7 @@ class SelfPlayPool:
         for proc, conn in self._helpers:
             if not now:
                 try:
-                    conn.send(None)
+                    conn.send(_Quit())
                 except OSError:
                     pass
                 proc.join(timeout=2)
@@ -332,77 +358,97 @@ class SelfPlayPool:
         self._helpers = []
 
 
-def _batch_counts(evaluator: Any) -> tuple[int, int]:
+def _batch_counts(evaluator: Evaluator) -> tuple[int, int]:
     """Batches and rows of an in-process batcher so far; (0, 0) for other evaluators."""
-    from servers import Batcher
-
     if not isinstance(evaluator, Batcher):
         return 0, 0
     st = evaluator.stats()
     return int(st["batches"]), int(st["rows"])
 
 
-def _merged(a: EngineStats, b: EngineStats) -> EngineStats:
-    out = EngineStats()
-    for f in fields(EngineStats):
-        if f.name in ("seconds", "stage_seconds"):
-            continue
-        setattr(out, f.name, getattr(a, f.name) + getattr(b, f.name))
-    out.seconds = max(a.seconds, b.seconds)
-    return out
-
-
-def _ignore(_: int) -> None:
+def _ignore(_: Counts) -> None:
     pass
 
 
-def _receive(conn: Connection, on_progress: Callable[[int], None]) -> tuple[Any, ...]:
+def _counts(engine: SelfPlayEngine, evaluator: Evaluator, batches0: int = 0, rows0: int = 0) -> Counts:
+    """``engine``'s counts so far, live (its stats add simulations and evaluations only at the end)."""
+    batches, rows = _batch_counts(evaluator)
+    st = engine.stats
+    return Counts(st.rounds, st.searched_decisions, engine.search.simulations, engine.search.evaluations,
+                  batches - batches0, rows - rows0)  # fmt: skip
+
+
+def _receive(conn: Connection, on_progress: Callable[[Counts], None]) -> Any:
     """On an executor thread: a helper's progress messages, then its reply."""
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
             raise EngineError("a helper process died during its job") from None
-        if msg[0] == "progress":
-            on_progress(msg[1])
-        else:
-            return tuple(msg[1:])
+        if not isinstance(msg, _Progress):
+            return msg
+        on_progress(msg.counts)
+
+
+def _end_with_parent() -> None:
+    """A daemon thread of a helper: exit the moment the parent process ends, however it ended
+    (a helper in the middle of a share would otherwise play on until its next message)."""
+    parent = mp.parent_process()
+    if parent is not None:
+        wait([parent.sentinel])
+        os._exit(1)
 
 
 def _helper_main(conn: Connection) -> None:
     """A helper process: play each job it is sent, reply with what it produced."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import servers  # noqa: F401 - torch and the batcher imported before "ready"
-
-    conn.send(("ready",))
+    threading.Thread(target=_end_with_parent, name="watch-parent", daemon=True).start()
+    conn.send(_Ready())
     while True:
         try:
             job = conn.recv()
         except (EOFError, OSError):
             return
-        if job is None:
-            return
-        if job == "stop":  # meant for a share that had already finished
-            continue
-        conn.send(run_loop(job.play(conn)))
+        match job:
+            case _Quit():
+                return
+            case _Stop():  # meant for a share that had already finished
+                continue
+            case _Share():
+                conn.send(run_loop(_play_share(job, conn)))
+            case _Match():
+                conn.send(run_loop(_play_match(job)))
 
 
-async def _play_share(job: _Job, conn: Connection) -> tuple[Any, ...]:
-    parent = os.getppid()
+async def _play_match(job: _Match) -> _MatchDone:
+    seats = []
+    try:
+        seats = [build_seat(job.a), build_seat(job.b)]
+        result = await play_match(*seats, players=job.players, cards=job.cards, rounds=job.rounds, seed=job.seed,
+                                  concurrency=job.concurrency)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - reported to the caller
+        return _MatchDone(None, f"{type(e).__name__}: {e}")
+    finally:
+        for seat in seats:
+            await aclose_player(seat)
+    return _MatchDone(result, None)
+
+
+async def _play_share(job: _Share, conn: Connection) -> _ShareDone:
     parts: list[Examples] = []
     try:
         evaluator = await _evaluator(job)
     except Exception as e:  # noqa: BLE001 - a server that cannot be reached, weights that do not fit
-        return "done", None, None, 0, 0, f"no evaluator: {type(e).__name__}: {e}"
+        return _ShareDone(examples=None, stats=None, batches=0, rows=0, error=f"no evaluator: {type(e).__name__}: {e}")
 
-    def progress(stats: EngineStats) -> None:
-        if os.getppid() != parent:  # the caller was killed: nobody is left to play for
-            raise SystemExit(1)
-        if conn.poll():  # "stop": the caller's own share failed
-            conn.recv()
+    def stop_asked(stats: EngineStats) -> None:
+        if conn.poll() and isinstance(conn.recv(), _Stop):  # the caller's own share failed
             engine.stop()
-        if stats.rounds % _PROGRESS_EVERY == 0:
-            conn.send(("progress", stats.rounds))
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(_REPORT_SECONDS)
+            conn.send(_Progress(_counts(engine, evaluator)))
 
     engine = SelfPlayEngine(
         evaluator,
@@ -413,29 +459,29 @@ async def _play_share(job: _Job, conn: Connection) -> tuple[Any, ...]:
         first_game=job.first_game,
         game_stride=job.game_stride,
         sink=parts.append,
-        on_progress=progress,
+        on_progress=stop_asked,
     )
     error = None
+    reporter = asyncio.create_task(report())
     try:
         await engine.run(job.rounds)
     except Exception as e:  # noqa: BLE001 - reported to the caller with what was produced
         error = f"{type(e).__name__}: {e}"
     finally:
+        reporter.cancel()
         batches, rows = _batch_counts(evaluator)
         await evaluator.aclose()
     examples = Examples.concat(parts) if parts else None
-    return "done", examples, engine.stats, batches, rows, error
+    return _ShareDone(examples=examples, stats=engine.stats, batches=batches, rows=rows, error=error)
 
 
-async def _evaluator(job: _Job) -> Evaluator:
-    spec = job.spec
-    if spec.kind == "free":
-        return FreeEvaluator()
-    if spec.kind == "remote":
-        from clients.remote import RemoteEvaluator
-
-        return await RemoteEvaluator.connect(spec.address)
-    from servers import Batcher
-
-    model = _model(spec.preset, job.weights)
-    return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device)
+async def _evaluator(job: _Share) -> Evaluator:
+    match job.spec:
+        case FreeSpec():
+            return FreeEvaluator()
+        case RemoteSpec(address=address):
+            return await RemoteEvaluator.connect(address)
+        case BatcherSpec() as spec:
+            model = model_with(spec.preset, job.weights)
+            return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device)
+    raise TypeError(f"not an evaluator spec: {job.spec!r}")

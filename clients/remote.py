@@ -1,12 +1,12 @@
 """The Evaluator protocol over a socket: a self-play process that cannot tell it from a ``Batcher``.
 
 ``RemoteEvaluator`` batches the way the batcher does: every row submitted in one event-loop iteration
-(``evaluate`` one at a time, ``evaluate_many`` a wave at once) goes into one frame (the first submit
-schedules the send with ``call_soon``; a frame that reaches ``max_rows`` is sent at once), and every
-waiter of a frame awaits one shared future. The server (``python -m servers``, servers/socket.py has
-the wire format) answers with one reply per batch the rows landed in, matched by id. Only the priors
-of the legal ids travel (8 floats on the wire where 70 would be mostly zeros); ``evaluate`` rebuilds
-its 70 from them.
+(``evaluate_many``, a wave at once) goes into one frame (the first submit schedules the send with
+``call_soon``; a frame that reaches ``max_rows`` is sent at once), and every waiter of a frame
+awaits one shared future (``servers.waiting.wait``). The server (``python -m servers``;
+servers/wire.py has the wire format) answers with one reply per batch the rows landed in, matched by
+id. Only the priors of the legal ids travel (a few floats a row, where the whole policy would be
+N_ACTIONS, mostly zeros).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 
-from servers.batcher import EvaluationError, EvaluatorClosed
-from servers.socket import (
+from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors
+from servers.waiting import Shared, wait
+from servers.wire import (
     DEFAULT_MAX_FRAME,
     F32,
     Error,
@@ -39,7 +40,6 @@ from servers.socket import (
     parse_address,
     tune_socket,
 )
-from servers.waiting import Shared, collateral, rewait
 
 __all__ = ["RemoteEvaluator"]
 
@@ -109,7 +109,6 @@ class RemoteEvaluator:
         self._next_id = 0
         self._reason: str | None = None  # set once the connection is unusable, and why
         self._x = np.zeros((0, 0), dtype=F32)  # staging rows of the open frame
-        self._shape: tuple[int, ...] = (0,)  # a row's shape, (width,)
 
     @classmethod
     async def connect(
@@ -131,54 +130,14 @@ class RemoteEvaluator:
                 await self.aclose()
                 raise
         self.width, self.n_actions, self.n_values = hello.width, hello.n_actions, hello.n_values
-        self._shape = (self.width,)
         self._x = np.zeros((max_rows, self.width), dtype=F32)
         return self
 
-    async def evaluate(self, features: np.ndarray, legal: Sequence[int]) -> tuple[list[float], list[float]]:
-        """See ``servers.batcher.Evaluator.evaluate``. ValueError for a bad row (this request only),
-        EvaluationError when the server's forward pass failed, EvaluatorClosed once the connection is
-        closed or lost."""
-        try:
-            if features.shape != self._shape:
-                raise ValueError(f"features have shape {features.shape}: expected ({self.width},)")
-        except AttributeError:
-            raise ValueError(f"features must be a numpy array of shape ({self.width},)") from None
-        if len(legal) == 0:
-            raise ValueError("legal is empty: a position to evaluate has at least one legal action")
-        f = self._open
-        if f is None:
-            f = self._new_frame()
-        i = f.n
-        self._x[i] = features  # copied now: the caller overwrites its row next
-        f.legal.append(legal if type(legal) is list else list(legal))  # checked when the frame is sent
-        f.n = i + 1
-        if f.n == self.max_rows:
-            self._send(f)
-        fut = f.fut
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if not collateral(fut):
-                raise
-            await rewait(f)
-        if f.error is not None:
-            raise EvaluatorClosed(str(f.error))
-        if f.errors and i in f.errors:
-            cls, msg = f.errors[i]
-            raise cls(msg)
-        priors = [0.0] * self.n_actions
-        off = f.offs[i]
-        leg = f.legal[i]
-        for a, p in zip(leg, f.flat[off : off + len(leg)], strict=False):
-            priors[a] = p
-        return priors, f.values[i]
-
-    async def evaluate_many(
-        self, features: np.ndarray, legal: Sequence[Sequence[int]]
-    ) -> tuple[list[float], list[list[float]]]:
-        """See ``servers.batcher.Batcher.evaluate_many`` (the search's protocol): flat priors of each
-        row's legal ids in row order, and each row's values. A bad row fails the whole request."""
+    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+        """The evaluator protocol (``blobnet.evaluator.Evaluator``, as ``servers.Batcher.evaluate_many``):
+        flat priors of each row's legal ids in row order, and each row's values. ValueError for a bad
+        row (the whole request fails), EvaluationError when the server's forward pass failed,
+        EvaluatorClosed once the connection is closed or lost."""
         k = len(legal)
         shape = getattr(features, "shape", None)
         if shape is None or len(shape) != 2 or shape[1] != self.width or shape[0] != k:
@@ -206,13 +165,7 @@ class RemoteEvaluator:
         values: list[list[float]] = []
         for f, start, i0, take in segments:
             if not f.done:
-                fut = f.fut
-                try:
-                    await fut
-                except asyncio.CancelledError:
-                    if not collateral(fut):
-                        raise
-                    await rewait(f)
+                await wait(f)
             if f.error is not None:
                 raise EvaluatorClosed(str(f.error))
             if f.errors:

@@ -1,7 +1,7 @@
 """A person plays Blob at the terminal: ``blobnet play --players 4 --cards 5 --opponent heuristic``.
 
 The person holds seat 0 ("you"); every other seat is the opponent player (``random``,
-``heuristic`` or a checkpoint, as ``blobnet.player.parse_player`` reads them). Before each of
+``heuristic`` or a checkpoint, as ``clients.players.parse_player`` reads them). Before each of
 the person's moves the table is shown: trump, dealer, bids, tricks won, the trick so far, the
 hand sorted by suit and the legal moves. Input: a card (``AS``, ``td``, ``10D``), ``bid 2`` or
 just ``2`` while bidding, ``help`` to show the table again, ``quit`` (or end of input) to stop.
@@ -20,8 +20,9 @@ from collections.abc import Callable
 import numpy as np
 
 from blobnet.cards import BID0, SUITS, card_str, parse_card
-from blobnet.player import Player, parse_player
-from blobnet.rules import TRUMP_CYCLE, Game, IllegalMove, Round, standard_schedule
+from blobnet.player import Player
+from blobnet.rules import TRUMP_CYCLE, Game, IllegalMove, Round, check_table, standard_schedule
+from clients.players import parse_player
 
 __all__ = ["Quit", "TerminalSession", "play_command", "format_hand", "parse_move", "describe_move"]
 
@@ -96,7 +97,7 @@ class TerminalSession:
     ) -> None:
         if rounds < 0:
             raise ValueError(f"rounds={rounds}: give a number of rounds, or 0 for a full game")
-        Round.deal(players=players, cards=cards, trump=None, dealer=0, seed=0)  # refuses impossible tables
+        check_table(players, cards)
         self.players = players
         self.cards = cards
         self.opponent = opponent

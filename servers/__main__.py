@@ -14,23 +14,16 @@ import logging
 import signal
 import sys
 
-from torch import nn
-
-from blobnet.net import DEFAULT_PRESET, PRESETS, make_net
+from blobnet.checkpoint import load_model
+from blobnet.config import DEFAULT_PRESET, PRESETS
+from blobnet.net import make_net
 from servers.batcher import MODES, Batcher
-from servers.socket import DEFAULT_MAX_FRAME, Server
+from servers.socket import Server
+from servers.wire import DEFAULT_MAX_FRAME
 
-__all__ = ["main", "load_checkpoint_model", "build_parser"]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("servers")
-
-
-def load_checkpoint_model(path: str) -> nn.Module:
-    """The model stored in checkpoint ``path`` (blobnet.checkpoint, imported only when a checkpoint is asked for)."""
-    from blobnet.checkpoint import load_model  # type: ignore[import-not-found]
-
-    model: nn.Module = load_model(path)
-    return model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    model = load_checkpoint_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
+    model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
     batcher = Batcher(
         model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
         max_wait=args.max_wait, threads=args.threads,
@@ -76,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        import uvloop
+        import uvloop  # optional (an extra): the standard event loop serves without it
     except ImportError:
         asyncio.run(serve(args))
     else:

@@ -12,10 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from blobnet.arena import JSON_KEYS, MatchResult, gate, lower_bound, play_match, t_quantile
 from blobnet.bots import HeuristicBot, RandomBot
-from blobnet.elo import MAX_ELO, EloLadder, elo_from_score, score_from_elo
+from blobnet.config import SearchConfig
+from blobnet.net import make_net
+from blobnet.player import NetworkPlayer
+from blobnet.ratings import (
+    JSON_KEYS,
+    MAX_ELO,
+    EloLadder,
+    MatchResult,
+    elo_from_score,
+    gate,
+    lower_bound,
+    score_from_elo,
+    t_quantile,
+)  # fmt: skip
 from blobnet.rules import View
+from clients.match import play_match
+from clients.players import batched
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -244,7 +258,7 @@ def test_ladder_records_match_results_and_round_trips(tmp_path: Path) -> None:
 
 def test_arena_command_prints_one_json_object_on_the_last_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "blobnet.cli", "arena", "--a", "random", "--b", "heuristic", "--rounds", "40", "--json"],
+        [sys.executable, "-m", "clients.cli", "arena", "--a", "random", "--b", "heuristic", "--rounds", "40", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -261,7 +275,7 @@ def test_arena_command_prints_one_json_object_on_the_last_line() -> None:
 
 def test_arena_command_names_a_bad_player() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "blobnet.cli", "arena", "--a", "nonsense", "--b", "random", "--rounds", "4"],
+        [sys.executable, "-m", "clients.cli", "arena", "--a", "nonsense", "--b", "random", "--rounds", "4"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -275,12 +289,10 @@ def test_a_seeded_match_of_network_players_repeats_even_when_batches_fill_up() -
     """Many tables and a small max_batch: batches fill while other tables still search. The
     player's batcher is in-line, so which rows share a batch (and which table draws next from the
     player's generator) never depends on timing."""
-    from blobnet.config import SearchConfig
-    from blobnet.net import make_net
-    from blobnet.player import NetworkPlayer
 
     def once() -> MatchResult:
-        net = NetworkPlayer(make_net("tiny", seed=1), SearchConfig(dets=2, sims=6, leaves=2), seed=3, max_batch=8)
+        net = NetworkPlayer(make_net("tiny", seed=1), SearchConfig(dets=2, sims=6, leaves=2), seed=3, max_batch=8,
+                            evaluator=batched())  # fmt: skip
 
         async def main() -> MatchResult:
             try:

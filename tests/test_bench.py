@@ -12,13 +12,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from bench.common import Adapted, ThreadBatcher, drive, forward_rows, rate
-from bench.report import advise
-from bench.strategies import PointSpec, _make_evaluator, _pooled_batches
-from bench.sweep import QUICK, TINY, Mode, derive, parse, plan_scaling
+from bench.advice import ADVICE, Advice, Facts, advise, best_row
+from bench.common import Timed, rate
+from bench.point import PointSpec
+from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher, drive
+from bench.strategies import ENGINE_EVALUATORS, STRATEGIES, run_point
+from bench.sweep import PLANS, QUICK, TINY, Mode, derive, parse, plan_scaling
+from blobnet.cards import BID0, N_VALUES
+from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import WIDTH
-from blobnet.net import make_net
+from blobnet.evaluator import FreeEvaluator
+from blobnet.net import DirectEvaluator, make_net
+from blobnet.search import Search
+from servers import Batcher
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -41,11 +49,12 @@ def test_tiny_sweep_writes_results_charts_and_summary(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     df = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
     assert COLUMNS <= set(df.columns), COLUMNS - set(df.columns)
-    want = {"asyncio", "asyncio-thread", "direct", "threads", "processes", "asyncio-pool", "free"}
-    assert set(df["strategy"]) >= want
-    pool = df[df["strategy"] == "asyncio-pool"]
-    assert pool["error"].isna().all(), pool["error"].tolist()  # its clients ran, each over its own batcher
-    assert (pool["mean_batch"] > 1).all() and (pool["workers"] == (os.cpu_count() or 1)).all()
+    assert set(df["strategy"]) >= {*STRATEGIES, "free"}
+    pooled = df[df["strategy"].isin(["asyncio-pool", "processes+server"])]
+    assert pooled["error"].isna().all(), pooled["error"].tolist()  # clients.pool ran them
+    # a whole run of the pool with every game live from its start: at least a round a game, batched
+    assert (pooled["rounds_done"] >= pooled["concurrency"]).all() and (pooled["mean_batch"] > 1).all()
+    assert (df[df["strategy"] == "asyncio-pool"]["workers"] == (os.cpu_count() or 1)).all()
     assert set(df["sweep"]) >= {"scaling", "search", "hands"}
     assert len(pd.read_json(out / "results.json")) == len(df)
     ran = df[df["error"].isna()]
@@ -167,6 +176,13 @@ def test_advice_with_no_successful_point_says_so() -> None:
     assert a.recommended is None and a.bottleneck == "unknown" and "no_data" in a.flags
 
 
+def test_each_piece_of_advice_says_nothing_the_data_do_not_bear_on() -> None:
+    df = pd.DataFrame([_row("asyncio", 64, 500, 200, 2000, 3000)])  # one point, big batches, no overlap
+    facts = Facts(df, df, best_row(df), 500, 10_000, 16.0, 0.7)
+    said = {piece.__name__: piece(facts, Advice(None, "unknown")) for piece in ADVICE}
+    assert {name for name, lines in said.items() if lines} == {"recommendation", "bottleneck", "training_time"}
+
+
 # ---- the pieces ----------------------------------------------------------------------------------
 
 
@@ -198,23 +214,17 @@ def test_point_spec_wants_a_game_per_client_process() -> None:
 
 
 def test_asyncio_uses_the_batchers_default_mode_and_asyncio_thread_a_thread() -> None:
-    from servers import Batcher
-
     default = Batcher(make_net("tiny", seed=0)).mode
-    assert _make_evaluator(PointSpec(strategy="asyncio", preset="tiny")).mode == default
-    assert _make_evaluator(PointSpec(strategy="asyncio-thread", preset="tiny")).mode == "thread"
+    made = {name: ENGINE_EVALUATORS[name](PointSpec(strategy=name, preset="tiny")) for name in ENGINE_EVALUATORS}
+    assert isinstance(made["asyncio"], Batcher) and made["asyncio"].mode == default
+    assert isinstance(made["asyncio-thread"], Batcher) and made["asyncio-thread"].mode == "thread"
+    assert isinstance(made["direct"], RowByRow) and isinstance(made["free"], FreeEvaluator)
 
 
-def test_pool_batches_are_pooled_rows_over_pooled_batches() -> None:
-    clients = [
-        {"batches": 10, "rows": 100, "p10": 4.0, "p50": 10.0, "p90": 16.0},
-        {"batches": 30, "rows": 60, "p10": 1.0, "p50": 2.0, "p90": 3.0},
-        {"batches": 0, "rows": 0, "p10": 0.0, "p50": 0.0, "p90": 0.0},  # no batch in the window: left out
-    ]
-    mean, p10, p50, p90 = _pooled_batches(clients)
-    assert mean == pytest.approx(160 / 40)  # not the mean of the clients' means (5.5)
-    assert (p10, p50, p90) == pytest.approx((2.5, 6.0, 9.5))
-    assert all(math.isnan(x) for x in _pooled_batches(clients[2:]))
+def test_every_strategy_has_a_plan_and_a_point_refuses_an_unknown_one() -> None:
+    assert set(PLANS) == set(STRATEGIES)
+    with pytest.raises(ValueError, match="use one of"):
+        run_point(PointSpec(strategy="bogus"))
 
 
 def test_pool_ceilings_count_every_process() -> None:
@@ -250,30 +260,66 @@ def test_sweep_refuses_bad_flags() -> None:
             parse(argv)
 
 
+def _rows(n: int) -> tuple[np.ndarray, list[list[int]]]:
+    rng = np.random.default_rng(0)
+    legal = [[0, 3, 7], [BID0, BID0 + 1], [10, 11, 12, 13], [1, 2], [BID0 + 8, BID0 + 9, BID0 + 10]][:n]
+    return (rng.random((n, WIDTH)) < 0.05).astype(np.float32), legal
+
+
 def test_thread_batcher_answers_each_request_as_a_direct_forward_would() -> None:
     model = make_net("tiny", seed=0)
-    rng = np.random.default_rng(0)
-    x = (rng.random((5, WIDTH)) < 0.05).astype(np.float32)
-    legal = [[0, 3, 7], [52, 53], [10, 11, 12, 13], [1, 2], [60, 61, 62]]
+    x, legal = _rows(5)
     tb = ThreadBatcher(model, fill=1, timeout=0.01)
     priors, values = drive(tb.evaluate_many(x, legal))
-    want_p, want_v = forward_rows(model, x, legal)
+    want_p, want_v = DirectEvaluator(model).run_rows(x, legal)
+    np.testing.assert_allclose(priors, want_p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
+    assert tb.sizes == [5]  # one request filled the batch: one forward pass of its 5 rows
+
+
+def test_row_by_row_runs_a_forward_pass_per_row_with_the_batched_answers() -> None:
+    model = make_net("tiny", seed=0)
+    calls: list[int] = []
+    model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    x, legal = _rows(5)
+    priors, values = drive(RowByRow(model, yield_each=False).evaluate_many(x, legal))
+    assert calls == [1] * 5
+    want_p, want_v = DirectEvaluator(model).run_rows(x, legal)
     np.testing.assert_allclose(priors, want_p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
 
 
-def test_adapter_passes_answers_through_and_times_them_while_active() -> None:
-    from clients.selfplay import FreeEvaluator
+def test_drive_refuses_an_evaluator_that_suspends() -> None:
+    search = Search(FreeEvaluator(), SearchConfig(dets=1, sims=2, leaves=1))
+    player = SyncPlayer(search, np.random.default_rng(0), GameConfig(players=[4], cards=[3]))
+    with pytest.raises(RuntimeError, match="suspended"):
+        player.play_round(lambda: False)
 
-    ev = Adapted(FreeEvaluator(0.25))
+
+def test_sync_player_searches_the_real_choices_of_whole_rounds() -> None:
+    torch.manual_seed(0)
+    ev = RowByRow(make_net("tiny", seed=0), yield_each=False)
+    search = Search(ev, SearchConfig(dets=1, sims=4, leaves=2))
+    player = SyncPlayer(search, np.random.default_rng(0), GameConfig(players=[4], cards=[2]))
+    seen = []
+    player.play_round(lambda: False, lambda: seen.append(player.decisions))
+    assert player.rounds == 1 and seen == list(range(1, player.decisions + 1))
+    assert 4 <= player.decisions <= 8  # 4 bids and 8 cards: the bids and some of the first trick searched
+    assert search.simulations == 4 * player.decisions
+    player.play_round(lambda: True)  # told to stop before its first decision: not a round
+    assert player.rounds == 1 and len(seen) == player.decisions
+
+
+def test_timed_passes_answers_through_and_times_them_while_active() -> None:
+    ev = Timed(FreeEvaluator(0.25))
     x = np.zeros((2, WIDTH), dtype=np.float32)
     priors, values = asyncio.run(ev.evaluate_many(x, [[1, 2], [5, 6, 7, 8]]))
     assert priors == [0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
-    assert values == [[0.25] * 8, [0.25] * 8]
-    assert ev.latency.seconds == []  # not timed until the log is active
-    ev.latency.active = True
+    assert values == [[0.25] * N_VALUES, [0.25] * N_VALUES]
+    assert ev.seconds == []  # not timed until started
+    ev.start()
     asyncio.run(ev.evaluate_many(x, [[1, 2], [3, 4]]))
-    assert len(ev.latency.seconds) == 1 and ev.latency.seconds[0] >= 0
+    assert len(ev.stop()) == 1 and ev.seconds[0] >= 0 and not ev.active
 
 
 def test_rate_is_the_slope_through_bursty_counters() -> None:
@@ -282,11 +328,21 @@ def test_rate_is_the_slope_through_bursty_counters() -> None:
     assert rate([(a, b) for a, b in zip(t, bursts)], 1) == pytest.approx(1000, rel=0.05)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the check itself would run")
 def test_gpu_check_exits_cleanly_without_a_gpu() -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present: the check itself runs instead")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "no GPU: nothing to check" in proc.stdout
+
+
+def test_gpu_check_dry_run_on_the_cpu_checks_parity_and_keeps_to_its_budget(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--preset", "tiny", "--concurrency", "8"]
+    proc = subprocess.run(
+        [*cmd, "--budget", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (md,) = tmp_path.glob("*.md")
+    text = md.read_text()
+    assert text.count("| ok |") == 4 and "FAIL" not in text  # the network twice, the batcher twice
+    assert "Skipped (time budget): 8 games, max_inflight=2: out of time" in text

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blobnet.bots import Bot, HeuristicBot, RandomBot, beats, estimate_tricks
-from blobnet.cards import BID0, parse_card
+from blobnet.bots import Bot, HeuristicBot, RandomBot, estimate_tricks
+from blobnet.cards import BID0, beats, parse_card
 from blobnet.rules import Round, View
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from dataclasses import astuple
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from blobnet.encode import WIDTH
 from blobnet.net import make_net
@@ -38,11 +41,20 @@ def test_truncated_file_is_refused_by_name(tmp_path):
         load_checkpoint(path)
 
 
-def test_garbage_file_is_refused(tmp_path):
+def test_garbage_file_is_refused_in_one_line_without_torch_advice(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(os.urandom(4096))
-    with pytest.raises(CheckpointError, match="junk.pt"):
+    with pytest.raises(CheckpointError, match="junk.pt is not a BlobNet checkpoint: not a file written by") as e:
         load_model(path)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+
+
+def test_a_file_of_python_objects_is_refused_in_one_line_without_torch_advice(tmp_path):
+    path = tmp_path / "objects.pt"
+    torch.save({"format": "blobnet-checkpoint-v1", "model": Fraction(1, 3)}, path)
+    with pytest.raises(CheckpointError, match="objects.pt is not a BlobNet checkpoint: it holds Python objects") as e:
+        load_model(path)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):
@@ -89,9 +101,10 @@ def test_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch)
 def examples(n: int, tag: float) -> Examples:
     ex = Examples(
         np.full((n, WIDTH), tag, np.float32),
-        np.ones((n, 70), bool),
-        np.full((n, 70), 1 / 70, np.float32),
-        np.full((n, 8), tag, np.float32),
+        np.ones((n, N_ACTIONS), bool),
+        np.full((n, N_ACTIONS), 1 / N_ACTIONS, np.float32),
+        np.full((n, N_VALUES), tag, np.float32),
+        np.arange(N_VALUES) < np.arange(n)[:, None] % 6 + 3,  # tables of 3 to 8
     )
     return ex
 
@@ -105,7 +118,8 @@ def test_replay_keeps_the_newest_capacity_examples_and_restores_them_exactly(tmp
     assert data.value[0, 0] == pytest.approx(2 / 8) and data.value[-1, 0] == pytest.approx(4 / 8)
     again = ReplayBuffer(tmp_path, capacity=25)
     again.restore(upto=4)
-    np.testing.assert_array_equal(again.arrays().features, data.features)
+    for a, b in zip(astuple(again.arrays()), astuple(data), strict=True):
+        np.testing.assert_array_equal(a, b)
     # a segment of an interrupted later iteration is dropped on restore
     buf.add(5, examples(10, 5 / 8))
     third = ReplayBuffer(tmp_path, capacity=25)

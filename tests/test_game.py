@@ -1,15 +1,17 @@
-"""A whole game against RULES.md: the schedule, dealer and trump rotation, totals, the end."""
+"""A whole game against RULES.md: the schedule, dealer and trump rotation, totals, the end; and the
+round helpers the drivers play with (``choices``, ``random_round``)."""
 
 from __future__ import annotations
 
 import copy
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blobnet.rules import Game, IllegalMove, Round, standard_schedule
+from blobnet.rules import TRUMP_CYCLE, Game, IllegalMove, Round, choices, random_round, standard_schedule
 
 TRUMPS = [0, 1, 2, 3, None]  # S H C D none
 
@@ -181,3 +183,26 @@ def test_game_totals_are_sums_of_round_scores(players: int, data: st.DataObject,
         assert r.context is not None and r.context.round_index == i
         assert list(r.context.totals) == [sum(q.scores()[s] for q in g.history[:i]) for s in range(players)]
     assert fast.totals == g.totals and fast.is_over
+
+
+# -- what the drivers use to play rounds ----------------------------------------------------------
+
+
+def test_choices_yields_only_real_choices_and_makes_the_forced_moves() -> None:
+    r = Round.deal(players=3, cards=1, trump=None, dealer=2, seed=4)
+    asked = []
+    for seat in choices(r):
+        legal = r.legal()
+        assert seat == r.to_play and len(legal) > 1
+        asked.append((r.phase, seat))
+        r.play(legal[-1])
+    assert r.phase == "over" and r.scores()
+    assert [p for p, _ in asked] == ["bid"] * 3  # one card each: every play is forced, only the bids ask
+
+
+def test_random_round_draws_trump_dealer_and_deal_from_the_generator() -> None:
+    rounds = [random_round(5, 4, np.random.default_rng([7, i])) for i in range(60)]
+    again = random_round(5, 4, np.random.default_rng([7, 0]))
+    assert (again.trump, again.dealer, again.hands) == (rounds[0].trump, rounds[0].dealer, rounds[0].hands)
+    assert {r.trump for r in rounds} == set(TRUMP_CYCLE) and {r.dealer for r in rounds} == set(range(5))
+    assert all(len(h) == 4 for r in rounds for h in r.hands)

@@ -7,8 +7,9 @@ import io
 import pytest
 import torch
 
+from blobnet.config import DEFAULT_PRESET, PRESETS
 from blobnet.encode import WIDTH
-from blobnet.net import DEFAULT_PRESET, PRESETS, BlobNet, count_params, make_net
+from blobnet.net import BlobNet, count_params, make_net
 
 
 def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

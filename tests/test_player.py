@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from blobnet.arena import play_match
 from blobnet.bots import HeuristicBot, RandomBot
 from blobnet.cards import BID0
 from blobnet.checkpoint import save_checkpoint
 from blobnet.config import SearchConfig
 from blobnet.net import make_net
-from blobnet.player import NetworkPlayer, aclose_player, act_async, load_player, parse_player
+from blobnet.player import NetworkPlayer, aclose_player, act_async, load_player
 from blobnet.rules import Round, View
+from clients.match import play_match
+from clients.players import batched, parse_player
+from servers import Batcher
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +143,13 @@ def test_act_works_inside_a_running_loop(tiny_ckpt: Path) -> None:
 
 
 def test_network_player_plays_a_match_through_one_batcher(tiny_ckpt: Path) -> None:
-    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0, evaluator=batched())
 
     async def main() -> tuple[float, object, dict[str, float]]:
         try:
             res = await play_match(p, RandomBot(seed=1), players=4, cards=3, rounds=8, seed=0, concurrency=8)
-            batcher = p._batcher
+            batcher = p._evaluator
+            assert isinstance(batcher, Batcher)
             stats = batcher.stats()
         finally:
             await p.aclose()
@@ -160,7 +163,7 @@ def test_network_player_plays_a_match_through_one_batcher(tiny_ckpt: Path) -> No
     # used again on a new loop, the player makes a new batcher
     v = views_to_decide()[3]
     assert asyncio.run(p.aact(v)) in v.legal_actions()
-    assert p._batcher is not batcher
+    assert p._evaluator is not batcher
 
 
 def test_two_network_players_on_one_model_share_nothing_but_the_weights(tiny_ckpt: Path) -> None:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
+import psutil
 import pytest
 
 from blobnet.config import GameConfig, SearchConfig
+from blobnet.evaluator import FreeEvaluator
 from blobnet.net import make_net
+from blobnet.player import aclose_player
 from blobnet.replay import Examples
-from clients.pool import EvaluatorSpec, SelfPlayPool, split
-from clients.selfplay import EngineError, FreeEvaluator, SelfPlayEngine
+from clients.match import play_match
+from clients.players import BotSeat, NetworkSeat, arrays_of, build_seat
+from clients.pool import BatcherSpec, FreeSpec, RemoteSpec, SelfPlayPool, split
+from clients.selfplay import EngineError, SelfPlayEngine
 from servers import Batcher
 
 FAST = SearchConfig(dets=2, sims=8, leaves=2)
@@ -44,7 +51,7 @@ def test_split_is_even_and_complete():
 def test_the_pool_plays_exactly_the_games_one_engine_plays(pool):
     parts: list[Examples] = []
     stats = asyncio.run(
-        pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=12,
+        pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=12,
                  concurrency=4, seed=5, sink=parts.append)
     )  # fmt: skip
     alone: list[Examples] = []
@@ -61,7 +68,7 @@ def test_helpers_evaluate_with_the_weights_they_are_sent(pool):
         batcher = Batcher(model, max_batch=256)
         progress: list[int] = []
         try:
-            stats = await pool.run(batcher, EvaluatorSpec(preset="tiny", max_batch=256), model.state_dict(),
+            stats = await pool.run(batcher, BatcherSpec(preset="tiny", max_batch=256), model.state_dict(),
                                    search=FAST, game=GAME, rounds=20, concurrency=8, seed=1,
                                    on_progress=progress.append)  # fmt: skip
         finally:
@@ -77,7 +84,7 @@ def test_helpers_evaluate_with_the_weights_they_are_sent(pool):
 
 def test_a_helper_that_fails_is_reported_and_this_process_keeps_its_examples(pool):
     parts: list[Examples] = []
-    spec = EvaluatorSpec(kind="remote", address="unix:/nonexistent/blobnet.sock")
+    spec = RemoteSpec("unix:/nonexistent/blobnet.sock")
     with pytest.raises(EngineError, match="helper 1: no evaluator"):
         asyncio.run(
             pool.run(FreeEvaluator(), spec, None, search=FAST, game=GAME, rounds=6, concurrency=2, seed=0,
@@ -95,14 +102,14 @@ def test_a_game_failing_here_stops_the_helpers_and_keeps_what_they_produced(pool
     parts: list[Examples] = []
     with pytest.raises(EngineError, match="broken"):
         asyncio.run(
-            pool.run(Broken(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=100_000,
+            pool.run(Broken(), FreeSpec(), None, search=FAST, game=GAME, rounds=100_000,
                      concurrency=2, seed=0, sink=parts.append)
         )  # fmt: skip
     # Nothing came from this process (its first evaluation failed): every example is the helper's,
     # sent back when it was told to stop instead of after its 50,000 rounds.
     assert sum(len(p) for p in parts) > 0
     stats = asyncio.run(
-        pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=4,
+        pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=4,
                  concurrency=2, seed=0)
     )  # fmt: skip
     assert stats.rounds == 4  # the same helper serves the next run
@@ -119,11 +126,11 @@ def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
 
         with pytest.raises(EngineError, match="died"):
             asyncio.run(
-                pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=400,
+                pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=400,
                          concurrency=2, seed=0, on_progress=kill_helper)
             )  # fmt: skip
         stats = asyncio.run(
-            pool.run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME, rounds=4,
+            pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=4,
                      concurrency=2, seed=0)
         )  # fmt: skip
         assert stats.rounds == 4
@@ -133,12 +140,9 @@ def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
 
 
 def test_a_match_in_a_helper_equals_the_same_match_played_here(pool):
-    from blobnet.arena import play_match
-    from clients.pool import SeatSpec, arrays_of, build_seat
-
-    net = SeatSpec("network", seed=2, preset="tiny", weights=arrays_of(make_net("tiny", seed=4).state_dict()),
-                   search=SearchConfig(dets=2, sims=6, leaves=2))  # fmt: skip
-    bot = SeatSpec("heuristic", seed=3)
+    net = NetworkSeat(preset="tiny", weights=arrays_of(make_net("tiny", seed=4).state_dict()),
+                      search=SearchConfig(dets=2, sims=6, leaves=2), seed=2)  # fmt: skip
+    bot = BotSeat("heuristic", seed=3)
     kw = dict(players=4, cards=3, rounds=12, seed=9, concurrency=4)
     there = asyncio.run(pool.match(net, bot, **kw))
 
@@ -147,26 +151,26 @@ def test_a_match_in_a_helper_equals_the_same_match_played_here(pool):
         try:
             return await play_match(a, b, **kw)
         finally:
-            await a.aclose()
+            await aclose_player(a)
 
     same = asyncio.run(here())
     assert dataclasses.replace(there, seconds=0.0) == dataclasses.replace(same, seconds=0.0)
     assert there.rounds == 12
-    with pytest.raises(RuntimeError, match="seat kind 'nobody'"):
-        asyncio.run(pool.match(SeatSpec("nobody"), bot, **kw))
+    with pytest.raises(RuntimeError, match="bot 'nobody': use one of random, heuristic"):
+        asyncio.run(pool.match(BotSeat("nobody"), bot, **kw))
 
 
 def test_bad_pool_settings_are_named():
     with pytest.raises(ValueError, match="workers=0"):
         SelfPlayPool(0)
     with pytest.raises(ValueError, match="concurrency=0"):
-        asyncio.run(SelfPlayPool(1).run(FreeEvaluator(), EvaluatorSpec(kind="free"), None, search=FAST, game=GAME,
+        asyncio.run(SelfPlayPool(1).run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME,
                                         rounds=1, concurrency=0, seed=0))  # fmt: skip
 
 
 def test_selfplay_command_prints_the_documented_keys(tmp_path):
     out = tmp_path / "examples.npz"
-    cmd = [sys.executable, "-m", "blobnet.cli", "selfplay", "--players", "4", "--cards", "3", "--dets", "2",
+    cmd = [sys.executable, "-m", "clients.cli", "selfplay", "--players", "4", "--cards", "3", "--dets", "2",
            "--sims", "6", "--concurrency", "6", "--rounds", "10", "--preset", "tiny", "--workers", "2",
            "--out", str(out), "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -178,3 +182,73 @@ def test_selfplay_command_prints_the_documented_keys(tmp_path):
     assert result["avg_batch"] > 1 and 0 <= result["uniform_target_fraction"] <= 1
     with np.load(out) as z:
         assert z["features"].shape[0] == result["examples"]
+
+
+def _selfplay_with_a_helper() -> tuple[subprocess.Popen[str], psutil.Process]:
+    """`blobnet selfplay` with two engine processes, once its helper process is playing. Its rounds
+    are long (5 x 10 cards, 4 x 600 simulations: over ten seconds each), so a helper that only looked
+    for its parent between rounds would outlive it by seconds."""
+    cmd = [sys.executable, "-m", "clients.cli", "selfplay", "--free", "--players", "5", "--cards", "10", "--dets",
+           "4", "--sims", "600", "--concurrency", "4", "--rounds", "1000", "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        helpers = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+        if helpers and sum(helpers[0].cpu_times()[:2]) > 4:  # its imports take about 2 s: playing its share
+            return proc, helpers[0]
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the helper process never started playing")
+
+
+def _gone(p: psutil.Process) -> bool:
+    """Ended: no such process, or a zombie nobody has reaped yet (an orphan's reaper may be slow)."""
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_helper_ends_with_its_parent(sig):
+    """SIGTERM takes Ctrl-C's path (the pool closes its helpers, the command says it was
+    interrupted); after SIGKILL, which nothing can catch, the helper sees its parent gone."""
+    proc, helper = _selfplay_with_a_helper()
+    proc.send_signal(sig)
+    deadline = time.monotonic() + 5
+    while not _gone(helper):
+        assert time.monotonic() < deadline, "the helper outlived its parent by 5 s"
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=30)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "interrupted" in err
+
+
+def test_live_counts_grow_during_a_run_and_add_up_to_its_stats(pool):
+    """``counts()`` is what a progress display or a benchmark window reads while helpers play."""
+    seen: list[int] = []
+
+    async def run():  # type: ignore[no-untyped-def]
+        model = make_net("tiny", seed=3)
+        batcher = Batcher(model, max_batch=256)
+        sampler = asyncio.get_running_loop()
+
+        def sample(_: int) -> None:
+            seen.append(pool.counts().simulations)
+
+        try:
+            stats = await pool.run(batcher, BatcherSpec(preset="tiny", max_batch=256), model.state_dict(),
+                                   search=FAST, game=GAME, rounds=40, concurrency=8, seed=2,
+                                   on_progress=sample)  # fmt: skip
+        finally:
+            await batcher.aclose()
+        assert sampler is asyncio.get_running_loop()
+        return stats
+
+    stats = asyncio.run(run())
+    final = pool.counts()
+    assert (final.rounds, final.searched_decisions, final.simulations, final.evaluations) == (
+        stats.rounds, stats.searched_decisions, stats.simulations, stats.evaluations)  # fmt: skip
+    assert final.rows == stats.evaluations and final.batches > 0  # every row went through a batcher
+    assert seen == sorted(seen) and 0 < seen[0] < seen[-1] <= final.simulations

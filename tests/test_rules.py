@@ -1,6 +1,7 @@
-"""The rules engine against RULES.md: cards, a single round, bad input, recorded rounds, invariants.
+"""The rules engine against RULES.md: a single round, bad input, recorded rounds, invariants.
 
-Game-level rules (schedule, trump and dealer rotation, totals) are in test_game.py.
+Cards and action ids are in test_cards.py; game-level rules (schedule, trump and dealer rotation,
+totals) in test_game.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blobnet.cards import BID0, MAX_BID, N_ACTIONS, action_str, card_str, mask_of, parse_card
+from blobnet.cards import BID0, N_ACTIONS, action_str, mask_of, parse_card
 from blobnet.rules import IllegalMove, Round, View
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -62,51 +63,6 @@ HANDS4 = [cards("AS 2H 5C"), cards("KS QS 3D"), cards("4S AC KH"), cards("7D 9C 
 
 def round4(trump: int | None = 1, dealer: int = 3) -> Round:
     return Round.deal(players=4, cards=3, trump=trump, dealer=dealer, hands=copy.deepcopy(HANDS4))
-
-
-# -- cards and action ids -----------------------------------------------------------------------
-
-
-def test_card_id_is_suit_times_13_plus_rank() -> None:
-    assert parse_card("2S") == 0
-    assert parse_card("AS") == 12
-    assert parse_card("2H") == 13
-    assert parse_card("AD") == 51
-    assert parse_card("TC") == 2 * 13 + 8
-    assert [card_str(c) for c in (0, 12, 13, 51)] == ["2S", "AS", "2H", "AD"]
-
-
-def test_card_text_round_trips_for_every_card() -> None:
-    for c in range(52):
-        assert parse_card(card_str(c)) == c
-    assert {card_str(c) for c in range(52)} == {r + s for r in "23456789TJQKA" for s in "SHCD"}
-
-
-def test_parse_card_accepts_10_and_lower_case() -> None:
-    assert parse_card("10D") == parse_card("TD") == 3 * 13 + 8
-    assert parse_card("10d") == parse_card("td") == parse_card(" TD ")
-    assert parse_card("as") == 12
-
-
-@pytest.mark.parametrize("text", ["", "A", "1S", "AX", "ASS", "10", "11D", "0S", "S2"])
-def test_parse_card_rejects_what_is_not_a_card(text: str) -> None:
-    with pytest.raises(ValueError, match="not a card"):
-        parse_card(text)
-
-
-@pytest.mark.parametrize("card", [-1, 52, 69])
-def test_card_str_rejects_ids_outside_0_51(card: int) -> None:
-    with pytest.raises(ValueError, match="outside 0..51"):
-        card_str(card)
-
-
-def test_action_ids_are_cards_then_bids_70_in_all() -> None:
-    assert N_ACTIONS == 70
-    assert MAX_BID == 17 == 52 // 3
-    assert action_str(0) == "2S"
-    assert action_str(51) == "AD"
-    assert action_str(52) == "bid 0"
-    assert action_str(69) == "bid 17"
 
 
 # -- the table: players, cards, hands -------------------------------------------------------------

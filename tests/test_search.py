@@ -11,9 +11,9 @@ import pytest
 from blobnet.cards import BID0, N_CARDS
 from blobnet.config import ConfigError, SearchConfig
 from blobnet.encode import OFFSETS
+from blobnet.evaluator import FreeEvaluator
 from blobnet.rules import Round, View
 from blobnet.search import Search, SearchResult, choose_action
-from clients.selfplay import FreeEvaluator
 
 
 class PlayedCardEvaluator:

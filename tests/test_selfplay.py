@@ -9,8 +9,9 @@ import pytest
 
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import OFFSETS, WIDTH
+from blobnet.evaluator import FreeEvaluator
 from blobnet.replay import Examples
-from clients.selfplay import EngineError, FreeEvaluator, SelfPlayEngine
+from clients.selfplay import EngineError, SelfPlayEngine
 
 FAST = SearchConfig(dets=2, sims=8, leaves=2)
 

@@ -20,13 +20,16 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_batcher import Echo, W, check, expected, row  # pytest puts tests/ on sys.path
+from test_batcher import Echo, W, check, expected, one, row  # pytest puts tests/ on sys.path
 
+from blobnet.cards import N_ACTIONS, N_VALUES
+from blobnet.checkpoint import save_checkpoint
 from blobnet.encode import WIDTH
 from blobnet.net import make_net
 from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluationError, Evaluator, EvaluatorClosed
-from servers.socket import Error, Hello, Message, Reply, Request, Server, as_bytes, encode_frame
+from servers.socket import Server
+from servers.wire import Error, Hello, Message, Reply, Request, as_bytes, encode_frame
 
 DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Message)  # type: ignore[arg-type]
 ENCODER = msgspec.msgpack.Encoder()
@@ -76,14 +79,13 @@ async def expect_error_then_close(reader: asyncio.StreamReader, match: str) -> N
 
 
 def test_remote_evaluator_is_an_evaluator() -> None:
-    def width(ev: Evaluator) -> int:
-        return ev.width
-
     async def main() -> None:
         async with serving(Echo()) as (_, address):
             remote = await RemoteEvaluator.connect(address)
-            assert width(remote) == W and (remote.n_actions, remote.n_values) == (70, 8)
-            await remote.aclose()
+            assert (remote.width, remote.n_actions, remote.n_values) == (W, N_ACTIONS, N_VALUES)  # the greeting's
+            ev: Evaluator = remote  # mypy checks the protocol here; the call checks the answer
+            check(await one(ev, row(2), [4, 9]), expected(row(2), [4, 9]))
+            await ev.aclose()
 
     asyncio.run(main())
 
@@ -93,15 +95,15 @@ def test_remote_results_equal_in_process_results(kind: str) -> None:
     net = make_net("tiny", seed=0)
     rng = np.random.default_rng(0)
     rows = (rng.random((40, WIDTH)) < 0.05).astype(np.float32)
-    legals = [sorted(rng.choice(70, size=int(rng.integers(1, 15)), replace=False).tolist()) for _ in range(40)]
+    legals = [sorted(rng.choice(N_ACTIONS, size=int(rng.integers(1, 15)), replace=False).tolist()) for _ in range(40)]
 
     async def main() -> None:
         async with asyncio.timeout(20), serving(net, kind) as (local, address):
             remote = await RemoteEvaluator.connect(address, max_rows=16)  # 40 rows: three frames
-            got = await asyncio.gather(*(remote.evaluate(rows[i], legals[i]) for i in range(40)))
-            want = await asyncio.gather(*(local.evaluate(rows[i], legals[i]) for i in range(40)))
-            for (p1, v1), (p2, v2) in zip(got, want, strict=True):
-                assert len(p1) == 70 and all(type(p) is float for p in p1)
+            got = await asyncio.gather(*(one(remote, rows[i], legals[i]) for i in range(40)))
+            want = await asyncio.gather(*(one(local, rows[i], legals[i]) for i in range(40)))
+            for (p1, v1), (p2, v2), leg in zip(got, want, legals, strict=True):
+                assert len(p1) == len(leg) and all(type(p) is float for p in p1)
                 assert np.allclose(p1, p2, atol=1e-6) and np.allclose(v1, v2, atol=1e-6)
             # Waves, as the search sends them: 40 rows over frames of 16, and a second request alongside.
             many, other = await asyncio.gather(
@@ -132,7 +134,7 @@ def test_remote_requesters_get_their_own_rows_back() -> None:
                 for k in range(4):
                     r[1] = k / 8
                     legal = [1, 2, 3 + i % 60]
-                    check(await remote.evaluate(r, legal), expected(row(i, k / 8), legal))
+                    check(await one(remote, r, legal), expected(row(i, k / 8), legal))
 
             async with asyncio.TaskGroup() as tg:
                 for i in range(50):
@@ -151,26 +153,26 @@ def test_bad_rows_and_failed_batches_reach_only_their_remote_waiters() -> None:
             nan = row(1)
             nan[3] = np.nan
             out = await asyncio.gather(
-                remote.evaluate(row(0), [1]), remote.evaluate(nan, [1]), remote.evaluate(row(2), [70]),
-                remote.evaluate(row(3), [4]), return_exceptions=True,
+                one(remote, row(0), [1]), one(remote, nan, [1]), one(remote, row(2), [N_ACTIONS]),
+                one(remote, row(3), [4]), return_exceptions=True,
             )  # fmt: skip
             check(out[0], expected(row(0), [1]))  # type: ignore[arg-type]
             check(out[3], expected(row(3), [4]))  # type: ignore[arg-type]
             assert isinstance(out[1], ValueError) and "NaN" in str(out[1])
-            assert isinstance(out[2], ValueError) and "0..69" in str(out[2])
+            assert isinstance(out[2], ValueError) and f"0..{N_ACTIONS - 1}" in str(out[2])
             with pytest.raises(ValueError, match="shape"):
-                await remote.evaluate(np.zeros(W + 2, dtype=np.float32), [1])
+                await one(remote, np.zeros(W + 2, dtype=np.float32), [1])
             odd_ids: list[list[Any]] = [[np.int64(3), True], [2.5], ["x"], [2**70], [6]]
             odd = await asyncio.gather(
-                *(remote.evaluate(row(i), ids) for i, ids in enumerate(odd_ids)), return_exceptions=True
+                *(one(remote, row(i), ids) for i, ids in enumerate(odd_ids)), return_exceptions=True
             )
             check(odd[0], expected(row(0), [3, 1]))  # type: ignore[arg-type]
             check(odd[4], expected(row(4), [6]))  # type: ignore[arg-type]
-            assert all(isinstance(e, ValueError) and "ints in 0..69" in str(e) for e in odd[1:4]), odd
+            assert all(isinstance(e, ValueError) and f"ints in 0..{N_ACTIONS - 1}" in str(e) for e in odd[1:4]), odd
             model.fail_next = True
-            failed = await asyncio.gather(*(remote.evaluate(row(i), [1]) for i in range(3)), return_exceptions=True)
+            failed = await asyncio.gather(*(one(remote, row(i), [1]) for i in range(3)), return_exceptions=True)
             assert all(isinstance(f, EvaluationError) and "boom" in str(f) for f in failed)
-            check(await remote.evaluate(row(5), [1]), expected(row(5), [1]))
+            check(await one(remote, row(5), [1]), expected(row(5), [1]))
             await remote.aclose()
 
     asyncio.run(main())
@@ -197,7 +199,7 @@ def test_a_bad_frame_gets_an_error_and_closes_only_its_connection(payload: bytes
             writer.write_eof()
             await expect_error_then_close(reader, match)
             writer.close()
-            check(await good.evaluate(row(3), [5]), expected(row(3), [5]))
+            check(await one(good, row(3), [5]), expected(row(3), [5]))
             await good.aclose()
 
     asyncio.run(main())
@@ -212,10 +214,10 @@ def test_a_client_that_leaves_with_rows_pending_loses_only_its_own() -> None:
             writer.write(request(list(range(5)), np.stack([row(i) for i in range(5)]), [[1]] * 5))
             writer.close()  # gone before its replies
             await writer.wait_closed()
-            check(await other.evaluate(row(8), [2]), expected(row(8), [2]))
+            check(await one(other, row(8), [2]), expected(row(8), [2]))
             while batcher.stats()["rows"] < 6:  # the leaver's rows ran too; their replies were dropped
                 await asyncio.sleep(0.01)
-            check(await other.evaluate(row(9), [2]), expected(row(9), [2]))
+            check(await one(other, row(9), [2]), expected(row(9), [2]))
             await other.aclose()
 
     asyncio.run(main())
@@ -230,9 +232,26 @@ def test_a_half_closed_client_still_gets_its_replies() -> None:
             writer.write_eof()
             reply = await read_frame(reader)
             assert isinstance(reply, Reply) and reply.ids == [7, 8] and not reply.err and not reply.fail
-            assert np.allclose(np.frombuffer(reply.v, "<f4").reshape(2, 8)[:, 0], [1.0, 2.0])
+            assert np.allclose(np.frombuffer(reply.v, "<f4").reshape(2, N_VALUES)[:, 0], [1.0, 2.0])
             assert await read_frame(reader) is None
             writer.close()
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_remote_waiter_does_not_disturb_its_frame() -> None:
+    async def main() -> None:
+        async with asyncio.timeout(20), serving(Echo()) as (_, address):
+            remote = await RemoteEvaluator.connect(address)
+            tasks = [asyncio.create_task(one(remote, row(i), [2, 5])) for i in range(6)]
+            await asyncio.sleep(0)  # every task has put its row in the frame; it is not sent yet
+            tasks[2].cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(done[2], asyncio.CancelledError)
+            for i in (0, 1, 3, 4, 5):
+                check(done[i], expected(row(i), [2, 5]))  # type: ignore[arg-type]
+            check(await one(remote, row(7), [1]), expected(row(7), [1]))
+            await remote.aclose()
 
     asyncio.run(main())
 
@@ -241,13 +260,13 @@ def test_closing_the_remote_evaluator_fails_its_waiters_and_later_calls() -> Non
     async def main() -> None:
         async with asyncio.timeout(20), serving(Echo()) as (_, address):
             remote = await RemoteEvaluator.connect(address)
-            pending = asyncio.ensure_future(remote.evaluate(row(1), [1]))
+            pending = asyncio.ensure_future(one(remote, row(1), [1]))
             await asyncio.sleep(0)  # submitted; its frame is not sent yet
             await remote.aclose()
             with pytest.raises(EvaluatorClosed):
                 await pending
             with pytest.raises(EvaluatorClosed):
-                await remote.evaluate(row(1), [1])
+                await one(remote, row(1), [1])
 
     asyncio.run(main())
 
@@ -271,8 +290,6 @@ def test_a_signal_shuts_the_server_subprocess_down_cleanly(sig: signal.Signals) 
             net = make_net("tiny", seed=0)
             proc, address = _start_server("--listen", listen := "tcp:127.0.0.1:0")
         else:
-            from blobnet.checkpoint import save_checkpoint
-
             net = make_net("tiny", seed=3)
             save_checkpoint(f"{tmp}/c.pt", preset="tiny", model=net.state_dict())
             proc, address = _start_server("--listen", listen := f"unix:{tmp}/s.sock", "--checkpoint", f"{tmp}/c.pt")
@@ -283,12 +300,12 @@ def test_a_signal_shuts_the_server_subprocess_down_cleanly(sig: signal.Signals) 
                 async with asyncio.timeout(20):
                     remote = await RemoteEvaluator.connect(address)
                     local = Batcher(net)
-                    got, want = await remote.evaluate(r, [52, 53, 54]), await local.evaluate(r, [52, 53, 54])
+                    got, want = await one(remote, r, [52, 53, 54]), await one(local, r, [52, 53, 54])
                     assert np.allclose(got[0], want[0], atol=1e-6) and np.allclose(got[1], want[1], atol=1e-6)
                     proc.send_signal(sig)
                     assert await asyncio.to_thread(proc.wait, 20) == 0
                     with pytest.raises(EvaluatorClosed):  # the connection went with the server
-                        await remote.evaluate(r, [52])
+                        await one(remote, r, [52])
                     await remote.aclose()
                     await local.aclose()
 
@@ -336,7 +353,7 @@ def test_fuzzed_bytes_never_stop_the_server_answering(payload: bytes) -> None:
                 pass
             writer.close()
             remote = await RemoteEvaluator.connect(address)
-            check(await remote.evaluate(row(2), [0, 69]), expected(row(2), [0, 69]))
+            check(await one(remote, row(2), [0, N_ACTIONS - 1]), expected(row(2), [0, N_ACTIONS - 1]))
             await remote.aclose()
 
     asyncio.run(main())
@@ -355,7 +372,7 @@ def test_a_stale_socket_file_is_replaced_but_a_live_server_is_not() -> None:
             with pytest.raises(OSError, match="in use"):
                 await Server(batcher, f"unix:{path}").start()
             remote = await RemoteEvaluator.connect(f"unix:{path}")
-            check(await remote.evaluate(row(1), [3]), expected(row(1), [3]))
+            check(await one(remote, row(1), [3]), expected(row(1), [3]))
             await remote.aclose()
             await server.aclose()
             await batcher.aclose()

@@ -38,7 +38,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def train_cmd(run_dir: Path, *extra: str, iterations: int = 2, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "blobnet.cli", "train", "--run-dir", str(run_dir), "--json"]
+    cmd = [sys.executable, "-m", "clients.cli", "train", "--run-dir", str(run_dir), "--json"]
     cmd += ["--resume"] if resume else []
     for item in [*TINY, f"train.iterations={iterations}", *extra]:
         cmd += ["--set", item]
@@ -153,24 +153,3 @@ def test_bad_config_is_refused_before_anything_is_written(tmp_path, bad, named):
     out = train(tmp_path / "run", bad)
     assert out.returncode == 2 and named in out.stderr
     assert not (tmp_path / "run").exists()
-
-
-def test_onlooker_rows_count_in_the_value_loss_alone():
-    """The value-only rows (a decision seen by another seat) leave the policy loss as it is on
-    the acting seats' rows, and join the value loss."""
-    from blobnet.config import GameConfig
-    from blobnet.net import make_net
-    from blobnet.replay import Examples
-    from blobnet.train import learner_losses, teacher_examples
-
-    ex = teacher_examples(GameConfig(players=[4], cards=[3]), 3, seed=0)
-    acting = Examples(ex.features[0::2], ex.legal[0::2], ex.policy[0::2], ex.value[0::2])
-    onlookers = Examples(ex.features[1::2], ex.legal[1::2], ex.policy[1::2], ex.value[1::2])
-    assert (acting.policy.sum(axis=1) > 0.99).all() and (onlookers.policy == 0).all()
-    model = make_net("tiny", seed=0).eval()
-    with torch.no_grad():
-        _, pol_all, val_all = learner_losses(model, ex, 1.0)
-        _, pol_acting, val_acting = learner_losses(model, acting, 1.0)
-        _, _, val_onlookers = learner_losses(model, onlookers, 1.0)
-    assert float(pol_all) == pytest.approx(float(pol_acting), rel=1e-5)
-    assert float(val_all) == pytest.approx((float(val_acting) + float(val_onlookers)) / 2, rel=1e-5)

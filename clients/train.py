@@ -4,7 +4,7 @@ evaluation in the arena, checkpoints that resume exactly.
 One iteration: self-play (the engine and the batcher share this event loop; with
 ``train.workers`` > 1, helper processes of ``clients.pool`` play their shares of the rounds on
 the other cores, each with its own batcher) -> the examples join the replay buffer as one segment
-file -> learner steps -> the new weights go to the batcher between batches -> arena: the
+file -> learner steps (``blobnet.learn``) -> the new weights go to the batcher between batches -> arena: the
 candidate against the baselines here and, at the same time, against ``best.pt`` in a helper (the
 gate: it replaces ``best.pt`` only through it) -> metrics row, charts, checkpoint. On a CPU the
 phases alternate; nothing else runs while the learner steps.
@@ -17,17 +17,16 @@ one and loses at most the iteration in progress.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import csv
 import io
 import json
-import math
 import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,23 @@ import msgspec
 import numpy as np
 import torch
 
-from blobnet.arena import EloLadder, MatchResult, gate, play_match
-from blobnet.bots import HeuristicBot, RandomBot
-from blobnet.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from blobnet.config import GameConfig, RunConfig, apply_overrides, config_from_dict, load_config
-from blobnet.encode import MIN_PLAYERS, OFFSETS, WIDTH, encode
-from blobnet.net import BlobNet, make_net
-from blobnet.replay import Examples, ReplayBuffer, RoundRecord
-from blobnet.rules import TRUMP_CYCLE, Round
+from blobnet.bots import HeuristicBot
+from blobnet.charts import draw_training_charts
+from blobnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from blobnet.config import RunConfig
+from blobnet.files import atomic_write_bytes
+from blobnet.learn import cosine_lr, learner_steps, teacher_examples
+from blobnet.net import make_net
+from blobnet.player import Player, aclose_player
+from blobnet.ratings import EloLadder, MatchResult, gate
+from blobnet.replay import Examples, ReplayBuffer
 from blobnet.status import Status
-from clients.pool import EvaluatorSpec, SeatSpec, SelfPlayPool, arrays_of, build_seat
-from clients.selfplay import run_loop
+from clients.match import play_match
+from clients.players import BOTS, BotSeat, NetworkSeat, arrays_of, build_seat
+from clients.pool import BatcherSpec, SelfPlayPool
 from servers import Batcher
 
-__all__ = ["Trainer", "train_command", "learner_losses"]
+__all__ = ["Trainer", "METRIC_FIELDS"]
 
 _CKPT = re.compile(r"iter_(\d{6})\.pt$")
 METRIC_FIELDS = [
@@ -57,28 +59,6 @@ METRIC_FIELDS = [
     "vs_heuristic_diff", "vs_heuristic_lo", "vs_heuristic_hi", "vs_random_diff", "vs_random_lo", "vs_random_hi",
     "vs_best_diff", "vs_best_lo", "vs_best_hi",
 ]  # fmt: skip
-
-
-def learner_losses(
-    model: BlobNet, batch: Examples, value_weight: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, policy, value) losses of one minibatch.
-
-    Policy: cross-entropy against the visit shares, averaged over the rows that have them (not
-    the value-only rows). Value: squared error over the seats at the table (the padding seats
-    past ``players`` carry no target)."""
-    dev = next(model.parameters()).device
-    x, legal, target_pi, target_v = (
-        torch.from_numpy(a).to(dev, non_blocking=True) for a in (batch.features, batch.legal, batch.policy, batch.value)
-    )
-    logits, values = model(x, legal)
-    with_policy = (target_pi.sum(dim=-1) > 0).sum().clamp(min=1)
-    policy = -(target_pi * torch.log_softmax(logits, dim=-1)).sum() / with_policy
-    off = OFFSETS["players"]
-    players = x[:, off : off + 6].argmax(dim=1) + MIN_PLAYERS
-    seat_mask = (torch.arange(8, device=dev).unsqueeze(0) < players.unsqueeze(1)).float()
-    value = (((values - target_v) ** 2) * seat_mask).sum() / seat_mask.sum()
-    return policy + value_weight * value, policy, value
 
 
 class Trainer:
@@ -201,9 +181,7 @@ class Trainer:
         except asyncio.CancelledError:
             if self.interrupted is None:
                 raise
-            where = (
-                "the final matches" if self.iteration == cfg.train.iterations else f"iteration {self.iteration + 1}"
-            )
+            where = "the final matches" if self.iteration == cfg.train.iterations else f"iteration {self.iteration + 1}"
             self.status.done(
                 f"stopped by {self.interrupted} during {where}; "
                 f"iteration {self.iteration} is saved: resume with --resume"
@@ -229,7 +207,7 @@ class Trainer:
         parts: list[Examples] = []
 
         batcher.reset_stats()
-        spec = EvaluatorSpec(
+        spec = BatcherSpec(
             preset=cfg.network.preset,
             dtype=cfg.network.dtype,
             max_batch=cfg.server.max_batch,
@@ -252,7 +230,12 @@ class Trainer:
         self.replay.add(it, Examples.concat(parts))
 
         self.status.phase(it, cfg.train.iterations, "learn", 0, cfg.train.steps_per_iteration)
-        policy_loss, value_loss, lr = self._learn(it)
+        train = cfg.train
+        total_steps = train.iterations * train.steps_per_iteration
+        first = (it - 1) * train.steps_per_iteration
+        policy_loss, value_loss, lr = self._learn(
+            it, train.steps_per_iteration, lambda k: cosine_lr(first + k, total_steps, train.lr, train.lr_final)
+        )
         batcher.set_weights(self.model.state_dict())  # taken between batches
 
         self.status.phase(it, cfg.train.iterations, "arena", 0, 1)
@@ -285,8 +268,6 @@ class Trainer:
         self.rows.append(row)
         self._write_metrics()
         self._save(promoted)
-        from blobnet.charts import draw_training_charts
-
         draw_training_charts(self.rows, self.dir)
         self.status.line(
             f"iter {it}: {row['rounds_per_min']:.0f} rounds/min, batch {row['avg_batch']:.0f}, "
@@ -302,56 +283,36 @@ class Trainer:
         self.status.phase(0, cfg.iterations, "warm start", 0, cfg.warm_start_rounds)
         data = teacher_examples(self.cfg.game, cfg.warm_start_rounds, seed=cfg.seed)
         self.replay.add(0, data)
-        policy_loss, value_loss, _ = self._learn(0, steps=cfg.warm_start_steps)
+        policy_loss, value_loss, _ = self._learn(0, cfg.warm_start_steps, lambda k: cfg.lr)
         self.status.line(f"warm start: {len(data)} examples from HeuristicBot, loss {policy_loss:.3f}/{value_loss:.4f}")
 
     def _weights(self) -> dict[str, torch.Tensor]:
         """A copy of the model's weights on the CPU (what checkpoints and players take)."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
-    def _learn(self, it: int, steps: int | None = None) -> tuple[float, float, float]:
-        """Learner steps on the replay buffer. On a GPU they run on a CUDA stream of their own, so
-        they never queue behind the batcher's copies and forward passes; the stream is synchronised
-        before the new weights are handed on."""
+    def _learn(self, it: int, steps: int, lr_at: Callable[[int], float]) -> tuple[float, float, float]:
+        """``steps`` learner steps on the replay buffer (``blobnet.learn.learner_steps``), minibatches
+        drawn from ``[seed, it, 1]``. On a GPU they run on a CUDA stream of their own, so they never
+        queue behind the batcher's copies and forward passes; the stream is synchronised before the
+        new weights are handed on."""
+        cfg = self.cfg.train
         stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            out = self._steps(it, steps)
+            out = learner_steps(
+                self.model, self.optimizer, self.replay.arrays(), cfg=cfg, steps=steps, lr_at=lr_at,
+                rng=np.random.default_rng([cfg.seed, it, 1]),
+                on_step=lambda k: self.status.phase(it, cfg.iterations, "learn", k, steps),
+            )  # fmt: skip
         if stream is not None:
             stream.synchronize()
         return out
 
-    def _steps(self, it: int, steps: int | None) -> tuple[float, float, float]:
-        cfg = self.cfg.train
-        data = self.replay.arrays()
-        rng = np.random.default_rng([cfg.seed, it, 1])
-        total_steps = cfg.iterations * cfg.steps_per_iteration
-        self.model.train()
-        pol = val = torch.zeros(())
-        lr = cfg.lr
-        steps = cfg.steps_per_iteration if steps is None else steps
-        for k in range(steps):
-            step = max(it - 1, 0) * cfg.steps_per_iteration + (k if it else 0)
-            lr = cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * step / max(total_steps, 1)))
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            idx = rng.integers(len(data), size=min(cfg.batch_size, len(data)))
-            batch = Examples(data.features[idx], data.legal[idx], data.policy[idx], data.value[idx])
-            loss, p, v = learner_losses(self.model, batch, cfg.value_weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            pol, val = p.detach(), v.detach()  # read once at the end: .item() would wait for the device
-            if k % 10 == 0:
-                self.status.phase(it, cfg.iterations, "learn", k, steps)
-        self.model.eval()
-        return float(pol), float(val), lr
-
-    def _seat(self, state: dict[str, torch.Tensor]) -> SeatSpec:
+    def _seat(self, state: dict[str, torch.Tensor]) -> NetworkSeat:
         """The network with ``state`` as a player, built here or in a helper (``build_seat``)."""
-        return SeatSpec("network", seed=self.cfg.train.seed, preset=self.cfg.network.preset,
-                        weights=arrays_of(state), search=self.cfg.search, device=self.cfg.server.device)  # fmt: skip
+        return NetworkSeat(preset=self.cfg.network.preset, weights=arrays_of(state), search=self.cfg.search,
+                           seed=self.cfg.train.seed, device=self.cfg.server.device)  # fmt: skip
 
-    async def _match(self, a: Any, b: Any, rounds: int, seed: int) -> MatchResult:
+    async def _match(self, a: Player, b: Player, rounds: int, seed: int) -> MatchResult:
         arena = self.cfg.arena
         return await play_match(
             a, b, players=arena.players, cards=arena.cards, rounds=rounds, seed=seed, concurrency=arena.concurrency
@@ -372,14 +333,13 @@ class Trainer:
         results: dict[str, MatchResult] = {}
         try:
             for base in arena.baselines:
-                bot = HeuristicBot(seed=seed) if base == "heuristic" else RandomBot(seed=seed)
-                results[base] = res = await self._match(candidate, bot, arena.rounds, seed)
+                results[base] = res = await self._match(candidate, BOTS[base](seed), arena.rounds, seed)
                 self.ladder.record(name, base, res)
             results["best"] = res = await gate_match
             self.ladder.record(name, self.best_name, res)
         finally:
             gate_match.cancel()
-            await candidate.aclose()
+            await aclose_player(candidate)
         self.ladder.save(self.dir / "elo.json")
         return results
 
@@ -394,7 +354,7 @@ class Trainer:
         best = build_seat(seat)
         self.status.phase(self.iteration, self.cfg.train.iterations, "final matches", 0, 1)
         vs_random = asyncio.ensure_future(
-            pool.match(seat, SeatSpec("random", seed=1), players=arena.players, cards=arena.cards,
+            pool.match(seat, BotSeat("random", seed=1), players=arena.players, cards=arena.cards,
                        rounds=arena.final_rounds, seed=10_007, concurrency=arena.concurrency)
         )  # fmt: skip
         try:
@@ -404,7 +364,7 @@ class Trainer:
             }
         finally:
             vs_random.cancel()
-            await best.aclose()
+            await aclose_player(best)
         for base, res in results.items():
             out[base] = res.to_dict()
             lo, hi = res.ci95
@@ -415,57 +375,3 @@ class Trainer:
             )
         atomic_write_bytes(self.dir / "final.json", json.dumps(out, indent=2).encode())
         return out
-
-
-def teacher_examples(game: GameConfig, rounds: int, *, seed: int, smoothing: float = 0.5) -> Examples:
-    """Rounds of HeuristicBot at every seat, sampled like self-play's; one example per decision
-    with a choice: the round's scores as values, and as policy target the bot's move with weight
-    ``1 - smoothing`` and the rest spread over the legal moves. A one-hot target would make the
-    prior so sharp that the search never looks at another move; the values then decide."""
-    rng = np.random.default_rng([seed, 0, 2])
-    bot = HeuristicBot(seed=seed)
-    parts = []
-    for _ in range(rounds):
-        players = int(rng.choice(game.players))
-        cards = int(rng.choice([c for c in game.cards if c * players <= 52]))
-        r = Round.deal(players=players, cards=cards, trump=TRUMP_CYCLE[int(rng.integers(5))],
-                       dealer=int(rng.integers(players)), rng=rng)  # fmt: skip
-        record = RoundRecord()
-        while r.to_play is not None:
-            legal = r.legal()
-            if len(legal) > 1:
-                view = r.view(r.to_play)
-                row = np.empty(WIDTH, np.float32)
-                encode(view, row)
-                action = bot.act(view)
-                share = smoothing / len(legal)
-                record.add(r, row, legal, [share + (1 - smoothing) * (a == action) for a in legal])
-                r.apply(action)
-            else:
-                r.apply(legal[0])
-        parts.append(record.examples(r))
-    return Examples.concat(parts)
-
-
-def _run_config(args: argparse.Namespace) -> RunConfig:
-    """A new run reads --config; a resumed one its own config.json, with any --set on top."""
-    stored = Path(args.run_dir) / "config.json"
-    if args.resume and stored.exists():
-        data = json.loads(stored.read_text())
-        return config_from_dict(apply_overrides(data, args.overrides), str(stored))
-    return load_config(args.config, args.overrides)
-
-
-def train_command(args: argparse.Namespace) -> int:
-    config = _run_config(args)
-    t0 = time.perf_counter()
-    status = Status(enabled=not args.json)
-    trainer = Trainer(Path(args.run_dir), config, resume=args.resume, status=status)
-    trainer.prepare()
-    result = run_loop(trainer.run())
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"wall time {result['seconds']:.0f} s; run directory {args.run_dir}")
-    return 0
