@@ -31,6 +31,12 @@ built a 70-float priors list, since removed):
   (server in "auto"): 0.95 at 4096 one-row requesters, 0.26 to 0.49 at 1 to 256.
 - Waves of 12 rows per request pay the per-request part once per wave: in-line 0.70 to 0.91,
   "auto" 0.77 to 1.06 (above 1: the forward passes of full batches run on the second core).
+- The protocol as arrays (legal masks in, (k, N_ACTIONS) priors out; 2026-12-01, waves of 24 rows,
+  a machine shared with other work at load 2.5 to 4.5, so ratios rather than rates): "auto" in-process
+  0.76 to 0.88 against 0.68 to 0.81 with legal lists and flat Python priors ("small"), 0.40 to 0.79
+  against 0.25 to 0.51 ("tiny"); over the socket 0.54 to 0.73 against 0.51 to 0.67 ("small"). With a
+  model that costs nothing, the batcher's own cost fell from 48 to 105 us a request of 24 rows to 24
+  to 64 us (medians of 7 interleaved runs, 1 to 256 requesters, in-line).
 - In self-play (``blobnet selfplay``) the worker thread does not pay: the search's Python holds the
   GIL, and the thread waits for it at every torch call (thread mode with batches of 128 to 512:
   790 to 855 rounds/min against 1,100 in-line). The second core is used by a second engine process
@@ -66,6 +72,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blobnet.cards import N_ACTIONS
 from blobnet.config import DEFAULT_PRESET
 from blobnet.encode import WIDTH
 from blobnet.evaluator import Evaluator
@@ -77,15 +84,16 @@ from servers.waiting import Shared, collateral, rewait, wait
 APP_GC = (50000, 50, 100)  # DESIGN.md's setting for self-play
 
 
-def legal_pool(rng: np.random.Generator, n: int = 512) -> list[list[int]]:
-    """Legal id lists shaped like Blob's: bids 0..cards (minus a hooked one) or 1 to 13 cards of a hand."""
-    out = []
-    for _ in range(n):
+def legal_pool(rng: np.random.Generator, n: int = 512) -> np.ndarray:
+    """(n, N_ACTIONS) bool legal masks shaped like Blob's: bids 0..cards (minus a hooked one) or 1 to
+    13 cards of a hand."""
+    out = np.zeros((n, N_ACTIONS), dtype=np.bool_)
+    for i in range(n):
         if rng.random() < 0.25:
             cards = int(rng.integers(1, 11))
-            out.append([52 + b for b in range(cards + 1)])
+            out[i, 52 : 52 + cards + 1] = True
         else:
-            out.append(sorted(rng.choice(52, size=int(rng.integers(1, 14)), replace=False).tolist()))
+            out[i, rng.choice(52, size=int(rng.integers(1, 14)), replace=False)] = True
     return out
 
 
@@ -139,9 +147,7 @@ def raw_rate(
     x = torch.from_numpy(feature_rows(rng, batch, model.width))  # type: ignore[arg-type]
     if dtype is not None:
         x = x.to(dtype)
-    mask = torch.zeros((batch, model.n_actions), dtype=torch.bool)  # type: ignore[arg-type]
-    for i in range(batch):
-        mask[i, pool[i % len(pool)]] = True
+    mask = torch.from_numpy(pool[np.arange(batch) % len(pool)])
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -318,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.batcher_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--requesters", default="1,16,256,4096", help="requester counts, one row per request")
-    p.add_argument("--wave", type=int, default=12, help="rows per evaluate_many request (0: skip waves)")
+    p.add_argument(
+        "--wave", type=int, default=24, help="rows per evaluate_many request (0: skip waves); 24: the search's "
+        "wave at its default settings, 3 determinizations x 4 leaves x 2 views"
+    )  # fmt: skip
     p.add_argument("--wave-requesters", default="1,16,256,1024", help="requester counts sending waves")
     p.add_argument("--modes", default="auto,inline,thread", help="in-process modes to measure, the default first")
     p.add_argument("--max-batch", type=int, default=1024)

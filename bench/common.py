@@ -26,7 +26,7 @@ from torch import nn
 
 from blobnet.cards import BID0, N_ACTIONS, N_CARDS
 from blobnet.evaluator import Evaluator, Priors
-from blobnet.net import forward_rows, legal_index
+from blobnet.net import forward_rows
 
 __all__ = [
     "RESULTS",
@@ -89,16 +89,18 @@ def parse_ints(text: str) -> tuple[int, ...]:
     return vals
 
 
-def sample_inputs(n: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
-    """``n`` feature rows (n, width) float32 about as sparse as ``blobnet.encode``'s, and legal id
-    lists shaped like Blob's: 2 to 8 bids in about 3 rows of 10, else 2 to 13 cards."""
+def sample_inputs(
+    n: int, width: int, rng: np.random.Generator, n_actions: int = N_ACTIONS
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` feature rows (n, width) float32 about as sparse as ``blobnet.encode``'s, and legal masks
+    (n, n_actions) bool shaped like Blob's: 2 to 8 bids in about 3 rows of 10, else 2 to 13 cards."""
     x = (rng.random((n, width)) < 0.05).astype(np.float32)
-    legal = []
-    for _ in range(n):
+    legal = np.zeros((n, n_actions), dtype=np.bool_)
+    for i in range(n):
         if rng.random() < 0.3:
-            legal.append([BID0 + b for b in range(int(rng.integers(2, 9)))])
+            legal[i, BID0 : BID0 + int(rng.integers(2, 9))] = True
         else:
-            legal.append(sorted(rng.choice(N_CARDS, size=int(rng.integers(2, 14)), replace=False).tolist()))
+            legal[i, rng.choice(N_CARDS, size=int(rng.integers(2, 14)), replace=False)] = True
     return x, legal
 
 
@@ -106,9 +108,8 @@ def raw_forward_rate(model: nn.Module, batch: int, seconds: float, *, seed: int 
     """Evaluations per second of the forward pass alone (``blobnet.net.forward_rows``: the model and
     the softmax) on a ready batch of ``batch`` rows (``sample_inputs``): the inference-only ceiling
     at that batch size. Two passes warm up; then at least 3 and at least ``seconds`` are timed."""
-    x, legal = sample_inputs(batch, int(model.width), np.random.default_rng(seed))  # type: ignore[arg-type]
-    mask = np.zeros((batch, int(getattr(model, "n_actions", N_ACTIONS))), dtype=np.bool_)
-    mask[legal_index(legal)] = True
+    n_actions = int(getattr(model, "n_actions", N_ACTIONS))
+    x, mask = sample_inputs(batch, int(model.width), np.random.default_rng(seed), n_actions)  # type: ignore[arg-type]
     for _ in range(2):
         forward_rows(model, x, mask)
     reps = 0
@@ -130,7 +131,7 @@ class Timed:
         self.active = False
         self.seconds: list[float] = []
 
-    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+    async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
         t0 = time.perf_counter()
         out = await self.inner.evaluate_many(features, legal)
         if self.active:

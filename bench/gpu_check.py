@@ -44,7 +44,7 @@ from bench.strategies import calibrate
 from blobnet.aio import run_loop
 from blobnet.config import PRESETS
 from blobnet.evaluator import Priors
-from blobnet.net import DirectEvaluator, legal_index, make_net
+from blobnet.net import DirectEvaluator, make_net
 from servers import Batcher
 
 __all__ = ["main"]
@@ -69,8 +69,9 @@ def _no_tf32() -> Iterator[None]:
 
 
 def _compare(name: str, got: Priors, want: Priors, tol: float) -> dict[str, Any]:
-    dp = float(np.max(np.abs(np.asarray(got[0]) - np.asarray(want[0]))))
-    dv = float(np.max(np.abs(np.asarray(got[1]) - np.asarray(want[1]))))
+    """Both answers' largest differences, priors (rows, n_actions) and values (rows, n_values)."""
+    dp = float(np.max(np.abs(got[0] - want[0])))
+    dv = float(np.max(np.abs(got[1] - want[1])))
     ok = bool(dp <= tol and dv <= tol)
     return {"check": name, "max_diff_priors": dp, "max_diff_values": dv, "tolerance": tol, "ok": ok}
 
@@ -79,11 +80,8 @@ def parity(preset: str, device: str, rows: int = 1024) -> list[dict[str, Any]]:
     """The network on the CPU (``blobnet.net.DirectEvaluator``) against the same network on
     ``device``, float32 and bfloat16."""
     cpu = make_net(preset, seed=0)
-    x, legal = sample_inputs(rows, cpu.width, np.random.default_rng(0))
-    want = DirectEvaluator(cpu).run_rows(x, legal)
-    index = legal_index(legal)
-    mask = np.zeros((rows, cpu.n_actions), dtype=np.bool_)
-    mask[index] = True
+    x, mask = sample_inputs(rows, cpu.width, np.random.default_rng(0), cpu.n_actions)
+    want = DirectEvaluator(cpu).run_rows(x, mask)
     out = []
     with _no_tf32():
         for dtype_name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
@@ -91,8 +89,7 @@ def parity(preset: str, device: str, rows: int = 1024) -> list[dict[str, Any]]:
             with torch.inference_mode():
                 x_dev = torch.from_numpy(x).to(device=device, dtype=dtype)
                 logits, values = dev(x_dev, torch.from_numpy(mask).to(device))
-            probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-            got = (probs[index].tolist(), values.float().cpu().numpy().tolist())
+            got = (torch.softmax(logits.float(), dim=1).cpu().numpy(), values.float().cpu().numpy())
             out.append(_compare(f"network {dtype_name}, {rows} rows", got, want, TOLERANCE[dtype_name]))
     return out
 
@@ -100,7 +97,7 @@ def parity(preset: str, device: str, rows: int = 1024) -> list[dict[str, Any]]:
 def batcher_parity(preset: str, device: str, requesters: int = 256) -> list[dict[str, Any]]:
     """Many concurrent requests through the device batcher against the CPU forward pass, row by row."""
     cpu = make_net(preset, seed=0)
-    x, legal = sample_inputs(requesters * 4, cpu.width, np.random.default_rng(1))
+    x, legal = sample_inputs(requesters * 4, cpu.width, np.random.default_rng(1), cpu.n_actions)
     want = DirectEvaluator(cpu).run_rows(x, legal)
 
     async def run(inflight: int) -> Priors:
@@ -111,7 +108,7 @@ def batcher_parity(preset: str, device: str, requesters: int = 256) -> list[dict
             )
         finally:
             await ev.aclose()
-        return [p for pr, _ in parts for p in pr], [v for _, vs in parts for v in vs]
+        return np.concatenate([p for p, _ in parts]), np.concatenate([v for _, v in parts])
 
     out = []
     for inflight in (1, 2):

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from blobnet.config import GameConfig
-from blobnet.evaluator import Priors
+from blobnet.evaluator import Priors, check_request
 from blobnet.net import DirectEvaluator
 from blobnet.replay import RoundRecord
 from blobnet.rules import choices
@@ -37,15 +37,12 @@ class RowByRow(DirectEvaluator):
     moment it is asked for. ``yield_each`` as there: one event-loop turn per request, so the games of
     an asyncio engine interleave; False when the search is driven without a loop (``drive``)."""
 
-    def run_rows(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+    def run_rows(self, features: np.ndarray, legal: np.ndarray) -> Priors:
         one = super().run_rows
-        priors: list[float] = []
-        values: list[list[float]] = []
-        for i, ids in enumerate(legal):
-            p, v = one(features[i : i + 1], [ids])
-            priors += p
-            values += v
-        return priors, values
+        parts = [one(features[i : i + 1], legal[i : i + 1]) for i in range(len(legal))]
+        if not parts:
+            return one(features, legal)  # no rows: the checks and the empty answer
+        return np.concatenate([p for p, _ in parts]), np.concatenate([v for _, v in parts])
 
     def stats(self) -> dict[str, Any]:
         """Every forward pass holds one row (the ``servers.Batcher.stats`` keys the sweep reads)."""
@@ -66,18 +63,17 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class _Batch:
-    __slots__ = ("rows", "legal", "n", "requests", "flat_len", "running", "done", "priors", "values", "error")
+    __slots__ = ("rows", "legal", "n", "requests", "running", "done", "priors", "values", "error")
 
     def __init__(self) -> None:
-        self.rows: list[np.ndarray] = []
-        self.legal: list[Sequence[int]] = []
+        self.rows: list[np.ndarray] = []  # each request's (k, width) features, copied
+        self.legal: list[np.ndarray] = []  # each request's (k, n_actions) legal mask, copied
         self.n = 0  # rows
         self.requests = 0
-        self.flat_len = 0  # legal ids of every row
         self.running = False  # a requester has taken it to run the forward pass
         self.done = False
-        self.priors: list[float] = []
-        self.values: list[list[float]] = []
+        self.priors: np.ndarray | None = None  # (n, n_actions), the batch's own
+        self.values: np.ndarray | None = None  # (n, n_values)
         self.error: BaseException | None = None
 
 
@@ -100,18 +96,16 @@ class ThreadBatcher:
         self._cond = threading.Condition()
         self._open = _Batch()
 
-    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+    async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
         t0 = time.perf_counter()
-        k = len(legal)
-        nl = sum(len(ids) for ids in legal)
+        k = check_request(features, legal, self.direct.width, self.direct.n_actions)
         cond = self._cond
         with cond:
             b = self._open
-            start, off = b.n, b.flat_len
-            b.rows.append(np.array(features[:k], dtype=np.float32))
-            b.legal.extend(legal)
+            start = b.n
+            b.rows.append(features.copy())
+            b.legal.append(legal.copy())
             b.n += k
-            b.flat_len += nl
             b.requests += 1
             run = b.requests >= self.fill
             if not run:
@@ -127,11 +121,12 @@ class ThreadBatcher:
                 if self._open is b:
                     self._open = _Batch()
         if run:
+            priors: np.ndarray | None = None
+            values: np.ndarray | None = None
             try:
-                priors, values = self.direct.run_rows(np.concatenate(b.rows), b.legal)
+                priors, values = self.direct.run_rows(np.concatenate(b.rows), np.concatenate(b.legal))
             except BaseException as e:  # noqa: BLE001 - every waiter of the batch sees it
                 b.error = e
-                priors, values = [], []
             with cond:
                 b.priors, b.values, b.done = priors, values, True
                 self.sizes.append(b.n)
@@ -142,7 +137,8 @@ class ThreadBatcher:
                     cond.wait()
         if b.error is not None:
             raise RuntimeError(f"the forward pass failed: {b.error!r}") from b.error
-        return b.priors[off : off + nl], b.values[start : start + k]
+        assert b.priors is not None and b.values is not None
+        return b.priors[start : start + k], b.values[start : start + k]
 
     async def aclose(self) -> None:
         return None

@@ -8,13 +8,16 @@ Two runs of the asyncio engine over an in-process ``servers.Batcher`` (after a s
 
 1. Stages, unprofiled: a SIGALRM handler samples the main thread's stack every millisecond of wall
    time, each sample weighted by the time since the previous one (``StageSampler``). A sample belongs to
-   the forward pass when it is inside the batcher's backend (servers/backends.py: the legal mask, the
-   network in blobnet/net.py, torch), otherwise to the innermost project module on the stack: tree
-   search (blobnet/search.py), rules and determinization (rules, views, cards), encoding (encode),
+   the forward pass when it is inside the batcher's backend (servers/backends.py: the network in
+   blobnet/net.py, torch), otherwise to the innermost project module on the stack: tree
+   search (blobnet/search.py with the compiled kernels it calls, which a Python stack sample sees as
+   the calling line), rules and determinization (rules, views, cards), encoding (encode),
    waiting for the batch (the rest of servers/: the batcher's bookkeeping), the self-play engine's own
    bookkeeping (clients/selfplay.py), else the event loop. The seconds land in
    ``EngineStats.stage_seconds``; the batcher's own clock (``stats()["forward_total_s"]``) is printed
-   beside the sampled forward time as a check. The sampler costs the run about 1%.
+   beside the sampled forward time as a check, and the search's clock of its compiled stages
+   (``Search.kernel_seconds``: deal, select with the leaves' encoding, backup) beside the tree search.
+   The sampler costs the run about 1%.
 2. cProfile over a second run of the same size: the .prof is kept, the top functions by own time
    are printed (``python -m pstats FILE`` or snakeviz read it further).
 
@@ -64,6 +67,10 @@ STAGES = (
 FORWARD = ("servers/backends.py", "blobnet/net.py")  # with torch: the forward pass
 _MODULES = (
     ("blobnet/search.py", "tree search"),
+    ("blobnet/tree.py", "tree search"),
+    ("blobnet/position.py", "tree search"),
+    ("blobnet/deal.py", "tree search"),
+    ("blobnet/features.py", "tree search"),
     ("blobnet/rules.py", "rules and determinization"),
     ("blobnet/views.py", "rules and determinization"),
     ("blobnet/cards.py", "rules and determinization"),
@@ -126,7 +133,9 @@ class StageSampler:
         signal.signal(signal.SIGALRM, self._old)
 
 
-async def _run(args: argparse.Namespace, rounds: int, sampler: bool) -> tuple[EngineStats, dict[str, Any], Any]:
+async def _run(
+    args: argparse.Namespace, rounds: int, sampler: bool
+) -> tuple[EngineStats, dict[str, Any], Any, dict[str, float]]:
     ev = Batcher(make_net(args.preset, seed=args.seed), max_batch=args.max_batch, mode=args.mode)
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves)
     game = GameConfig(players=[args.players], cards=[args.cards])
@@ -135,13 +144,16 @@ async def _run(args: argparse.Namespace, rounds: int, sampler: bool) -> tuple[En
         await engine.run(max(1, min(args.warmup_rounds, rounds)))  # torch and the allocator warm up
         engine.stats = EngineStats()
         ev.reset_stats()
+        kernels = engine.search.kernel_seconds
+        for key in kernels:
+            kernels[key] = 0.0
         if sampler:
             with StageSampler() as smp:
                 stats = await engine.run(rounds)
             stats.stage_seconds = dict(smp.seconds)
-            return stats, ev.stats(), smp
+            return stats, ev.stats(), smp, dict(kernels)
         stats = await engine.run(rounds)
-        return stats, ev.stats(), None
+        return stats, ev.stats(), None, dict(kernels)
     finally:
         await ev.aclose()
 
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in TORCH_ENV)
     )
     if a.plain:
-        stats, batch, _ = run_loop(_run(a, a.rounds, sampler=False))
+        stats, batch, _, _ = run_loop(_run(a, a.rounds, sampler=False))
         s = stats.summary()
         rates = f"{s['rounds_per_min']:,.0f} rounds/min, {s['sims_per_s']:,.0f} sims/s"
         print(f"self-play ({what}): {rates}, mean batch {batch.get('mean_batch', 0):.1f}", flush=True)
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"bench.profile: {what}; commit {git_commit()}", flush=True)
 
-    stats, batch, smp = run_loop(_run(a, a.rounds, sampler=True))
+    stats, batch, smp, kernels = run_loop(_run(a, a.rounds, sampler=True))
     wall = stats.seconds
     total = sum(stats.stage_seconds.values()) or 1.0
     rate = f"{stats.rounds} rounds, {60 * stats.rounds / wall:,.0f} rounds/min, {smp.samples} stack samples"
@@ -230,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         f"batches, mean batch {batch.get('mean_batch', 0):.1f}; queue wait {batch.get('queue_wait_mean_ms', 0):.2f} "
         f"ms a batch)"
     )
+    print("  (the compiled search's own clock: " + ", ".join(
+        f"{name} {sec:.2f} s = {sec / wall:.1%}" for name, sec in kernels.items()) + ")")  # fmt: skip
 
     prof = cProfile.Profile()
     prof.enable()
-    pstats_stats, _, _ = run_loop(_run(a, a.rounds, sampler=False))
+    pstats_stats, _, _, _ = run_loop(_run(a, a.rounds, sampler=False))
     prof.disable()
     prof_path = out / "profile.prof"
     prof.dump_stats(prof_path)
@@ -249,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": stats.rounds,
         "rounds_per_min": 60 * stats.rounds / wall,
         "stages": rows,
+        "kernel_seconds": kernels,
         "samples": smp.samples,
         "batcher": {k: v for k, v in batch.items() if k != "histogram"},
     }

@@ -21,8 +21,6 @@ A checkpoint stores the preset name and ``state_dict()``; every parameter is a p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from itertools import chain
 
 import numpy as np
 import torch
@@ -30,11 +28,11 @@ from torch import nn
 
 from blobnet.cards import N_ACTIONS
 from blobnet.config import DEFAULT_PRESET, NetConfig, preset
-from blobnet.evaluator import Priors
+from blobnet.evaluator import Priors, bad_rows, check_request, row_errors
 
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
-    "legal_index", "forward_rows", "DirectEvaluator",
+    "forward_rows", "DirectEvaluator",
 ]  # fmt: skip
 
 
@@ -115,14 +113,6 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return None if d == torch.float32 else d
 
 
-def legal_index(legal: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of every legal id of k rows, flat in row order: ``mask[rows, cols] = True`` marks them."""
-    lens = [len(ids) for ids in legal]
-    rows = np.repeat(np.arange(len(legal)), lens)
-    cols = np.fromiter(chain.from_iterable(legal), np.intp, sum(lens))
-    return rows, cols
-
-
 def forward_rows(
     model: nn.Module, features: np.ndarray, mask: np.ndarray, dtype: torch.dtype | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -145,21 +135,23 @@ class DirectEvaluator:
 
     def __init__(self, model: nn.Module, *, yield_each: bool = True) -> None:
         self.model = model.eval()
+        self.width: int | None = getattr(model, "width", None)
         self.n_actions = int(getattr(model, "n_actions", N_ACTIONS))
         self.yield_each = yield_each
         self.rows = 0  # rows evaluated so far
 
-    def run_rows(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
-        """``evaluate_many`` without the event loop: the first ``len(legal)`` rows of ``features``."""
-        k = len(legal)
-        rows, cols = legal_index(legal)
-        mask = np.zeros((k, self.n_actions), dtype=np.bool_)
-        mask[rows, cols] = True
-        probs, values = forward_rows(self.model, np.ascontiguousarray(features[:k], dtype=np.float32), mask)
+    def run_rows(self, features: np.ndarray, legal: np.ndarray) -> Priors:
+        """``evaluate_many`` without the event loop: features (k, width) float32, legal (k, n_actions)
+        bool -> (priors (k, n_actions), values (k, n_values)), fresh float32 arrays."""
+        k = check_request(features, legal, self.width, self.n_actions)
+        bad = bad_rows(features, legal)
+        if bad:
+            raise row_errors(bad)
+        probs, values = forward_rows(self.model, np.ascontiguousarray(features), np.ascontiguousarray(legal))
         self.rows += k
-        return probs[rows, cols].tolist(), values.tolist()
+        return probs, values
 
-    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+    async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
         out = self.run_rows(features, legal)
         if self.yield_each:
             await asyncio.sleep(0)

@@ -1,74 +1,48 @@
-"""Determinized PUCT search with network priors and values for every seat.
+"""Determinized PUCT search with network priors and values for every seat, in compiled kernels.
 
-One decision: the acting seat's view is dealt out ``dets`` times (``determinize``) and each deal
-gets its own tree. The search runs in waves: in every tree, up to ``leaves`` simulations descend
-one after another under virtual loss, so each takes a different path; the new leaves of all the
-trees go to the evaluator in one request, and their values are backed up when it answers. One
-await per wave instead of one per leaf keeps the Python per simulation small, and a decision's
-leaves arrive at the batcher together.
+One decision: the acting seat's view is dealt out ``dets`` times (``blobnet.deal``: uniform over
+the deals the view allows) and each deal gets its own tree (``blobnet.tree``). The search runs in
+waves: in every tree, up to ``leaves`` simulations descend one after another under virtual loss,
+so each takes a different path; the new leaves of all the trees go to the evaluator in one
+request, and their values are backed up when it answers. A wave is one kernel call that walks
+the trees and encodes the leaves' rows straight into the request's buffer, one ``await`` of the
+evaluator, and one kernel call that backs the answers up: no Python per simulation.
 
 Values are per seat, normalised round scores (``blobnet.encode.value_scale``). Each edge keeps
-the value of the seat that chose it, so every node backs up the value of the seat that moved into
-it. A leaf is evaluated from the view of the seat acting there (priors, and the values of the
-other seats), and, where that is not the searching seat, once more from the searching seat's view
-(``config.root_view``): its own values then depend on its own hand. Without that second row, the
-searcher's moves would be valued by a seat that cannot see its cards, and a bid would be judged by
-how often such a bid is made on average, whatever the hand.
+the value of the seat that chose it. A leaf is evaluated from the view of the seat acting there
+(priors, and the values of the other seats), and, where that is not the searching seat, once more
+from the searching seat's view (``config.root_view``): its own values then depend on its own hand.
+Without that second row, the searcher's moves would be valued by a seat that cannot see its cards,
+and a bid would be judged by how often such a bid is made on average, whatever the hand.
 
-Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score) is
-replaced on the way back; a descent that runs into a leaf already waiting in this wave is
-undone and its tree sits the rest of the wave out.
-
-The root is expanded before any leaf is sent (its features depend on the view alone, so one
-evaluation serves every tree), so no wave is copies of the root; inside a tree, forced moves are
-walked without asking the network; a decision with one legal action is not searched.
-The search knows the evaluator protocol alone, never torch or a server.
+The root is expanded before any leaf is sent (its row depends on the view alone, so one evaluation
+serves every tree), so no wave is copies of the root; inside a tree, forced moves are walked
+without asking the network; a decision with one legal action is not searched. The search knows
+the evaluator protocol alone (arrays in, arrays out), never torch or a server.
 """
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from blobnet.cards import N_ACTIONS
 from blobnet.config import SearchConfig
-from blobnet.encode import WIDTH, encode, encode_rounds, value_scale
+from blobnet.deal import deal, rng_state
+from blobnet.encode import WIDTH
 from blobnet.evaluator import Evaluator
+from blobnet.features import encode_state
+from blobnet.position import pack, pack_view
 from blobnet.rules import Round, View
-from blobnet.views import determinize
+from blobnet.tree import Trees, backup, init_roots, root_visits, select
 
 __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
 
-
+# A test's stand-in for the determinization: a Round agreeing with the view (``blobnet.deal`` otherwise).
 Determinize = Callable[[View, np.random.Generator], Round]
-
-
-class Node:
-    """A position in one tree. Edge statistics live in the node, one slot per legal action."""
-
-    __slots__ = ("state", "to_play", "actions", "priors", "children", "n", "w", "visits", "fpu", "values", "pending")
-
-    def __init__(self, state: Round) -> None:
-        self.state = state
-        self.to_play = state.to_play
-        self.actions: list[int] = []  # empty until expanded
-        self.priors: list[float] = []
-        self.children: list[Node | None] = []
-        self.n: list[int] = []  # visits through each edge (virtual ones included while in flight)
-        self.w: list[float] = []  # summed value, for the seat choosing, through each edge
-        self.visits = 0
-        self.fpu = 0.0  # value assumed for an unvisited edge: the network's estimate of this node
-        self.values: list[float] | None = None  # terminal: every seat's normalised score
-        self.pending = False  # waiting for the network in the current wave
-
-    def expand(self, actions: list[int], priors: list[float], fpu: float) -> None:
-        k = len(actions)
-        self.actions, self.priors, self.fpu = actions, priors, fpu
-        self.children = [None] * k
-        self.n = [0] * k
-        self.w = [0.0] * k
 
 
 @dataclass(slots=True)
@@ -97,150 +71,108 @@ def choose_action(result: SearchResult, temperature: float, rng: np.random.Gener
     return result.actions[int(rng.choice(len(weights), p=weights / weights.sum()))]
 
 
-def terminal_values(state: Round) -> list[float]:
-    scale = value_scale(state.cards)
-    return [s / scale for s in state.scores()]
-
-
 class Search:
-    """PUCT over ``config.dets`` determinizations. ``evaluator`` and ``deal`` are passed in (the
-    OpenSpiel MCTSBot style), so tests can hand in fakes with known answers. ``collisions``
-    counts descents undone because they met a leaf already waiting in their wave."""
+    """PUCT over ``config.dets`` determinizations. ``evaluator`` is passed in (the OpenSpiel MCTSBot
+    style), so tests can hand in fakes with known answers; ``deal`` replaces the determinization
+    (tests). ``collisions`` counts descents undone because they met a leaf already waiting in their
+    wave. One Search serves many concurrent searches (the games of an engine): each takes a
+    ``Trees`` from the Search's free list for its duration. ``kernel_seconds`` adds up the wall
+    time of the compiled stages: "deal", "select" (descents and the leaves' rows), "backup"."""
 
-    def __init__(self, evaluator: Evaluator, config: SearchConfig, *, deal: Determinize = determinize) -> None:
+    def __init__(self, evaluator: Evaluator, config: SearchConfig, *, deal: Determinize | None = None) -> None:
         self.evaluator = evaluator
         self.config = config
         self.deal = deal
         self.evaluations = 0
         self.simulations = 0
         self.collisions = 0
-        self._rows = np.zeros((self.rows_per_wave(config), WIDTH), dtype=np.float32)
+        self.kernel_seconds = dict.fromkeys(("deal", "select", "backup"), 0.0)
+        self._free: list[Trees] = []
 
     @staticmethod
     def rows_per_wave(config: SearchConfig) -> int:
         """The most rows one wave asks the evaluator for."""
         return config.dets * min(config.leaves, config.sims) * (2 if config.root_view else 1)
 
+    def _trees(self, view: View) -> Trees:
+        """A free ``Trees`` big enough for a search of ``view``: each simulation adds one node, plus
+        one for each forced move it walks, at most the moves left in the round."""
+        cfg = self.config
+        moves_left = view.players * (view.cards + 1) - sum(b is not None for b in view.bids) - len(view.played)
+        nodes = 1 + cfg.sims * max(moves_left, 1)
+        edges = nodes * (view.cards + 1)  # a node has at most cards + 1 legal actions (the bids)
+        rows = max(self.rows_per_wave(cfg), 1)
+        for i, trees in enumerate(self._free):
+            if trees.fits(cfg.dets, nodes, edges, rows):
+                return self._free.pop(i)
+        return Trees(cfg.dets, nodes, edges, rows, WIDTH)
+
     async def run(self, view: View, rng: np.random.Generator, *, noise: bool = False) -> SearchResult:
-        """Search the acting seat's decision. ``rng`` (the caller's) draws deals and noise."""
+        """Search the acting seat's decision. ``rng`` (the caller's) draws the deals' seed and the noise."""
         if view.to_play != view.seat:
             raise ValueError(f"seat {view.seat} is not to play (seat {view.to_play} is)")
         legal = view.legal_actions()
         if len(legal) == 1:
             return SearchResult(legal, [1], 0, 0)
+        trees = self._trees(view)
+        try:
+            return await self._run(trees, view, legal, view.seat, rng, noise)
+        finally:
+            self._free.append(trees)
+
+    async def _run(
+        self, trees: Trees, view: View, legal: list[int], seat: int, rng: np.random.Generator, noise: bool
+    ) -> SearchResult:
         cfg = self.config
-        evals0, sims0 = self.evaluations, self.simulations
-        row = np.empty((1, WIDTH), dtype=np.float32)
-        encode(view, row[0])
-        priors, values = await self.evaluator.evaluate_many(row, [legal])
-        self.evaluations += 1
+        known = pack_view(view)
+        row = np.zeros((1, WIDTH), np.float32)
+        encode_state(known, seat, row[0])
+        mask = np.zeros((1, N_ACTIONS), np.bool_)
+        mask[0, legal] = True
+        priors, values = await self.evaluator.evaluate_many(row, mask)
+        evaluations = 1
+        p = priors[0, legal].astype(np.float64)
         if noise:
             eta = rng.dirichlet([cfg.dirichlet_alpha] * len(legal))
-            eps = cfg.dirichlet_eps
-            priors = [(1 - eps) * p + eps * float(e) for p, e in zip(priors, eta)]
-        roots = []
-        for _ in range(cfg.dets):
-            root = Node(self.deal(view, rng))
-            root.expand(legal, priors, values[0][0])
-            roots.append(root)
-        left = [cfg.sims] * cfg.dets
-        while any(left):
-            await self._wave(roots, left, view.seat)
-        visits = [sum(col) for col in zip(*(root.n for root in roots))]
-        return SearchResult(legal, visits, self.evaluations - evals0, self.simulations - sims0, row[0])
-
-    async def _wave(self, roots: list[Node], left: list[int], seat: int) -> None:
-        """Up to ``leaves`` descents per tree, one evaluator request for all the new leaves;
-        ``seat`` is the searching seat (an argument: one Search serves many games at once)."""
-        c = self.config.c_puct
-        leaves: list[tuple[Node, list[tuple[Node, int]]]] = []
-        legals: list[list[int]] = []
-        rows = self._rows
-        for t, root in enumerate(roots):
-            for _ in range(min(self.config.leaves, left[t])):
-                path = self._descend(root, c)
-                if path is None:  # ran into this wave's own leaf: the tree is busy until it returns
-                    self.collisions += 1
-                    break
-                left[t] -= 1
-                node = path[-1][0].children[path[-1][1]]
-                assert node is not None
-                if node.values is not None:
-                    self._backup(path, node.values)
-                    continue
-                node.pending = True
-                leaves.append((node, path))
-                legals.append(node.actions)  # set by _descend; expanded when the values come
-        if not leaves:
-            return
-        k = len(leaves)
-        encode_rounds([node.state for node, _ in leaves], rows)
-        # The searching seat's own view of the leaves where another seat acts (module docstring).
-        others = [j for j, (node, _) in enumerate(leaves) if node.to_play != seat] if self.config.root_view else []
-        if others:
-            encode_rounds([leaves[j][0].state for j in others], rows[k:], seat=seat)
-            legals += [legals[j] for j in others]  # any legal list will do: those rows' priors are unused
-        priors, values = await self.evaluator.evaluate_many(rows[: k + len(others)], legals)
-        self.evaluations += k + len(others)
-        own = dict(zip(others, values[k:]))
-        pos = 0
-        for j in range(k):
-            node, path = leaves[j]
-            legal, rel = legals[j], values[j]
-            m = len(legal)
-            node.expand(legal, priors[pos : pos + m], rel[0])
-            node.pending = False
-            pos += m
-            tp, n = node.to_play, node.state.players
-            backed = [rel[(s - tp) % n] for s in range(n)]  # type: ignore[operator]
-            if j in own:
-                backed[seat] = own[j][0]
-            self._backup(path, backed)
-
-    def _backup(self, path: list[tuple[Node, int]], values: list[float]) -> None:
-        self.simulations += 1
-        for node, i in path:
-            node.w[i] += values[node.to_play]  # type: ignore[index]
-
-    @staticmethod
-    def _descend(root: Node, c: float) -> list[tuple[Node, int]] | None:
-        """Select edges by PUCT from the root to a new leaf, counting a virtual visit on each.
-        Returns the path whose last edge leads to the leaf (a new node, expanded already when it
-        is a forced move or terminal), or None (visits undone) when the path meets a pending leaf."""
-        node = root
-        path: list[tuple[Node, int]] = []
-        while True:
-            # PUCT: q + c * p * sqrt(N) / (1 + n); an unvisited edge counts the node's own value
-            n, w, p = node.n, node.w, node.priors
-            scale = c * math.sqrt(node.visits + 1)
-            fpu = node.fpu
-            best, best_score = 0, -1e9
-            for i in range(len(n)):
-                ni = n[i]
-                s = (w[i] / ni if ni else fpu) + scale * p[i] / (1 + ni)
-                if s > best_score:
-                    best, best_score = i, s
-            n[best] += 1
-            node.visits += 1
-            path.append((node, best))
-            child = node.children[best]
-            if child is None:
-                state = node.state.clone()
-                state.apply(node.actions[best])
-                child = node.children[best] = Node(state)
-                if state.to_play is None:
-                    child.values = terminal_values(state)
-                    return path
-                legal = state.legal()
-                if len(legal) > 1:
-                    child.actions = legal
-                    return path
-                child.expand(legal, [1.0], 0.0)  # a forced move: walk on without the network
-            elif child.values is not None:
-                return path
-            elif child.pending:
-                for nd, i in path:
-                    nd.n[i] -= 1
-                    nd.visits -= 1
-                return None
-            node = child
+            p = (1 - cfg.dirichlet_eps) * p + cfg.dirichlet_eps * eta
+        clock = self.kernel_seconds
+        t0 = time.perf_counter()
+        if self.deal is None:
+            rs = rng_state(int(rng.integers(2**63)))
+            for t in range(cfg.dets):
+                deal(known, seat, rs, trees.roots[t])
+        else:
+            for t in range(cfg.dets):
+                trees.roots[t] = pack(self.deal(view, rng))
+        t1 = time.perf_counter()
+        clock["deal"] += t1 - t0
+        dets = cfg.dets
+        init_roots(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, dets,
+                   np.asarray(legal, np.int64), p, float(values[0, 0]), seat)  # fmt: skip
+        trees.left[:dets] = cfg.sims
+        trees.counts[:] = 0
+        per_tree = min(cfg.leaves, cfg.sims)
+        while trees.left[:dets].any():
+            t0 = time.perf_counter()
+            k, rows = select(
+                trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
+                trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
+                dets, per_tree, cfg.c_puct, seat, cfg.root_view,
+            )  # fmt: skip
+            t1 = time.perf_counter()
+            clock["select"] += t1 - t0
+            if not k:
+                continue  # every descent of the wave ended at a terminal position
+            priors, values = await self.evaluator.evaluate_many(trees.features[:rows], trees.mask[:rows])
+            evaluations += rows
+            t0 = time.perf_counter()
+            backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
+                   trees.mask, priors, values, trees.counts, trees.values, view.players, seat)  # fmt: skip
+            clock["backup"] += time.perf_counter() - t0
+        visits = np.zeros(len(legal), np.int64)
+        root_visits(trees.edge_i, dets, len(legal), visits)
+        sims = int(trees.counts[0])
+        self.evaluations += evaluations
+        self.simulations += sims
+        self.collisions += int(trees.counts[1])
+        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0])

@@ -5,23 +5,22 @@
 ``call_soon``; a frame that reaches ``max_rows`` is sent at once), and every waiter of a frame
 awaits one shared future (``servers.waiting.wait``). The server (``python -m servers``;
 servers/wire.py has the wire format) answers with one reply per batch the rows landed in, matched by
-id. Only the priors of the legal ids travel (a few floats a row, where the whole policy would be
-N_ACTIONS, mostly zeros).
+id. Rows, masks and answers stay arrays the whole way: the rows and masks are copied into staging
+arrays at submit and leave as raw bytes (the masks packed eight ids a byte), and each reply's
+priors (rows, n_actions) and values are copied into the frame's own result arrays, of which each
+request gets its slices.
 """
 
 from __future__ import annotations
 
 import asyncio
-import operator
 from collections import deque
-from collections.abc import Sequence
-from itertools import accumulate, chain
 from typing import Any, cast
 
 import msgspec
 import numpy as np
 
-from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors
+from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request
 from servers.waiting import Shared, wait
 from servers.wire import (
     DEFAULT_MAX_FRAME,
@@ -37,6 +36,7 @@ from servers.wire import (
     StatsRequest,
     as_bytes,
     encode_frame,
+    pack_legal,
     parse_address,
     tune_socket,
 )
@@ -47,16 +47,14 @@ __all__ = ["RemoteEvaluator"]
 class _Frame(Shared):
     """Rows sent (or to be sent) in one Request, and their answers once ``done``."""
 
-    __slots__ = ("id0", "n", "legal", "offs", "flat", "values", "errors", "left", "sent", "error")
+    __slots__ = ("id0", "n", "priors", "values", "errors", "left", "sent", "error")
 
     def __init__(self, fut: asyncio.Future[None]) -> None:
         super().__init__(fut)
         self.id0 = 0  # id of row 0; row i has id id0 + i
         self.n = 0
-        self.legal: list[list[int]] = []
-        self.offs: list[int] = []  # row i's legal ids' priors are flat[offs[i] : offs[i + 1]]
-        self.flat: list[float] = []
-        self.values: list[Any] = []  # row i: n_values floats
+        self.priors: np.ndarray | None = None  # (n, n_actions) float32 once sent: this frame's own answers
+        self.values: np.ndarray | None = None  # (n, n_values) float32
         self.errors: dict[int, tuple[type[Exception], str]] = {}  # row -> (exception class, message)
         self.left = 0  # rows not yet answered
         self.sent = False
@@ -109,6 +107,7 @@ class RemoteEvaluator:
         self._next_id = 0
         self._reason: str | None = None  # set once the connection is unusable, and why
         self._x = np.zeros((0, 0), dtype=F32)  # staging rows of the open frame
+        self._m = np.zeros((0, 0), dtype=np.bool_)  # staging legal masks of the open frame
 
     @classmethod
     async def connect(
@@ -131,21 +130,19 @@ class RemoteEvaluator:
                 raise
         self.width, self.n_actions, self.n_values = hello.width, hello.n_actions, hello.n_values
         self._x = np.zeros((max_rows, self.width), dtype=F32)
+        self._m = np.zeros((max_rows, self.n_actions), dtype=np.bool_)
         return self
 
-    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
+    async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
         """The evaluator protocol (``blobnet.evaluator.Evaluator``, as ``servers.Batcher.evaluate_many``):
-        flat priors of each row's legal ids in row order, and each row's values. ValueError for a bad
-        row (the whole request fails), EvaluationError when the server's forward pass failed,
-        EvaluatorClosed once the connection is closed or lost."""
-        k = len(legal)
-        shape = getattr(features, "shape", None)
-        if shape is None or len(shape) != 2 or shape[1] != self.width or shape[0] != k:
-            raise ValueError(f"features have shape {shape}: expected ({k}, {self.width}), a row per legal")
+        features (k, width) float32 and legal (k, n_actions) bool, copied before the first await ->
+        (priors (k, n_actions), values (k, n_values)) float32, slices of the frame's own answers
+        (concatenated when the request spans frames). ValueError for arrays of the wrong shape or
+        dtype or a bad row (NaN features, no legal id: the whole request fails), EvaluationError when
+        the server's forward pass failed, EvaluatorClosed once the connection is closed or lost."""
+        k = check_request(features, legal, self.width, self.n_actions)
         if k == 0:
-            return [], []
-        if 0 in map(len, legal):
-            raise ValueError("a row's legal list is empty: a position to evaluate has at least one legal action")
+            return np.zeros((0, self.n_actions), np.float32), np.zeros((0, self.n_values), np.float32)
         segments = []
         start = 0
         while start < k:
@@ -154,15 +151,19 @@ class RemoteEvaluator:
                 f = self._new_frame()
             i0 = f.n
             take = min(k - start, self.max_rows - i0)
-            self._x[i0 : i0 + take] = features[start : start + take]
-            f.legal += [leg if type(leg) is list else list(leg) for leg in legal[start : start + take]]
+            if take == k:  # the whole request: no slicing of the caller's arrays
+                self._x[i0 : i0 + take] = features
+                self._m[i0 : i0 + take] = legal
+            else:
+                self._x[i0 : i0 + take] = features[start : start + take]
+                self._m[i0 : i0 + take] = legal[start : start + take]
             f.n = i0 + take
             segments.append((f, start, i0, take))
             start += take
             if f.n == self.max_rows:
                 self._send(f)
-        priors: list[float] = []
-        values: list[list[float]] = []
+        priors: list[np.ndarray] = []
+        values: list[np.ndarray] = []
         for f, start, i0, take in segments:
             if not f.done:
                 await wait(f)
@@ -173,11 +174,12 @@ class RemoteEvaluator:
                 if bad:
                     cls = EvaluationError if any(c is EvaluationError for _, (c, _) in bad) else ValueError
                     raise cls("; ".join(f"row {i - i0 + start}: {m}" for i, (_, m) in bad))
+            assert f.priors is not None and f.values is not None
             if len(segments) == 1:
-                return f.flat[f.offs[i0] : f.offs[i0 + take]], f.values[i0 : i0 + take]
-            priors += f.flat[f.offs[i0] : f.offs[i0 + take]]
-            values += f.values[i0 : i0 + take]
-        return priors, values
+                return f.priors[i0 : i0 + take], f.values[i0 : i0 + take]
+            priors.append(f.priors[i0 : i0 + take])
+            values.append(f.values[i0 : i0 + take])
+        return np.concatenate(priors), np.concatenate(values)
 
     async def stats(self, reset: bool = False) -> dict[str, Any]:
         """The server batcher's statistics (``Batcher.stats``); reset them after reading when ``reset``."""
@@ -220,41 +222,16 @@ class RemoteEvaluator:
         f.id0 = self._next_id
         self._next_id += n
         f.left = n
-        # One C-speed pass over every id: anything but a plain int (a float would make the server refuse
-        # the whole frame and close the connection) sends its row's requester, alone, a ValueError.
-        if set(map(type, chain.from_iterable(f.legal))) - {int}:
-            self._check_rows(f)
         try:
-            # msgspec copies the rows into the frame: the staging array is free for the next frame at once.
-            request = Request(list(range(f.id0, f.id0 + n)), as_bytes(self._x[:n]), f.legal)
-            try:
-                self._write(request)
-            except OverflowError:  # an id beyond 64 bits
-                self._check_rows(f)
-                self._write(request)
-            f.offs = list(accumulate(map(len, f.legal), initial=0))
-            f.flat = [0.0] * f.offs[-1]
-            f.values = [None] * n
+            # msgspec copies the rows and masks into the frame: the staging arrays are free for the next frame at once.
+            self._write(Request(list(range(f.id0, f.id0 + n)), as_bytes(self._x[:n]), pack_legal(self._m[:n])))
         except EvaluatorClosed as e:  # the connection went away before this frame could leave
             f.error = e
             f.finish()
             return
+        f.priors = np.empty((n, self.n_actions), dtype=np.float32)
+        f.values = np.empty((n, self.n_values), dtype=np.float32)
         self._inflight[f.id0] = f
-
-    def _check_rows(self, f: _Frame) -> None:
-        """Rows whose legal ids are not ints in 0..n_actions-1 get a ValueError of their own and go to the
-        server as a harmless [0] (their answer is ignored), so that the frame stays well formed."""
-        a = self.n_actions
-        for pos, leg in enumerate(f.legal):
-            try:
-                ids = [operator.index(x) for x in leg]
-                if all(0 <= x < a for x in ids):
-                    f.legal[pos] = ids
-                    continue
-            except TypeError:
-                pass
-            f.errors[pos] = (ValueError, f"legal ids must be ints in 0..{a - 1}, got {leg!r}")
-            f.legal[pos] = [0]
 
     def _write(self, msg: Message) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -299,13 +276,14 @@ class RemoteEvaluator:
             for pos in range(s, s + c):
                 f.errors.setdefault(pos, failed)
         else:
-            lo, hi = f.offs[s], f.offs[s + c]
-            if len(rep.p) != 4 * (hi - lo) or len(rep.v) != 4 * c * self.n_values:
-                self._abort(f"reply of {len(rep.p)} + {len(rep.v)} bytes for {c} rows with {hi - lo} legal ids")
+            a, nv = self.n_actions, self.n_values
+            if len(rep.p) != 4 * c * a or len(rep.v) != 4 * c * nv:
+                self._abort(f"reply of {len(rep.p)} + {len(rep.v)} bytes for {c} rows of {a} priors and {nv} values")
                 return
-            # Two conversions per reply, none per row: slices of these lists are the answers.
-            f.flat[lo:hi] = np.frombuffer(rep.p, dtype=F32).tolist()
-            f.values[s : s + c] = np.frombuffer(rep.v, dtype=F32).reshape(c, self.n_values).tolist()
+            assert f.priors is not None and f.values is not None
+            # Two copies per reply, none per row: slices of the frame's arrays are the answers.
+            f.priors[s : s + c] = np.frombuffer(rep.p, dtype=F32).reshape(c, a)
+            f.values[s : s + c] = np.frombuffer(rep.v, dtype=F32).reshape(c, nv)
             for j, msg in rep.err:
                 if 0 <= j < c:
                     f.errors.setdefault(s + j, (ValueError, msg))

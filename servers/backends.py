@@ -16,8 +16,8 @@
 - ``CudaBackend`` (a CUDA device, either mode): launched from the loop thread into pinned staging
   buffers, non-blocking copies on a copy stream, the forward on a compute stream, results copied
   back into pinned output buffers; a CUDA event per batch, waited on by a helper thread, hands the
-  results back; up to ``max_inflight`` (default 2) batches in flight while the loop goes on
-  filling the next.
+  results back (copied once more, into arrays of the batch's own: the pinned buffers are reused);
+  up to ``max_inflight`` (default 2) batches in flight while the loop goes on filling the next.
 
 bench/batcher_speed.py measures the modes; its docstring says why the defaults are what they are.
 
@@ -36,7 +36,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
-import numpy as np
 import torch
 
 from blobnet.net import forward_rows
@@ -68,20 +67,17 @@ class Backend(Protocol):
 
 
 def cpu_forward(b: Batch, dtype: torch.dtype | None) -> None:
-    """The CPU forward pass of ``b``, on the loop's thread or a worker's: sets its results, or its
-    ``error`` when the pass raised (the batch fails, the batcher goes on). Never raises."""
+    """The CPU forward pass of ``b``, on the loop's thread or a worker's: sets its results (fresh
+    arrays), or its ``error`` when the pass raised (the batch fails, the batcher goes on). Never raises."""
     try:
         n = b.n
-        rows, cols = check_rows(b)
-        mask = b.slot.mask[:n]
-        mask.fill(False)
-        mask[rows, cols] = True
+        check_rows(b)
         model = b.model
         assert model is not None
         if b.weights is not None:
             model.load_state_dict(b.weights)
-        probs, values = forward_rows(model, b.feat[:n], mask, dtype)
-        b.set_results(probs[rows, cols], values)
+        priors, values = forward_rows(model, b.feat[:n], b.mask[:n], dtype)
+        b.set_results(priors, values)
     except BaseException as e:  # noqa: BLE001 - the batch fails, the batcher goes on
         b.error = e
 
@@ -235,17 +231,7 @@ class CudaBackend:
         """Queue b's copies and forward pass on the device; the helper thread waits for its event."""
         n = b.n
         slot = b.slot
-        rows, cols = check_rows(b)
-        nl = len(cols)
-        if nl > slot.idx.shape[0]:  # rows listing more ids than there are actions (duplicates): grow
-            slot.idx_t = torch.zeros(nl, dtype=torch.int64).pin_memory()
-            slot.flat_out = torch.zeros(nl, dtype=torch.float32).pin_memory()
-            slot.idx = slot.idx_t.numpy()
-        mask = slot.mask[:n]
-        mask.fill(False)
-        mask[rows, cols] = True
-        np.multiply(rows, slot.mask.shape[1], out=slot.idx[:nl])
-        slot.idx[:nl] += cols
+        check_rows(b)
         model = b.model
         assert model is not None
         cs = self._compute_stream
@@ -261,19 +247,17 @@ class CudaBackend:
             with torch.cuda.stream(self._copy_stream):
                 x = slot.feat_t[:n].to(self.device, non_blocking=True)
                 m = slot.mask_t[:n].to(self.device, non_blocking=True)
-                idx = slot.idx_t[:nl].to(self.device, non_blocking=True)
                 copied = torch.cuda.Event()
                 copied.record()
             cs.wait_event(copied)
             with torch.cuda.stream(cs):
                 # Allocated on the copy stream, used on this one: keep the allocator from reusing them early.
-                for t in (x, m, idx):
+                for t in (x, m):
                     t.record_stream(cs)
                 if self.dtype is not None:
                     x = x.to(self.dtype)
                 logits, values = model(x, m)
-                flat = torch.softmax(logits.float(), dim=1).view(-1).index_select(0, idx)
-                slot.flat_out[:nl].copy_(flat, non_blocking=True)
+                slot.priors_out[:n].copy_(torch.softmax(logits.float(), dim=1), non_blocking=True)
                 slot.values_out[:n].copy_(values.float(), non_blocking=True)
                 done = torch.cuda.Event()
                 done.record()
@@ -290,9 +274,11 @@ class CudaBackend:
         return b
 
     def _finish(self, b: Batch) -> None:
-        """On the loop thread: take the results out of the pinned buffers, then deliver."""
+        """On the loop thread: copy the results out of the pinned buffers (the slot's, reused by a
+        later batch) into the batch's own arrays, then deliver."""
         if b.error is None:
-            b.set_results(b.slot.flat_out[: len(b.flat_legal)].numpy(), b.slot.values_out[: b.n].numpy())
+            n = b.n
+            b.set_results(b.slot.priors_out[:n].numpy().copy(), b.slot.values_out[:n].numpy().copy())
         self.deliver(b)
 
     async def aclose(self) -> None:

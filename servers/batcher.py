@@ -1,15 +1,16 @@
 """The batcher: one model, many waiting coroutines, one forward pass per batch.
 
-A game coroutine that needs the network awaits ``batcher.evaluate_many(rows, legals)`` (a wave of
-leaves, the search's way: one await for many rows). Submitting is synchronous and cheap (ray
-serve's ``_BatchQueue.put``): the rows are copied into a preallocated staging buffer, the legal ids
-appended to the batch, the first submit of a batch schedules its flush with ``loop.call_soon``,
-and every requester awaits the batch's one shared future. ``call_soon`` puts the flush behind every
-callback already ready to run, so by the time it runs every coroutine that could run has run: it
-either submitted or waits on something else. That is the flush rule "flush when every live
-requester is waiting", without a timer. A batch that reaches ``max_batch`` is sealed at once and the
-next submit opens a new one. ``max_wait`` (a timer) is only for rows that come from other processes
-(``submit_rows``, the socket front), whose next frame cannot be seen from here.
+A game coroutine that needs the network awaits ``batcher.evaluate_many(features, legal)`` (a wave
+of leaves, the search's way: one await for many rows; the arrays of ``blobnet.evaluator``).
+Submitting is synchronous and cheap (ray serve's ``_BatchQueue.put``): the feature rows and legal
+masks are copied into a preallocated staging buffer, the first submit of a batch schedules its
+flush with ``loop.call_soon``, and every requester awaits the batch's one shared future.
+``call_soon`` puts the flush behind every callback already ready to run, so by the time it runs
+every coroutine that could run has run: it either submitted or waits on something else. That is
+the flush rule "flush when every live requester is waiting", without a timer. A batch that reaches
+``max_batch`` is sealed at once and the next submit opens a new one. ``max_wait`` (a timer) is
+only for rows that come from other processes (``submit_rows``, the socket front), whose next frame
+cannot be seen from here.
 
 The batcher keeps intake, the flush rule and delivery; where the forward pass runs is a backend
 (servers/backends.py), chosen once at construction from ``device`` and ``mode``: "inline", "auto"
@@ -19,12 +20,11 @@ launched and not yet delivered; the model's weights change between batches, neve
 Every requester of a batch awaits the batch's one shared future (servers/waiting.py says why and
 how a cancelled waiter leaves the rest of its batch undisturbed).
 
-Bad rows (servers/batch.py finds them, per batch): a row holding NaN or inf, or a legal id that is
-not an int in ``0..n_actions-1``, fails only its own request with a ValueError. A forward pass
-that raises fails every waiter of that batch with ``EvaluationError`` (its ``__cause__`` is the
-original error); the batcher goes on serving. Results become Python lists once per batch (one
-``tolist`` of the priors of every legal id and one of the values), and each request takes its
-slices.
+Bad rows (servers/batch.py finds them, per batch): a row holding NaN or inf, or no legal id, fails
+only its own request with a ValueError. A forward pass that raises fails every waiter of that batch
+with ``EvaluationError`` (its ``__cause__`` is the original error); the batcher goes on serving.
+Each batch's results are fresh arrays, priors (n, n_actions) and values (n, n_values); each request
+takes its slices (no copy, no Python object per row), and nothing writes into them afterwards.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from itertools import chain
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from blobnet.cards import N_ACTIONS, N_VALUES
-from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors
+from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request, row_errors
 from blobnet.net import resolve_dtype
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
 from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot
@@ -60,8 +59,9 @@ class Batcher:
     """Evaluator that batches every waiting request into one forward pass of ``model``.
 
     model: ``model(x (B, width) float, legal (B, n_actions) bool) -> (logits (B, n_actions),
-    values (B, n_values))``; illegal logits must be very negative (``blobnet.net.BlobNet`` is such a
-    model). The batcher owns it from now on: it is put in eval mode and moved to ``device``/``dtype``.
+    values (B, n_values))``; illegal logits must be so negative that their softmax is exactly 0 (as
+    ``blobnet.net.BlobNet``'s, the dtype's most negative finite value). The batcher owns it from now
+    on: it is put in eval mode and moved to ``device``/``dtype``.
     width, n_actions, n_values: taken from the model's attributes of those names unless given.
     max_batch: rows per forward pass at most. mode: "auto", "inline" or "thread" (servers/backends.py).
     dtype: None (float32), torch.bfloat16/float16 or "bf16"/"fp16". max_wait: seconds a batch holding
@@ -125,35 +125,41 @@ class Batcher:
         self._drained: asyncio.Future[None] | None = None  # aclose waits on it for in-flight batches
         self._stats = BatcherStats(max_batch)
 
-    async def evaluate_many(self, features: np.ndarray, legal: Sequence[Sequence[int]]) -> Priors:
-        """The evaluator protocol (``blobnet.evaluator.Evaluator``): features (k, width) float32,
-        copied before the first await; legal: k lists of ids. Returns (priors, values): priors, each
-        row's prior of each of its legal ids, flat in row order (``sum(len(l) for l in legal)``
-        floats); values, k lists of ``n_values`` floats. ValueError for features of the wrong shape,
-        an empty legal list, or a row with NaN/inf features or bad legal ids (the whole request
-        fails; other requests in its batch go on); EvaluationError when the batch's forward pass
-        failed; EvaluatorClosed after ``aclose``."""
-        if not legal:
-            return [], []
-        if 0 in map(len, legal):
-            raise ValueError("a row's legal list is empty: a position to evaluate has at least one legal action")
+    async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
+        """The evaluator protocol (``blobnet.evaluator.Evaluator``): features (k, width) float32 and
+        legal (k, n_actions) bool, copied before the first await. Returns (priors (k, n_actions),
+        values (k, n_values)), float32 slices of the batch's own result arrays (concatenated when the
+        request spans batches). ValueError for arrays of the wrong shape or dtype, or a row with
+        NaN/inf features or no legal id (the whole request fails; other requests in its batch go on);
+        EvaluationError when the batch's forward pass failed; EvaluatorClosed after ``aclose``."""
         segments = self._place(features, legal, wait=False)
-        priors: list[float] = []
-        values: list[list[float]] = []
-        for b, start, count, row0, flat0, nl in segments:
+        if len(segments) == 1:
+            b, start, count, row0 = segments[0]
             if not b.done:
                 await wait(b)
-            if b.error is not None:
-                raise _failure(b.error)
-            if b.bad is not None:
-                bad = [f"row {r - row0 + start}: {m}" for r, m in sorted(b.bad.items()) if row0 <= r < row0 + count]
-                if bad:
-                    raise ValueError("; ".join(bad))
-            if len(segments) == 1:
-                return b.flat[flat0 : flat0 + nl], b.values[row0 : row0 + count]
-            priors += b.flat[flat0 : flat0 + nl]
-            values += b.values[row0 : row0 + count]
-        return priors, values
+            self._check(b, start, count, row0)
+            return b.priors[row0 : row0 + count], b.values[row0 : row0 + count]  # type: ignore[index]
+        if not segments:  # no rows
+            return np.zeros((0, self.n_actions), np.float32), np.zeros((0, self.n_values), np.float32)
+        priors: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for b, start, count, row0 in segments:
+            if not b.done:
+                await wait(b)
+            self._check(b, start, count, row0)
+            priors.append(b.priors[row0 : row0 + count])  # type: ignore[index]
+            values.append(b.values[row0 : row0 + count])  # type: ignore[index]
+        return np.concatenate(priors), np.concatenate(values)
+
+    @staticmethod
+    def _check(b: Batch, start: int, count: int, row0: int) -> None:
+        """Raise what a request's rows ``row0 .. row0 + count - 1`` of ``b`` failed with, if anything."""
+        if b.error is not None:
+            raise _failure(b.error)
+        if b.bad is not None:
+            bad = {r - row0 + start: m for r, m in b.bad.items() if row0 <= r < row0 + count}
+            if bad:
+                raise row_errors(bad)
 
     async def aclose(self) -> None:
         """Stop intake, fail what has not been launched with EvaluatorClosed, let what is in flight
@@ -175,27 +181,19 @@ class Batcher:
             await self._drained
         await self._backend.aclose()
 
-    def submit_rows(
-        self, features: np.ndarray, legal: Sequence[Sequence[int]], on_done: RowsCallback, *, wait: bool = True
-    ) -> None:
-        """Submit many rows at once without a coroutine (the socket front): features (R, width), legal
-        R lists of ids. ``on_done`` is called on the loop thread once per batch the rows land in (rows
-        past ``max_batch`` go to the next batch). wait: use the ``max_wait`` timer (rows from another
-        process, whose next message cannot be seen from here). Bad rows fail alone, in ``row_errors``."""
-        for b, start, count, row0, flat0, _ in self._place(features, legal, wait=wait):
-            b.parts.append((on_done, start, count, row0, flat0))
-            b.part_rows += count
+    def submit_rows(self, features: np.ndarray, legal: np.ndarray, on_done: RowsCallback, *, wait: bool = True) -> None:
+        """Submit many rows at once without a coroutine (the socket front): features (R, width)
+        float32, legal (R, n_actions) bool, both copied now. ``on_done`` is called on the loop thread
+        once per batch the rows land in (rows past ``max_batch`` go to the next batch). wait: use the
+        ``max_wait`` timer (rows from another process, whose next message cannot be seen from here).
+        Bad rows fail alone, in ``row_errors``."""
+        for b, start, count, row0 in self._place(features, legal, wait=wait):
+            b.parts.append((on_done, start, count, row0))
 
-    def _place(
-        self, features: np.ndarray, legal: Sequence[Sequence[int]], *, wait: bool
-    ) -> list[tuple[Batch, int, int, int, int, int]]:
-        """Copy rows into the open batch (and the next ones past max_batch). One segment per batch:
-        (batch, first row of the request, rows, first row in the batch, first flat id, flat ids)."""
-        shape = getattr(features, "shape", None)
-        if shape is None or len(shape) != 2 or shape[1] != self.width or shape[0] != len(legal):
-            raise ValueError(f"features have shape {shape}: expected ({len(legal)}, {self.width}), a row per legal")
-        r = shape[0]
-        lens = list(map(len, legal))
+    def _place(self, features: np.ndarray, legal: np.ndarray, *, wait: bool) -> list[tuple[Batch, int, int, int]]:
+        """Copy rows and masks into the open batch (and the next ones past max_batch). One segment
+        per batch: (batch, first row of the request, rows, first row in the batch)."""
+        r = check_request(features, legal, self.width, self.n_actions)
         segments = []
         start = 0
         while start < r:
@@ -209,16 +207,19 @@ class Batcher:
                 else:
                     b.soon = True
                     self._loop.call_soon(self._flush, b)  # type: ignore[union-attr]
-            take = min(r - start, self.max_batch - b.n)
             row0 = b.n
-            flat0 = len(b.flat_legal)
-            b.feat[row0 : row0 + take] = features[start : start + take]
-            b.flat_legal.extend(chain.from_iterable(legal[start : start + take]))
-            b.lens += lens[start : start + take]
-            b.n = row0 + take
-            segments.append((b, start, take, row0, flat0, len(b.flat_legal) - flat0))
+            take = min(r - start, self.max_batch - row0)
+            end = row0 + take
+            if take == r:  # the whole request: no slicing of the caller's arrays
+                b.feat[row0:end] = features
+                b.mask[row0:end] = legal
+            else:
+                b.feat[row0:end] = features[start : start + take]
+                b.mask[row0:end] = legal[start : start + take]
+            b.n = end
+            segments.append((b, start, take, row0))
             start += take
-            if b.n == self.max_batch:
+            if end == self.max_batch:
                 self._seal(b, full=True)
         return segments
 
@@ -330,8 +331,8 @@ class Batcher:
             elif b.bad is not None:
                 st.failed_rows += len(b.bad)
         b.finish()
-        for on_done, start, count, row0, flat0 in b.parts:
-            self._call_part(b, on_done, start, count, row0, flat0)
+        for on_done, start, count, row0 in b.parts:
+            self._call_part(b, on_done, start, count, row0)
         b.parts = []
         self._free.append(b.slot)
         if launched:
@@ -340,17 +341,14 @@ class Batcher:
                 self._drained.set_result(None)
             self._pump()
 
-    def _call_part(self, b: Batch, on_done: RowsCallback, start: int, count: int, row0: int, flat0: int) -> None:
+    def _call_part(self, b: Batch, on_done: RowsCallback, start: int, count: int, row0: int) -> None:
         errors: dict[int, str] = {}
         if b.bad is not None:
             errors = {r - row0 + start: m for r, m in b.bad.items() if row0 <= r < row0 + count}
-        if b.error is not None or b.flat_np is None or b.values_np is None:
+        if b.error is not None or b.priors is None or b.values is None:
             res = RowsResult(start, count, None, None, errors, b.error or EvaluatorClosed("no result"))
         else:
-            nl = sum(b.lens[row0 : row0 + count])
-            res = RowsResult(
-                start, count, b.flat_np[flat0 : flat0 + nl], b.values_np[row0 : row0 + count], errors, None
-            )
+            res = RowsResult(start, count, b.priors[row0 : row0 + count], b.values[row0 : row0 + count], errors, None)
         try:
             on_done(res)
         except Exception:  # a callback's bug must not stop the other callbacks or the loop

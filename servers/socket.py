@@ -1,7 +1,9 @@
 """The socket front: the same batcher served to other processes over a Unix socket or TCP.
 
 One ``_Connection`` per client parses its frames (servers/wire.py has the format), hands its rows
-to ``Batcher.submit_rows`` and writes one ``Reply`` per batch they landed in. A client that goes
+and unpacked legal masks to ``Batcher.submit_rows`` (which copies them into its staging buffers)
+and writes one ``Reply`` per batch they landed in: the rows' priors (rows, n_actions) and values
+as raw float32 bytes. A client that goes
 away with rows pending loses only its own: the batch runs and its replies are dropped. A bad frame
 gets an ``Error`` and closes that connection only.
 """
@@ -35,8 +37,10 @@ from servers.wire import (
     StatsRequest,
     as_bytes,
     encode_frame,
+    legal_bytes,
     parse_address,
     tune_socket,
+    unpack_legal,
 )
 
 __all__ = ["Server"]
@@ -134,17 +138,22 @@ class _Connection(asyncio.BufferedProtocol):
         if r == 0:
             self.fail("malformed request: no rows")
             return
-        if len(req.legal) != r or len(req.x) != r * self.width * 4:
+        a = self.batcher.n_actions
+        if len(req.legal) != r * legal_bytes(a) or len(req.x) != r * self.width * 4:
             self.fail(
-                f"malformed request: {r} ids, {len(req.legal)} legal lists and {len(req.x)} bytes of features "
-                f"(expected {r * self.width * 4}: {r} rows of {self.width} float32)"
+                f"malformed request: {r} ids, {len(req.legal)} bytes of legal masks and {len(req.x)} bytes of "
+                f"features (expected {r * legal_bytes(a)}: {r} masks of {a} bits packed, and "
+                f"{r * self.width * 4}: {r} rows of {self.width} float32)"
             )
             return
         feats = np.frombuffer(req.x, dtype=F32).reshape(r, self.width)
+        if feats.dtype != np.float32:  # a big-endian machine: the wire's floats are little-endian
+            feats = feats.astype(np.float32)
+        legal = unpack_legal(req.legal, r, a)
         ids = req.ids
         self.pending_rows += r
         try:
-            self.batcher.submit_rows(feats, req.legal, lambda res: self._on_rows(ids, res))
+            self.batcher.submit_rows(feats, legal, lambda res: self._on_rows(ids, res))
         except Exception as e:  # the batcher is closed, or refused the rows
             self.pending_rows -= r
             self.fail(f"request refused: {e}")
@@ -156,10 +165,10 @@ class _Connection(asyncio.BufferedProtocol):
         s = res.start
         rep_ids = ids[s : s + res.count]
         err = [(i - s, m) for i, m in res.row_errors.items()]
-        if res.error is not None or res.probs is None or res.values is None:
+        if res.error is not None or res.priors is None or res.values is None:
             self._send(Reply(rep_ids, EMPTY, EMPTY, err, fail=repr(res.error)))
         else:
-            self._send(Reply(rep_ids, as_bytes(res.probs), as_bytes(res.values), err))
+            self._send(Reply(rep_ids, as_bytes(res.priors), as_bytes(res.values), err))
         if self.eof and self.pending_rows == 0 and self.transport is not None:
             self.transport.close()  # a half-closed client has every answer it asked for
 

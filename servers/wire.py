@@ -7,15 +7,18 @@ message per request costs 50 to 90 us, 64 requests per message about 3 us each);
 answers with one ``Reply`` per batch the rows landed in, matched by the ids the client chose.
 
     server -> client  Hello(width, n_actions, n_values, max_frame)     once, on connect
-    client -> server  Request(ids, x: R*width float32 bytes, legal: R lists of ids)
-    server -> client  Reply(ids, p: float32 priors of each row's legal ids concatenated,
-                            v: float32 (rows, n_values), err: [(index in ids, message)], fail: str)
+    client -> server  Request(ids, x: float32 (R, width), legal: uint8 (R, ceil(n_actions / 8)))
+    server -> client  Reply(ids, p: float32 (rows, n_actions) priors, v: float32 (rows, n_values),
+                            err: [(index in ids, message)], fail: str)
     client -> server  StatsRequest(reset)  ->  StatsReply(stats)
     server -> client  Error(message)       a malformed, truncated or oversized frame: sent, then
                                            that connection (only that one) is closed
 
-Floats are little-endian float32. A row that fails alone (NaN features, a bad legal id) is listed
-in ``err``; ``fail`` (non-empty) means the whole batch's forward pass failed.
+Arrays travel as raw bytes, row-major, with no Python object per row: floats are little-endian
+float32; ``legal`` is each row's (n_actions,) bool mask packed eight ids a byte, first id in the
+high bit (``np.packbits(mask, axis=1)``; ``pack_legal`` and ``unpack_legal``). ``p`` holds every id's
+prior, 0 at the illegal ones. A row that fails alone (NaN features, no legal id) is listed in
+``err``; ``fail`` (non-empty) means the whole batch's forward pass failed.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ __all__ = [
     "FrameReader",
     "encode_frame",
     "as_bytes",
+    "pack_legal",
+    "unpack_legal",
+    "legal_bytes",
     "parse_address",
     "tune_socket",
     "DEFAULT_MAX_FRAME",
@@ -47,7 +53,7 @@ __all__ = [
     "EMPTY",
 ]
 
-# 64 MiB: room for 16k rows of 654 float32 features (43 MB) and their legal ids in one frame.
+# 64 MiB: room for 16k rows of 654 float32 features (43 MB) and their legal masks in one frame.
 DEFAULT_MAX_FRAME = 64 << 20
 F32 = np.dtype("<f4")  # the wire's floats
 EMPTY = memoryview(b"")  # an empty bin field (a failed batch's Reply)
@@ -63,12 +69,12 @@ class Hello(msgspec.Struct, tag="hello", array_like=True, frozen=True):
 class Request(msgspec.Struct, tag="req", array_like=True):
     ids: list[int]  # one per row, chosen by the client, echoed in the replies
     x: memoryview  # len(ids) * width float32 features, row-major (decoded as a view, not a copy)
-    legal: list[list[int]]  # each row's legal action ids
+    legal: memoryview  # len(ids) * legal_bytes(n_actions) bytes: each row's legal mask, packed (pack_legal)
 
 
 class Reply(msgspec.Struct, tag="rep", array_like=True):
     ids: list[int]  # the rows answered here, in the request's order
-    p: memoryview  # float32 priors of each row's legal ids, rows concatenated in order
+    p: memoryview  # float32 (len(ids), n_actions) priors, 0 at each row's illegal ids
     v: memoryview  # float32 (len(ids), n_values) values
     err: list[tuple[int, str]] = []  # (index into ids, why) for rows that failed alone
     fail: str = ""  # non-empty: the whole batch failed, every row here with it
@@ -170,6 +176,27 @@ def as_bytes(a: np.ndarray) -> memoryview:
     """A float32 array as a flat byte view for a bin field (msgspec copies it into the frame)."""
     a = np.ascontiguousarray(a, dtype=F32)
     return a.data.cast("B") if a.size else EMPTY
+
+
+def legal_bytes(n_actions: int) -> int:
+    """Bytes of one row's packed legal mask."""
+    return (n_actions + 7) // 8
+
+
+def pack_legal(mask: np.ndarray) -> memoryview:
+    """A (rows, n_actions) bool mask as a flat byte view for a bin field: each row packed eight ids a
+    byte (``np.packbits``, first id in the high bit), ``legal_bytes(n_actions)`` bytes a row."""
+    packed = np.packbits(mask, axis=1)
+    return packed.data.cast("B") if packed.size else EMPTY
+
+
+def unpack_legal(data: memoryview | bytes, rows: int, n_actions: int) -> np.ndarray:
+    """``pack_legal``'s bytes back as a (rows, n_actions) bool array; ValueError when the length is
+    not ``rows * legal_bytes(n_actions)``. Bits past n_actions in each row's last byte are ignored."""
+    if len(data) != rows * legal_bytes(n_actions):
+        raise ValueError(f"{len(data)} bytes of legal masks: expected {rows * legal_bytes(n_actions)}")
+    packed = np.frombuffer(data, dtype=np.uint8).reshape(rows, legal_bytes(n_actions))
+    return np.unpackbits(packed, axis=1, count=n_actions).view(np.bool_)
 
 
 def encode_frame(encoder: msgspec.msgpack.Encoder, msg: Message) -> bytearray:

@@ -20,7 +20,7 @@ from bench.point import PointSpec
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher, drive
 from bench.strategies import ENGINE_EVALUATORS, STRATEGIES, run_point
 from bench.sweep import PLANS, QUICK, TINY, Mode, derive, parse, plan_scaling
-from blobnet.cards import BID0, N_VALUES
+from blobnet.cards import BID0, N_ACTIONS, N_VALUES
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import WIDTH
 from blobnet.evaluator import FreeEvaluator
@@ -260,10 +260,17 @@ def test_sweep_refuses_bad_flags() -> None:
             parse(argv)
 
 
-def _rows(n: int) -> tuple[np.ndarray, list[list[int]]]:
+def _mask(*legal: list[int]) -> np.ndarray:
+    m = np.zeros((len(legal), N_ACTIONS), dtype=np.bool_)
+    for i, ids in enumerate(legal):
+        m[i, ids] = True
+    return m
+
+
+def _rows(n: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     legal = [[0, 3, 7], [BID0, BID0 + 1], [10, 11, 12, 13], [1, 2], [BID0 + 8, BID0 + 9, BID0 + 10]][:n]
-    return (rng.random((n, WIDTH)) < 0.05).astype(np.float32), legal
+    return (rng.random((n, WIDTH)) < 0.05).astype(np.float32), _mask(*legal)
 
 
 def test_thread_batcher_answers_each_request_as_a_direct_forward_would() -> None:
@@ -272,6 +279,7 @@ def test_thread_batcher_answers_each_request_as_a_direct_forward_would() -> None
     tb = ThreadBatcher(model, fill=1, timeout=0.01)
     priors, values = drive(tb.evaluate_many(x, legal))
     want_p, want_v = DirectEvaluator(model).run_rows(x, legal)
+    assert priors.shape == (5, N_ACTIONS) and values.shape == (5, N_VALUES) and (priors[~legal] == 0).all()
     np.testing.assert_allclose(priors, want_p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
     assert tb.sizes == [5]  # one request filled the batch: one forward pass of its 5 rows
@@ -285,6 +293,7 @@ def test_row_by_row_runs_a_forward_pass_per_row_with_the_batched_answers() -> No
     priors, values = drive(RowByRow(model, yield_each=False).evaluate_many(x, legal))
     assert calls == [1] * 5
     want_p, want_v = DirectEvaluator(model).run_rows(x, legal)
+    assert priors.shape == (5, N_ACTIONS) and values.shape == (5, N_VALUES)
     np.testing.assert_allclose(priors, want_p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
 
@@ -313,12 +322,14 @@ def test_sync_player_searches_the_real_choices_of_whole_rounds() -> None:
 def test_timed_passes_answers_through_and_times_them_while_active() -> None:
     ev = Timed(FreeEvaluator(0.25))
     x = np.zeros((2, WIDTH), dtype=np.float32)
-    priors, values = asyncio.run(ev.evaluate_many(x, [[1, 2], [5, 6, 7, 8]]))
-    assert priors == [0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
-    assert values == [[0.25] * N_VALUES, [0.25] * N_VALUES]
+    priors, values = asyncio.run(ev.evaluate_many(x, _mask([1, 2], [5, 6, 7, 8])))
+    want = np.zeros((2, N_ACTIONS), dtype=np.float32)
+    want[0, [1, 2]], want[1, [5, 6, 7, 8]] = 0.5, 0.25
+    assert priors.dtype == np.float32 and np.array_equal(priors, want)  # uniform over the legal ids, 0 elsewhere
+    assert values.dtype == np.float32 and values.tolist() == [[0.25] * N_VALUES, [0.25] * N_VALUES]
     assert ev.seconds == []  # not timed until started
     ev.start()
-    asyncio.run(ev.evaluate_many(x, [[1, 2], [3, 4]]))
+    asyncio.run(ev.evaluate_many(x, _mask([1, 2], [3, 4])))
     assert len(ev.stop()) == 1 and ev.seconds[0] >= 0 and not ev.active
 
 

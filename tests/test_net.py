@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
+import numpy as np
 import pytest
 import torch
 
+from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import DEFAULT_PRESET, PRESETS
 from blobnet.encode import WIDTH
-from blobnet.net import BlobNet, count_params, make_net
+from blobnet.evaluator import Evaluator, FreeEvaluator
+from blobnet.net import BlobNet, DirectEvaluator, count_params, make_net
 
 
 def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,3 +96,31 @@ def test_half_precision_forward_masks_illegal_ids(dtype: torch.dtype) -> None:
     probs = torch.softmax(logits.float(), dim=1)
     assert torch.all(probs[~legal] == 0.0)
     assert torch.all(torch.isfinite(values.float()))
+
+
+@pytest.mark.parametrize("kind", ["direct", "free"])
+def test_the_evaluators_here_answer_arrays_and_refuse_bad_requests(kind: str) -> None:
+    net = make_net("tiny", seed=2)
+    ev: Evaluator = DirectEvaluator(net) if kind == "direct" else FreeEvaluator(0.5, width=WIDTH)
+    x, legal = (a.numpy() for a in _inputs(6, seed=3))
+    priors, values = asyncio.run(ev.evaluate_many(x, legal))
+    assert priors.shape == (6, N_ACTIONS) and values.shape == (6, N_VALUES)
+    assert priors.dtype == np.float32 and values.dtype == np.float32
+    assert (priors[~legal] == 0).all() and np.allclose(priors.sum(axis=1), 1, atol=1e-5)
+    if kind == "direct":
+        with torch.inference_mode():
+            logits, want = net(torch.from_numpy(x), torch.from_numpy(legal))
+        assert np.allclose(priors, torch.softmax(logits, dim=1).numpy(), atol=1e-6)
+        assert np.allclose(values, want.numpy(), atol=1e-6)
+    else:
+        assert np.allclose(priors[legal], np.repeat(1 / legal.sum(axis=1), legal.sum(axis=1)))
+        assert (values == 0.5).all()
+    bad_x, bad_legal = x.copy(), legal.copy()
+    bad_x[1, 2] = np.inf
+    bad_legal[4] = False
+    with pytest.raises(ValueError, match="row 1: features hold NaN or inf.*row 4: legal holds no legal id"):
+        asyncio.run(ev.evaluate_many(bad_x, bad_legal))
+    with pytest.raises(ValueError, match=rf"expected a \(6, {N_ACTIONS}\) bool array"):
+        asyncio.run(ev.evaluate_many(x, legal.astype(np.int8)))
+    with pytest.raises(ValueError, match=rf"expected a \(k, {WIDTH}\) float32 array"):
+        asyncio.run(ev.evaluate_many(x.astype(np.float64), legal))

@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from blobnet.cards import BID0, N_CARDS
+from blobnet.cards import BID0, N_ACTIONS, N_CARDS, N_VALUES
 from blobnet.config import ConfigError, SearchConfig
 from blobnet.encode import OFFSETS
 from blobnet.evaluator import FreeEvaluator
@@ -26,20 +26,17 @@ class PlayedCardEvaluator:
         self.calls = 0
 
     async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
-        self.calls += len(legal)
-        priors: list[float] = []
-        values = []
+        k = len(legal)
+        self.calls += k
+        priors = (legal * (0.4 / legal.sum(axis=1, keepdims=True))).astype(np.float32)
+        priors[np.arange(k), legal.argmax(axis=1)] += 0.6  # argmax of a bool row: its lowest legal id
+        values = np.zeros((k, 8), dtype=np.float32)
         played = features[:, OFFSETS["played_by"] : OFFSETS["played_by"] + 8 * N_CARDS].reshape(-1, 8, N_CARDS)
-        for row, ids in enumerate(legal):
-            p = [0.4 / len(ids)] * len(ids)
-            p[0] += 0.6
-            priors += p
-            v = [0.0] * 8
+        for row in range(k):
             owners = np.nonzero(played[row, :, self.card])[0]
             if len(owners):
-                v[int(owners[0])] = 1.0
-            values.append(v)
-        await asyncio.sleep(0)  # suspend, as a real batcher does
+                values[row, int(owners[0])] = 1.0
+        await asyncio.sleep(0)  # suspend, as a real batcher does (the answers were made before it)
         return priors, values
 
 
@@ -82,8 +79,9 @@ def test_first_batch_is_not_copies_of_the_root():
     class Recorder(FreeEvaluator):
         async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
             waves.append([row.tobytes() for row in features])
+            out = await super().evaluate_many(features, legal)  # reads its arrays before its first await
             await asyncio.sleep(0)
-            return await super().evaluate_many(features, legal)
+            return out
 
     r = leader_round()
     cfg = SearchConfig(dets=1, sims=8, leaves=4, root_view=False)
@@ -91,6 +89,31 @@ def test_first_batch_is_not_copies_of_the_root():
     (root,), first_wave = waves[0], waves[1]
     assert root not in first_wave
     assert len(first_wave) == 4 and len(set(first_wave)) == 4
+
+
+def test_the_search_sends_each_rows_legal_mask_and_reads_its_priors_at_those_ids():
+    """The root's mask is its legal actions; every leaf row has one; a prior put on the highest legal
+    id of each row draws the first visit there (read back at the row's own ids, not another's)."""
+    masks: list[np.ndarray] = []
+
+    class Highest(FreeEvaluator):
+        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            masks.append(legal.copy())
+            k = len(legal)
+            top = N_ACTIONS - 1 - legal[:, ::-1].argmax(axis=1)  # each row's highest legal id
+            priors = np.where(legal, 0.01, 0.0).astype(np.float32)
+            priors[np.arange(k), top] = 1.0
+            priors /= priors.sum(axis=1, keepdims=True)
+            await asyncio.sleep(0)
+            return priors, np.full((k, N_VALUES), 0.5, dtype=np.float32)
+
+    r = leader_round()
+    view = r.view(r.to_play)
+    result = run(Search(Highest(), SearchConfig(dets=1, sims=1, leaves=1)).run(view, np.random.default_rng(0)))
+    assert masks[0].shape == (1, N_ACTIONS) and np.flatnonzero(masks[0][0]).tolist() == view.legal_actions()
+    assert result.visits == [0] * (len(result.actions) - 1) + [1]  # the highest legal card
+    run(Search(Highest(), SearchConfig(dets=2, sims=12, leaves=3)).run(view, np.random.default_rng(1)))
+    assert all(m.dtype == np.bool_ and m.any(axis=1).all() for m in masks)
 
 
 class TwoViewsEvaluator(FreeEvaluator):
@@ -105,18 +128,17 @@ class TwoViewsEvaluator(FreeEvaluator):
         self.own_rows = 0
 
     async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
-        priors, _ = await super().evaluate_many(features, legal)
+        # The caller may reuse its arrays once this call awaits: read them first.
         hands = features[:, OFFSETS["hand"] : OFFSETS["hand"] + N_CARDS] > 0
         played = features[:, OFFSETS["played_by"] : OFFSETS["played_by"] + 8 * N_CARDS].reshape(-1, 8, N_CARDS)
-        values = []
+        values = np.zeros((len(features), 8), dtype=np.float32)
         for row in range(len(features)):
             own = not (hands[row] & ~self.hand).any()
             self.own_rows += own
-            v = [0.0] * 8
             owners = np.nonzero(played[row, :, self.target if own else self.decoy])[0]
             if len(owners):
-                v[int(owners[0])] = 1.0
-            values.append(v)
+                values[row, int(owners[0])] = 1.0
+        priors, _ = await super().evaluate_many(features, legal)
         return priors, values
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -82,8 +86,9 @@ class Exploding(FreeEvaluator):
         self.left -= len(legal)
         if self.left < 0:
             raise RuntimeError("the net fell over")
+        out = await super().evaluate_many(features, legal)  # reads its arrays before its first await
         await asyncio.sleep(0)
-        return await super().evaluate_many(features, legal)
+        return out
 
 
 def test_a_failing_game_stops_the_engine_with_its_seed_and_keeps_finished_examples():
@@ -107,3 +112,15 @@ def test_rounds_below_one_is_refused():
     engine = SelfPlayEngine(FreeEvaluator(), search=FAST, game=GameConfig(), concurrency=1)
     with pytest.raises(ValueError, match="rounds"):
         asyncio.run(engine.run(0))
+
+
+def test_a_self_play_smoke_run_passes_numba_bounds_checks(tmp_path):
+    """The compiled kernels (rules, deals, encoding, trees) recompiled with bounds checking, in a
+    fresh cache, through a full game of 5 players (every hand size from 7 down to 1 and back, the
+    game context in every row): an index bug fails here instead of corrupting memory."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    cmd = [sys.executable, "-m", "clients.cli", "selfplay", "--players", "5", "--games", "--dets", "2", "--sims", "12",
+           "--leaves", "3", "--concurrency", "2", "--rounds", "19", "--workers", "1", "--free", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["rounds"] == 19

@@ -20,7 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_batcher import Echo, W, check, expected, one, row  # pytest puts tests/ on sys.path
+from test_batcher import Echo, W, check, expected, mask, one, row  # pytest puts tests/ on sys.path
 
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.checkpoint import save_checkpoint
@@ -29,7 +29,7 @@ from blobnet.net import make_net
 from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluationError, Evaluator, EvaluatorClosed
 from servers.socket import Server
-from servers.wire import Error, Hello, Message, Reply, Request, as_bytes, encode_frame
+from servers.wire import Error, Hello, Message, Reply, Request, as_bytes, encode_frame, pack_legal
 
 DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(Message)  # type: ignore[arg-type]
 ENCODER = msgspec.msgpack.Encoder()
@@ -37,10 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.asynccontextmanager
-async def serving(model: torch.nn.Module, kind: str = "unix", **kw: Any) -> AsyncIterator[tuple[Batcher, str]]:
+async def serving(
+    model: torch.nn.Module, kind: str = "unix", max_batch: int = 1024, **kw: Any
+) -> AsyncIterator[tuple[Batcher, str]]:
     """An in-process server on a fresh address; yields (its batcher, its address)."""
     with tempfile.TemporaryDirectory() as tmp:
-        batcher = Batcher(model)
+        batcher = Batcher(model, max_batch=max_batch)
         server = Server(batcher, f"unix:{tmp}/s.sock" if kind == "unix" else "tcp:127.0.0.1:0", **kw)
         address = await server.start()
         try:
@@ -68,7 +70,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 def request(ids: list[int], rows: np.ndarray, legal: list[list[int]]) -> bytearray:
-    return encode_frame(ENCODER, Request(ids, as_bytes(rows), legal))
+    """A Request frame of ``rows`` and the packed masks of ``legal``'s lists of ids."""
+    return encode_frame(ENCODER, Request(ids, as_bytes(rows), pack_legal(mask(*legal))))
 
 
 async def expect_error_then_close(reader: asyncio.StreamReader, match: str) -> None:
@@ -103,20 +106,22 @@ def test_remote_results_equal_in_process_results(kind: str) -> None:
             got = await asyncio.gather(*(one(remote, rows[i], legals[i]) for i in range(40)))
             want = await asyncio.gather(*(one(local, rows[i], legals[i]) for i in range(40)))
             for (p1, v1), (p2, v2), leg in zip(got, want, legals, strict=True):
-                assert len(p1) == len(leg) and all(type(p) is float for p in p1)
+                assert p1.shape == (N_ACTIONS,) and p1.dtype == np.float32 and v1.dtype == np.float32
                 assert np.allclose(p1, p2, atol=1e-6) and np.allclose(v1, v2, atol=1e-6)
+                assert (np.delete(p1, leg) == 0).all()  # exactly 0 at the illegal ids
             # Waves, as the search sends them: 40 rows over frames of 16, and a second request alongside.
+            legal = mask(*legals)
             many, other = await asyncio.gather(
-                remote.evaluate_many(rows, legals), remote.evaluate_many(rows[:3], legals[:3])
+                remote.evaluate_many(rows, legal), remote.evaluate_many(rows[:3], legal[:3])
             )
-            local_many = await local.evaluate_many(rows, legals)
+            local_many = await local.evaluate_many(rows, legal)
             assert np.allclose(many[0], local_many[0], atol=1e-6) and np.allclose(many[1], local_many[1], atol=1e-6)
-            assert len(many[0]) == sum(map(len, legals)) and len(many[1]) == 40
-            assert np.allclose(other[0], local_many[0][: sum(map(len, legals[:3]))], atol=1e-6)
+            assert many[0].shape == (40, N_ACTIONS) and many[1].shape == (40, N_VALUES)
+            assert np.allclose(other[0], local_many[0][:3], atol=1e-6)
             bad = rows[:2].copy()
             bad[0, 0] = np.nan
             with pytest.raises(ValueError, match="row 0"):
-                await remote.evaluate_many(bad, legals[:2])
+                await remote.evaluate_many(bad, legal[:2])
             stats = await remote.stats(reset=True)
             assert stats["rows"] == 80 + 80 + 3 + 2 and (await remote.stats())["rows"] == 0
             await remote.aclose()
@@ -144,6 +149,25 @@ def test_remote_requesters_get_their_own_rows_back() -> None:
     asyncio.run(main())
 
 
+def test_a_frame_the_server_splits_over_batches_comes_back_whole_and_in_order() -> None:
+    rng = np.random.default_rng(8)
+    feats = rng.random((20, W)).astype(np.float32)
+    legal = [sorted(rng.choice(N_ACTIONS, size=int(rng.integers(1, 9)), replace=False).tolist()) for _ in range(20)]
+    model = Echo()
+
+    async def main() -> None:
+        async with asyncio.timeout(20), serving(model, max_batch=7) as (_, address):
+            remote = await RemoteEvaluator.connect(address)
+            priors, values = await remote.evaluate_many(feats, mask(*legal))  # one frame, three batches
+            assert sorted(model.calls) == [6, 7, 7]
+            assert priors.shape == (20, N_ACTIONS) and values.shape == (20, N_VALUES)
+            for i in range(20):
+                check((priors[i], values[i]), expected(feats[i], legal[i]))
+            await remote.aclose()
+
+    asyncio.run(main())
+
+
 def test_bad_rows_and_failed_batches_reach_only_their_remote_waiters() -> None:
     model = Echo()
 
@@ -153,22 +177,20 @@ def test_bad_rows_and_failed_batches_reach_only_their_remote_waiters() -> None:
             nan = row(1)
             nan[3] = np.nan
             out = await asyncio.gather(
-                one(remote, row(0), [1]), one(remote, nan, [1]), one(remote, row(2), [N_ACTIONS]),
+                one(remote, row(0), [1]), one(remote, nan, [1]), one(remote, row(2), []),
                 one(remote, row(3), [4]), return_exceptions=True,
             )  # fmt: skip
             check(out[0], expected(row(0), [1]))  # type: ignore[arg-type]
             check(out[3], expected(row(3), [4]))  # type: ignore[arg-type]
-            assert isinstance(out[1], ValueError) and "NaN" in str(out[1])
-            assert isinstance(out[2], ValueError) and f"0..{N_ACTIONS - 1}" in str(out[2])
-            with pytest.raises(ValueError, match="shape"):
+            assert isinstance(out[1], ValueError) and "row 0: features hold NaN" in str(out[1])
+            assert isinstance(out[2], ValueError) and "row 0: legal holds no legal id" in str(out[2])
+            with pytest.raises(ValueError, match=f"expected a \\(k, {W}\\) float32 array"):
                 await one(remote, np.zeros(W + 2, dtype=np.float32), [1])
-            odd_ids: list[list[Any]] = [[np.int64(3), True], [2.5], ["x"], [2**70], [6]]
-            odd = await asyncio.gather(
-                *(one(remote, row(i), ids) for i, ids in enumerate(odd_ids)), return_exceptions=True
-            )
-            check(odd[0], expected(row(0), [3, 1]))  # type: ignore[arg-type]
-            check(odd[4], expected(row(4), [6]))  # type: ignore[arg-type]
-            assert all(isinstance(e, ValueError) and f"ints in 0..{N_ACTIONS - 1}" in str(e) for e in odd[1:4]), odd
+            r, m = row(5).reshape(1, W), mask([6])
+            odd_masks: list[Any] = [m.astype(np.int64), m.astype(np.float32), m[:, :-1], [[6]], m]
+            odd = await asyncio.gather(*(remote.evaluate_many(r, om) for om in odd_masks), return_exceptions=True)
+            check((odd[4][0][0], odd[4][1][0]), expected(row(5), [6]))  # type: ignore[index]
+            assert all(isinstance(e, ValueError) and f"(1, {N_ACTIONS}) bool array" in str(e) for e in odd[:4]), odd
             model.fail_next = True
             failed = await asyncio.gather(*(one(remote, row(i), [1]) for i in range(3)), return_exceptions=True)
             assert all(isinstance(f, EvaluationError) and "boom" in str(f) for f in failed)
@@ -185,7 +207,8 @@ def test_bad_rows_and_failed_batches_reach_only_their_remote_waiters() -> None:
         (encode_frame(ENCODER, Error("a client may not send this")), "unexpected"),
         (b"\x00\x00\x00\x10" + b"\x01" * 8, "truncated"),  # the stream ends inside the frame
         (b"\x7f\xff\xff\xff", "over the limit"),  # oversized: refused from its length alone
-        (request([1, 2], np.zeros((2, W)), [[1]]), "malformed request"),  # 2 ids, 1 legal list
+        (request([1, 2], np.zeros((2, W)), [[1]]), "malformed request"),  # 2 ids, 1 legal mask
+        (encode_frame(ENCODER, Request([1], as_bytes(np.zeros((1, W))), [[1]])), "malformed frame"),  # type: ignore[arg-type]  # ids, not a mask
         (request([1], np.zeros((1, W + 1)), [[1]]), "malformed request"),  # wrong number of feature bytes
         (request([], np.zeros((0, W)), []), "no rows"),
     ],
@@ -233,6 +256,8 @@ def test_a_half_closed_client_still_gets_its_replies() -> None:
             reply = await read_frame(reader)
             assert isinstance(reply, Reply) and reply.ids == [7, 8] and not reply.err and not reply.fail
             assert np.allclose(np.frombuffer(reply.v, "<f4").reshape(2, N_VALUES)[:, 0], [1.0, 2.0])
+            priors = np.frombuffer(reply.p, "<f4").reshape(2, N_ACTIONS)  # every id's prior, 0 where illegal
+            assert priors[0, 3] == 1.0 and np.allclose(priors[1], expected(row(2), [3, 4])[0], atol=1e-6)
             assert await read_frame(reader) is None
             writer.close()
 
@@ -331,7 +356,7 @@ _request_like = st.builds(
     lambda ids, x, legal: ["req", ids, x, legal],
     st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
     st.binary(max_size=3 * W * 4),
-    st.lists(st.lists(st.integers(-(2**63), 2**64 - 1), max_size=4), max_size=3),
+    st.binary(max_size=3 * 9 + 2) | st.lists(st.lists(st.integers(-(2**63), 2**64 - 1), max_size=4), max_size=3),
 )
 _garbage = st.one_of(
     st.binary(max_size=200),  # any bytes at all
