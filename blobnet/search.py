@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blobnet.cards import N_ACTIONS
+from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import SearchConfig
 from blobnet.deal import deal, rng_state
 from blobnet.encode import WIDTH
@@ -129,7 +129,7 @@ class Search:
         encode_state(known, seat, row[0])
         mask = np.zeros((1, N_ACTIONS), np.bool_)
         mask[0, legal] = True
-        priors, values = await self.evaluator.evaluate_many(row, mask)
+        priors, values = _answers(await self.evaluator.evaluate_many(row, mask), 1)
         evaluations = 1
         p = priors[0, legal].astype(np.float64)
         if noise:
@@ -163,7 +163,9 @@ class Search:
             clock["select"] += t1 - t0
             if not k:
                 continue  # every descent of the wave ended at a terminal position
-            priors, values = await self.evaluator.evaluate_many(trees.features[:rows], trees.mask[:rows])
+            priors, values = _answers(
+                await self.evaluator.evaluate_many(trees.features[:rows], trees.mask[:rows]), rows
+            )
             evaluations += rows
             t0 = time.perf_counter()
             backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
@@ -176,3 +178,19 @@ class Search:
         self.simulations += sims
         self.collisions += int(trees.counts[1])
         return SearchResult(legal, visits.tolist(), evaluations, sims, row[0])
+
+
+def _answers(answer: tuple[np.ndarray, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """An evaluator's answer, checked before a kernel reads it: the kernels index these arrays
+    without bounds checks, so a wrong shape or a NaN must stop here with a message, not corrupt a tree."""
+    try:
+        priors, values = answer
+    except (TypeError, ValueError):
+        raise ValueError("the evaluator's answer is not a pair (priors, values)") from None
+    for name, a, width in (("priors", priors, N_ACTIONS), ("values", values, N_VALUES)):
+        if not isinstance(a, np.ndarray) or a.shape != (rows, width) or a.dtype != np.float32:
+            shape = getattr(a, "shape", None)
+            raise ValueError(f"the evaluator's {name} have shape {shape}: expected ({rows}, {width}) float32")
+        if not np.isfinite(a).all():
+            raise ValueError(f"the evaluator's {name} hold NaN or inf")
+    return priors, values

@@ -316,3 +316,22 @@ def test_solver_sees_a_forced_win():
     for b in (1, 0, 1):
         r.play(BID0 + b)
     assert solve(r) == {12: 11.0}
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        (lambda k: (np.full((k, N_ACTIONS), 0.1, np.float32), np.full((k, N_VALUES), np.nan, np.float32)), "values"),
+        (lambda k: (np.full((k, 3), 0.1, np.float32), np.zeros((k, N_VALUES), np.float32)), "priors"),
+        (lambda k: (np.zeros((k, N_ACTIONS), np.float64), np.zeros((k, N_VALUES), np.float32)), "priors"),
+        (lambda k: (np.zeros((k + 1, N_ACTIONS), np.float32), np.zeros((k + 1, N_VALUES), np.float32)), "priors"),
+    ],
+)
+def test_a_bad_answer_from_an_evaluator_is_refused_by_name_before_a_kernel_reads_it(answer, named):
+    class Bad(FreeEvaluator):
+        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            return answer(len(legal))
+
+    r = leader_round()
+    with pytest.raises(ValueError, match=f"evaluator's {named}"):
+        run(Search(Bad(), SearchConfig(dets=2, sims=8)).run(r.view(r.to_play), np.random.default_rng(0)))
