@@ -35,9 +35,9 @@ from math import comb
 
 import numpy as np
 
-from blobnet.cards import FULL_DECK, N_CARDS, SUIT_MASKS
+from blobnet.cards import FULL_DECK, N_CARDS
 from blobnet.jit import njit
-from blobnet.position import CARDS, HAND, PLAYED, PLAYERS, STATE, VOIDS
+from blobnet.position import CARDS, HAND, PLAYED, PLAYERS, STATE, SUIT, VOIDS, popcount
 
 __all__ = [
     "rng_state", "next_u32", "next_u64", "below", "uniform", "deal", "REJECTION_TRIES", "PLAIN", "REJECTION",
@@ -48,7 +48,6 @@ REJECTION_TRIES = 16  # shuffles tried before the exact sampler, as in blobnet.v
 PLAIN, REJECTION, EXACT = 0, 1, 2  # which path ``deal`` took (its return value)
 
 _M32 = 0xFFFFFFFF
-_SUIT = np.array(SUIT_MASKS, dtype=np.int64)  # the 13-card mask of each suit
 # C(n, k) as float64 for n, k in 0..52: exact (C(52, 26) < 2**53); products of them overflow int64
 _BINOM = np.array([[comb(n, k) for k in range(N_CARDS + 1)] for n in range(N_CARDS + 1)], dtype=np.float64)
 
@@ -152,7 +151,7 @@ def deal(view_st: np.ndarray, seat: int, rs: np.ndarray, out: np.ndarray, tries:
     constrained = False
     for s in range(n):
         if s != seat:
-            k = cards - _bits(out[PLAYED + s])
+            k = cards - popcount(out[PLAYED + s])
             total += k
             if k > 0 and out[VOIDS + s] & 15:
                 constrained = True
@@ -162,7 +161,7 @@ def deal(view_st: np.ndarray, seat: int, rs: np.ndarray, out: np.ndarray, tries:
         i = 0
         for s in range(n):
             if s != seat:
-                k = cards - _bits(out[PLAYED + s])
+                k = cards - popcount(out[PLAYED + s])
                 out[HAND + s] = _fill(rs, deck, i, u, k, 0)
                 i += k
         return PLAIN
@@ -174,24 +173,12 @@ def deal(view_st: np.ndarray, seat: int, rs: np.ndarray, out: np.ndarray, tries:
 
 
 @njit(cache=True)
-def _bits(x: int) -> int:
-    """Set bits of a mask in 0..2**63-1 (SWAR: no loop, no product that could wrap)."""
-    x = x - ((x >> 1) & 0x5555555555555555)
-    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
-    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
-    x += x >> 8
-    x += x >> 16
-    x += x >> 32
-    return x & 0x7F
-
-
-@njit(cache=True)
 def _void_cards(voids: int) -> int:
     """The cards of the suits in a 4-bit void mask."""
     m = 0
     for x in range(4):
         if voids >> x & 1:
-            m |= _SUIT[x]
+            m |= SUIT[x]
     return m
 
 
@@ -225,7 +212,7 @@ def _shuffle_once(out: np.ndarray, seat: int, rs: np.ndarray, deck: np.ndarray, 
         for s in range(n):
             if s == seat:
                 continue
-            k = cards - _bits(out[PLAYED + s])
+            k = cards - popcount(out[PLAYED + s])
             if (k > 0 and out[VOIDS + s] & 15 != 0) != with_voids:
                 continue
             hand = _fill(rs, deck, i, u, k, _void_cards(out[VOIDS + s]) if with_voids else 0)
@@ -239,7 +226,7 @@ def _shuffle_once(out: np.ndarray, seat: int, rs: np.ndarray, deck: np.ndarray, 
 @njit(cache=True)
 def _pick(rs: np.ndarray, mask: int, k: int) -> int:
     """``k`` cards of ``mask`` (which holds at least ``k``), every subset equally likely."""
-    left = _bits(mask)
+    left = popcount(mask)
     hand = 0
     for t in range(k):
         m = mask
@@ -352,13 +339,13 @@ def _exact(out: np.ndarray, seat: int, rs: np.ndarray, unseen: int) -> None:
     m = 0
     taken = 0  # the constrained seats, a bit each
     for s in range(n):
-        k = cards - _bits(out[PLAYED + s])
+        k = cards - popcount(out[PLAYED + s])
         if s != seat and k > 0 and out[VOIDS + s] & 15:
             need[m], allow[m], who[m] = k, ~out[VOIDS + s] & 15, s
             taken |= 1 << s
             m += 1
-    l0, l1, l2, l3 = (_bits(unseen & _SUIT[0]), _bits(unseen & _SUIT[1]), _bits(unseen & _SUIT[2]),
-                      _bits(unseen & _SUIT[3]))  # fmt: skip
+    l0, l1, l2, l3 = (popcount(unseen & SUIT[0]), popcount(unseen & SUIT[1]), popcount(unseen & SUIT[2]),
+                      popcount(unseen & SUIT[3]))  # fmt: skip
     taken_most = 0  # by the seats before the last constrained one, whose states the memo holds
     for j in range(m - 1):
         taken_most += need[j]
@@ -376,7 +363,7 @@ def _exact(out: np.ndarray, seat: int, rs: np.ndarray, unseen: int) -> None:
         _rows(_PICK, j, l0, l1, l2, l3, need, allow, dims, memo, target, row)
         hand = 0
         for x in range(4):
-            hand |= _pick(rs, left & _SUIT[x], row[x])
+            hand |= _pick(rs, left & SUIT[x], row[x])
         out[HAND + who[j]] = hand
         left &= ~hand
         l0, l1, l2, l3 = l0 - row[0], l1 - row[1], l2 - row[2], l3 - row[3]
@@ -386,6 +373,6 @@ def _exact(out: np.ndarray, seat: int, rs: np.ndarray, unseen: int) -> None:
     left &= ~hand
     for s in range(n):
         if s != seat and not taken >> s & 1:
-            hand = _pick(rs, left, cards - _bits(out[PLAYED + s]))
+            hand = _pick(rs, left, cards - popcount(out[PLAYED + s]))
             out[HAND + s] = hand
             left &= ~hand

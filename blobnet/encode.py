@@ -15,7 +15,15 @@ import numpy as np
 from blobnet.cards import MAX_BID, MAX_PLAYERS, MIN_PLAYERS, N_CARDS, winning
 from blobnet.rules import Round, View
 
-__all__ = ["FIELDS", "WIDTH", "OFFSETS", "encode", "encode_round", "encode_rounds", "value_scale"]
+__all__ = [
+    "FIELDS",
+    "WIDTH",
+    "OFFSETS",
+    "encode",
+    "encode_round",
+    "encode_rounds",
+    "value_scale",
+]  # and the OFF_* offsets
 
 P = MAX_PLAYERS
 # (name, width): the order is the row's order.
@@ -52,29 +60,31 @@ for _name, _w in FIELDS:
 WIDTH = _o
 del _o, _name, _w
 
-_HAND = OFFSETS["hand"]
-_TRUMP = OFFSETS["trump"]
-_PLAYERS = OFFSETS["players"]
-_CARDS = OFFSETS["cards"]
-_PHASE = OFFSETS["phase"]
-_DEALER = OFFSETS["dealer"]
-_HAS_BID = OFFSETS["has_bid"]
-_BID = OFFSETS["bid"]
-_WON = OFFSETS["won"]
-_NEED = OFFSETS["need"]
-_HELD = OFFSETS["held"]
-_BID_TOTAL = OFFSETS["bid_total"]
-_PLAYED_BY = OFFSETS["played_by"]
-_IN_TRICK = OFFSETS["in_trick"]
-_LEADER = OFFSETS["leader"]
-_WINNING = OFFSETS["winning"]
-_LED = OFFSETS["led_suit"]
-_VOIDS = OFFSETS["voids"]
-_IN_GAME = OFFSETS["in_game"]
-_TOTALS = OFFSETS["totals"]
-_ROUNDS_LEFT = OFFSETS["rounds_left"]
-_CARDS_LEFT = OFFSETS["cards_left"]
-_TO_PLAY = OFFSETS["to_play"]
+# Each field's offset as a module-level int: the hot paths here and the compiled encoder
+# (blobnet.features, where numba needs plain ints) read these.
+OFF_HAND = OFFSETS["hand"]
+OFF_TRUMP = OFFSETS["trump"]
+OFF_PLAYERS = OFFSETS["players"]
+OFF_CARDS = OFFSETS["cards"]
+OFF_PHASE = OFFSETS["phase"]
+OFF_DEALER = OFFSETS["dealer"]
+OFF_HAS_BID = OFFSETS["has_bid"]
+OFF_BID = OFFSETS["bid"]
+OFF_WON = OFFSETS["won"]
+OFF_NEED = OFFSETS["need"]
+OFF_HELD = OFFSETS["held"]
+OFF_BID_TOTAL = OFFSETS["bid_total"]
+OFF_PLAYED_BY = OFFSETS["played_by"]
+OFF_IN_TRICK = OFFSETS["in_trick"]
+OFF_LEADER = OFFSETS["leader"]
+OFF_WINNING = OFFSETS["winning"]
+OFF_LED = OFFSETS["led_suit"]
+OFF_VOIDS = OFFSETS["voids"]
+OFF_IN_GAME = OFFSETS["in_game"]
+OFF_TOTALS = OFFSETS["totals"]
+OFF_ROUNDS_LEFT = OFFSETS["rounds_left"]
+OFF_CARDS_LEFT = OFFSETS["cards_left"]
+OFF_TO_PLAY = OFFSETS["to_play"]
 
 
 def value_scale(cards: int) -> float:
@@ -140,15 +150,15 @@ class _Seats:
     def __init__(self, n: int, seat: int) -> None:
         rel = [(s - seat) % n for s in range(n)]
         self.rel = rel
-        self.played = [_PLAYED_BY + r * N_CARDS for r in rel]
-        self.won_held = [_WON + r for r in rel] + [_HELD + r for r in rel]
-        self.bid = [_BID + r for r in rel]
-        self.need = [_NEED + r for r in rel]
+        self.played = [OFF_PLAYED_BY + r * N_CARDS for r in rel]
+        self.won_held = [OFF_WON + r for r in rel] + [OFF_HELD + r for r in rel]
+        self.bid = [OFF_BID + r for r in rel]
+        self.need = [OFF_NEED + r for r in rel]
         self.bid_need = self.bid + self.need
-        self.has_bid = [_HAS_BID + r for r in rel]
-        self.voids = [_VOIDS + r * 4 for r in rel]
-        self.dealer = [_DEALER + r for r in rel]
-        self.totals = [_TOTALS + r for r in rel]
+        self.has_bid = [OFF_HAS_BID + r for r in rel]
+        self.voids = [OFF_VOIDS + r * 4 for r in rel]
+        self.dealer = [OFF_DEALER + r for r in rel]
+        self.totals = [OFF_TOTALS + r for r in rel]
 
 
 _SEATS = {(n, s): _Seats(n, s) for n in range(MIN_PLAYERS, MAX_PLAYERS + 1) for s in range(n)}
@@ -166,11 +176,11 @@ def _collect(
     b = base
     bp = t.played
     ones += [b + bp[s] + c for s, c in played]
-    ones += (b + _TRUMP + (4 if trump is None else trump), b + _PLAYERS + n - MIN_PLAYERS,
-             b + _PHASE + (0 if bidding else 1), b + t.dealer[dealer])  # fmt: skip
+    ones += (b + OFF_TRUMP + (4 if trump is None else trump), b + OFF_PLAYERS + n - MIN_PLAYERS,
+             b + OFF_PHASE + (0 if bidding else 1), b + t.dealer[dealer])  # fmt: skip
     if to_play is not None:  # None once the round is over
-        ones.append(b + _TO_PLAY + t.rel[to_play])
-    h = b + _HAND
+        ones.append(b + OFF_TO_PLAY + t.rel[to_play])
+    h = b + OFF_HAND
     while hand:
         low = hand & -hand
         ones.append(h + low.bit_length() - 1)
@@ -180,12 +190,12 @@ def _collect(
     held = [left] * n
     if trick:
         for s, c in trick:
-            ones.append(b + _IN_TRICK + c)
+            ones.append(b + OFF_IN_TRICK + c)
             held[s] -= inv
         rel = t.rel
-        ones += (b + _LEADER + rel[trick[0][0]], b + _WINNING + rel[win_seat], b + _LED + trick[0][1] // 13)
+        ones += (b + OFF_LEADER + rel[trick[0][0]], b + OFF_WINNING + rel[win_seat], b + OFF_LED + trick[0][1] // 13)
     idx += [b + x for x in t.won_held]
-    idx += (b + _CARDS, b + _BID_TOTAL)
+    idx += (b + OFF_CARDS, b + OFF_BID_TOTAL)
     val += [w * inv for w in won]
     val += held
     if bidding:
@@ -212,12 +222,12 @@ def _collect(
             vb = b + t.voids[s]
             ones += [vb + x for x in range(4) if v >> x & 1]
     if context is not None:
-        ones.append(b + _IN_GAME)
+        ones.append(b + OFF_IN_GAME)
         totals = context.totals
         mine = totals[seat]
         idx += [b + x for x in t.totals]
         val += [(x - mine) / 100.0 for x in totals]
         sched = context.schedule
         later = sched[context.round_index + 1 :]
-        idx += (b + _ROUNDS_LEFT, b + _CARDS_LEFT)
+        idx += (b + OFF_ROUNDS_LEFT, b + OFF_CARDS_LEFT)
         val += (len(later) / len(sched), sum(later) / (MAX_BID * len(sched)))

@@ -10,11 +10,10 @@ Nothing hidden is read: the kernel reads ``seat``'s own ``HAND`` slot and the pu
 tricks won, cards played, voids, the current trick, the game context), never another seat's
 ``HAND``, so a determinized deal and the position it came from give the same row.
 
-The layout's offsets are read from ``blobnet.encode.OFFSETS`` into module-level ints, which numba
-freezes into the compiled code as constants. Numba's on-disk cache is keyed on this file's source,
-not on the modules it imports: after a change to ``encode.FIELDS`` or to the state's slots, clear
-``__pycache__`` (or touch this file) so the kernels are compiled again (the tests fail on a stale
-cache). ``NUMBA_DISABLE_JIT=1`` runs them as plain Python.
+The field offsets are ``blobnet.encode``'s module-level ints (``OFF_HAND``, ...), which numba
+freezes into the compiled code as constants; ``blobnet.jit`` recompiles the kernels when any
+kernel source (encode.py and position.py included) changes. ``NUMBA_DISABLE_JIT=1`` runs them as
+plain Python.
 """
 
 from __future__ import annotations
@@ -24,7 +23,32 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import overload
 
 from blobnet.cards import MAX_BID, MIN_PLAYERS, N_CARDS, N_SUITS
-from blobnet.encode import OFFSETS, WIDTH
+from blobnet.encode import (
+    OFF_BID,
+    OFF_BID_TOTAL,
+    OFF_CARDS,
+    OFF_CARDS_LEFT,
+    OFF_DEALER,
+    OFF_HAND,
+    OFF_HAS_BID,
+    OFF_HELD,
+    OFF_IN_GAME,
+    OFF_IN_TRICK,
+    OFF_LEADER,
+    OFF_LED,
+    OFF_NEED,
+    OFF_PHASE,
+    OFF_PLAYED_BY,
+    OFF_PLAYERS,
+    OFF_ROUNDS_LEFT,
+    OFF_TO_PLAY,
+    OFF_TOTALS,
+    OFF_TRUMP,
+    OFF_VOIDS,
+    OFF_WINNING,
+    OFF_WON,
+    WIDTH,
+)
 from blobnet.jit import njit
 from blobnet.position import (
     BID_TOTAL,
@@ -54,29 +78,6 @@ from blobnet.position import (
 
 __all__ = ["encode_state", "encode_rows"]
 
-_HAND = OFFSETS["hand"]
-_TRUMP = OFFSETS["trump"]
-_PLAYERS = OFFSETS["players"]
-_CARDS = OFFSETS["cards"]
-_PHASE = OFFSETS["phase"]
-_DEALER = OFFSETS["dealer"]
-_HAS_BID = OFFSETS["has_bid"]
-_BID = OFFSETS["bid"]
-_WON = OFFSETS["won"]
-_NEED = OFFSETS["need"]
-_HELD = OFFSETS["held"]
-_BID_TOTAL = OFFSETS["bid_total"]
-_PLAYED_BY = OFFSETS["played_by"]
-_IN_TRICK = OFFSETS["in_trick"]
-_LEADER = OFFSETS["leader"]
-_WINNING = OFFSETS["winning"]
-_LED = OFFSETS["led_suit"]
-_VOIDS = OFFSETS["voids"]
-_IN_GAME = OFFSETS["in_game"]
-_TOTALS = OFFSETS["totals"]
-_ROUNDS_LEFT = OFFSETS["rounds_left"]
-_CARDS_LEFT = OFFSETS["cards_left"]
-_TO_PLAY = OFFSETS["to_play"]
 
 _TOTALS_SCALE = 100.0  # encode.py divides the totals' differences by 100 (docs/ENCODING.md)
 _RANKS = N_CARDS // N_SUITS  # cards of a suit: a card's suit is card // _RANKS
@@ -122,14 +123,14 @@ def encode_state(st: np.ndarray, seat: int, row: np.ndarray) -> None:
     cards = st[CARDS]
     inv = 1.0 / cards
 
-    _ones(row, _HAND, st[HAND + seat])  # the only HAND slot read
-    row[_TRUMP + st[TRUMP]] = 1.0  # NO_TRUMP is the field's 'none' (checked at import)
-    row[_PLAYERS + n - MIN_PLAYERS] = 1.0
-    row[_CARDS] = cards / MAX_BID
-    row[_PHASE + (_BID_PHASE if st[N_BIDS] < n else _PLAY_PHASE)] = 1.0  # a finished round counts as play
+    _ones(row, OFF_HAND, st[HAND + seat])  # the only HAND slot read
+    row[OFF_TRUMP + st[TRUMP]] = 1.0  # NO_TRUMP is the field's 'none' (checked at import)
+    row[OFF_PLAYERS + n - MIN_PLAYERS] = 1.0
+    row[OFF_CARDS] = cards / MAX_BID
+    row[OFF_PHASE + (_BID_PHASE if st[N_BIDS] < n else _PLAY_PHASE)] = 1.0  # a finished round counts as play
     r = st[DEALER] - seat
-    row[_DEALER + (r + n if r < 0 else r)] = 1.0
-    row[_BID_TOTAL] = st[BID_TOTAL] * inv
+    row[OFF_DEALER + (r + n if r < 0 else r)] = 1.0
+    row[OFF_BID_TOTAL] = st[BID_TOTAL] * inv
 
     left = (cards - st[TRICKS_DONE]) * inv  # cards held by each seat after the completed tricks
     for s in range(n):
@@ -137,47 +138,47 @@ def encode_state(st: np.ndarray, seat: int, row: np.ndarray) -> None:
         if r < 0:
             r += n
         won = st[WON + s]
-        row[_WON + r] = won * inv
-        row[_HELD + r] = left
+        row[OFF_WON + r] = won * inv
+        row[OFF_HELD + r] = left
         bid = st[BIDS + s]
         if bid >= 0:
-            row[_HAS_BID + r] = 1.0
-            row[_BID + r] = bid * inv
-            row[_NEED + r] = (bid - won) * inv
-        _ones(row, _PLAYED_BY + r * N_CARDS, st[PLAYED + s])
-        _ones(row, _VOIDS + r * N_SUITS, st[VOIDS + s])
+            row[OFF_HAS_BID + r] = 1.0
+            row[OFF_BID + r] = bid * inv
+            row[OFF_NEED + r] = (bid - won) * inv
+        _ones(row, OFF_PLAYED_BY + r * N_CARDS, st[PLAYED + s])
+        _ones(row, OFF_VOIDS + r * N_SUITS, st[VOIDS + s])
 
     t = st[TRICK_LEN]
     if t > 0:
         leader = st[LEADER]
         for i in range(t):
-            row[_IN_TRICK + st[TRICK + i]] = 1.0
+            row[OFF_IN_TRICK + st[TRICK + i]] = 1.0
             r = leader + i - seat  # the i-th card's seat, (leader + i) % n, relative to seat
             if r < 0:
                 r += n
             elif r >= n:
                 r -= n
-            row[_HELD + r] = left - inv  # encode.py subtracts the trick card from ``left``
+            row[OFF_HELD + r] = left - inv  # encode.py subtracts the trick card from ``left``
         r = leader - seat
-        row[_LEADER + (r + n if r < 0 else r)] = 1.0
+        row[OFF_LEADER + (r + n if r < 0 else r)] = 1.0
         r = st[WIN_SEAT] - seat
-        row[_WINNING + (r + n if r < 0 else r)] = 1.0
-        row[_LED + st[TRICK] // _RANKS] = 1.0
+        row[OFF_WINNING + (r + n if r < 0 else r)] = 1.0
+        row[OFF_LED + st[TRICK] // _RANKS] = 1.0
 
     if st[IN_GAME]:
-        row[_IN_GAME] = 1.0
+        row[OFF_IN_GAME] = 1.0
         mine = st[TOTALS + seat]
         for s in range(n):
             r = s - seat
-            row[_TOTALS + (r + n if r < 0 else r)] = (st[TOTALS + s] - mine) / _TOTALS_SCALE
+            row[OFF_TOTALS + (r + n if r < 0 else r)] = (st[TOTALS + s] - mine) / _TOTALS_SCALE
         rounds = st[SCHED_LEN]
-        row[_ROUNDS_LEFT] = (rounds - st[ROUND_INDEX] - 1) / rounds
-        row[_CARDS_LEFT] = st[CARDS_LATER] / (MAX_BID * rounds)
+        row[OFF_ROUNDS_LEFT] = (rounds - st[ROUND_INDEX] - 1) / rounds
+        row[OFF_CARDS_LEFT] = st[CARDS_LATER] / (MAX_BID * rounds)
 
     p = st[TO_PLAY]
     if p >= 0:  # -1 once the round is over
         r = p - seat
-        row[_TO_PLAY + (r + n if r < 0 else r)] = 1.0
+        row[OFF_TO_PLAY + (r + n if r < 0 else r)] = 1.0
 
 
 @njit(cache=True)

@@ -43,7 +43,7 @@ __all__ = [
     "STATE", "NO_TRUMP", "PLAYERS", "CARDS", "TRUMP", "DEALER", "TO_PLAY", "N_BIDS", "BID_TOTAL", "LEADER",
     "TRICK_LEN", "WIN_SEAT", "WIN_CARD", "TRICKS_DONE", "IN_GAME", "ROUND_INDEX", "SCHED_LEN", "CARDS_LATER",
     "HAND", "BIDS", "WON", "PLAYED", "VOIDS", "TOTALS", "TRICK", "pack", "pack_view", "unpack", "legal",
-    "apply", "scores", "popcount",
+    "apply", "scores", "popcount", "SUIT",
 ]  # fmt: skip
 
 P = MAX_PLAYERS
@@ -61,18 +61,20 @@ TRICK = TOTALS + P
 STATE = TRICK + P
 NO_TRUMP = 4
 
-_SUIT = np.array(SUIT_MASKS, dtype=np.int64)  # the 13-card mask of each suit
+SUIT = np.array(SUIT_MASKS, dtype=np.int64)  # the 13-card mask of each suit, for the kernels
 
 
 # -- the compiled rules -------------------------------------------------------------------------------
 @njit(cache=True)
 def popcount(x: int) -> int:
-    """Set bits of a non-negative mask."""
-    c = 0
-    while x:
-        x &= x - 1
-        c += 1
-    return c
+    """Set bits of a mask in 0..2**63-1 (SWAR: no loop, no product that could wrap)."""
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    x += x >> 8
+    x += x >> 16
+    x += x >> 32
+    return x & 0x7F
 
 
 @njit(cache=True)
@@ -96,7 +98,7 @@ def legal(st: np.ndarray, out: np.ndarray) -> int:
         return k
     hand = st[HAND + s]
     if st[TRICK_LEN] > 0:
-        follow = hand & _SUIT[st[TRICK] // 13]
+        follow = hand & SUIT[st[TRICK] // 13]
         if follow:
             hand = follow
     c = 0
