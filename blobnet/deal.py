@@ -40,7 +40,7 @@ from blobnet.jit import njit
 from blobnet.position import CARDS, HAND, PLAYED, PLAYERS, STATE, SUIT, VOIDS, popcount
 
 __all__ = [
-    "rng_state", "next_u32", "next_u64", "below", "uniform", "deal", "REJECTION_TRIES", "PLAIN", "REJECTION",
+    "rng_state", "next_u32", "below", "uniform", "deal", "REJECTION_TRIES", "PLAIN", "REJECTION",
     "EXACT",
 ]  # fmt: skip
 
@@ -94,13 +94,6 @@ def next_u32(rs: np.ndarray) -> int:
     s2 ^= t
     rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, _rotl32(s3, 11)
     return result
-
-
-@njit(cache=True)
-def next_u64(rs: np.ndarray) -> int:
-    """64 random bits as an int64 (two's complement: negative when the top bit is set)."""
-    hi = next_u32(rs)
-    return (hi << 32) | next_u32(rs)
 
 
 @njit(cache=True, inline="always")

@@ -76,7 +76,7 @@ from blobnet.position import (
     WON,
 )
 
-__all__ = ["encode_state", "encode_rows"]
+__all__ = ["encode_state"]
 
 
 _TOTALS_SCALE = 100.0  # encode.py divides the totals' differences by 100 (docs/ENCODING.md)
@@ -179,16 +179,3 @@ def encode_state(st: np.ndarray, seat: int, row: np.ndarray) -> None:
     if p >= 0:  # -1 once the round is over
         r = p - seat
         row[OFF_TO_PLAY + (r + n if r < 0 else r)] = 1.0
-
-
-@njit(cache=True)
-def encode_rows(states: np.ndarray, seats: np.ndarray, out: np.ndarray) -> None:
-    """``encode_state(states[i], seats[i], out[i])`` for every ``i``: states int64 (k, STATE),
-    seats int64 (k,), out float32 (>= k, WIDTH); rows after the k-th are left alone."""
-    k = states.shape[0]
-    if seats.shape[0] != k:
-        raise ValueError("encode_rows: give one seat per state")
-    if out.shape[0] < k:
-        raise ValueError("encode_rows: out has fewer rows than states")
-    for i in range(k):
-        encode_state(states[i], seats[i], out[i])

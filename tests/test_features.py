@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from blobnet.cards import FULL_DECK, MAX_PLAYERS, MIN_PLAYERS, N_CARDS
 from blobnet.encode import FIELDS, OFFSETS, WIDTH, encode, encode_rounds
-from blobnet.features import encode_rows, encode_state
+from blobnet.features import encode_state
 from blobnet.jit import KERNEL_MODULES, clear_stale_cache
-from blobnet.position import HAND, STATE, pack, pack_view
+from blobnet.position import HAND, pack, pack_view
 from blobnet.rules import TRUMP_CYCLE, Game, Round, standard_schedule
 
 STALE = 7.0  # rows start full of this: the kernel must zero what it does not write
@@ -120,18 +120,6 @@ def test_rounds_inside_a_game_match_encode_py_from_every_seat(rs):
         assert_every_seat(r)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.one_of(rounds(), game_rounds().map(lambda rs: rs[0])), min_size=1, max_size=6), st.data())
-def test_encode_rows_writes_each_state_from_its_seat(rs, data):
-    seats = np.array([data.draw(st.integers(0, r.players - 1)) for r in rs], np.int64)
-    states = np.stack([pack(r) for r in rs])
-    out = np.full((len(rs) + 1, WIDTH), STALE, np.float32)
-    encode_rows(states, seats, out)
-    for k, r in enumerate(rs):
-        assert_same_row(out[k], oracle(r, int(seats[k])), f"row {k}: {r!r} seen by seat {seats[k]}")
-    assert (out[len(rs)] == STALE).all()  # rows past the states are left alone
-
-
 @settings(max_examples=100, deadline=None)
 @given(rounds(), st.integers(0, 2**32 - 1))
 def test_other_seats_hands_are_never_read(r, seed):
@@ -166,10 +154,6 @@ def test_a_seat_off_the_table_or_a_short_row_is_refused():
         encode_state(st_, -1, np.zeros(WIDTH, np.float32))
     with pytest.raises(ValueError):
         encode_state(st_, 0, np.zeros(WIDTH - 1, np.float32))
-    with pytest.raises(ValueError):
-        encode_rows(st_.reshape(1, STATE), np.zeros(2, np.int64), np.zeros((1, WIDTH), np.float32))
-    with pytest.raises(ValueError):
-        encode_rows(np.stack([st_, st_]), np.zeros(2, np.int64), np.zeros((1, WIDTH), np.float32))
 
 
 def test_cached_kernels_go_when_any_kernel_source_changes(tmp_path):
