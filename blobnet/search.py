@@ -67,8 +67,9 @@ def choose_action(result: SearchResult, temperature: float, rng: np.random.Gener
     if temperature == 0 or len(result.actions) == 1:
         best = max(result.visits)
         return result.actions[result.visits.index(best)]
-    weights = np.asarray(result.visits, dtype=np.float64) ** (1.0 / temperature)
-    return result.actions[int(rng.choice(len(weights), p=weights / weights.sum()))]
+    cumulative = np.cumsum(np.asarray(result.visits, dtype=np.float64) ** (1.0 / temperature))
+    i = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return result.actions[min(i, len(cumulative) - 1)]
 
 
 class Search:
@@ -152,9 +153,10 @@ class Search:
         trees.left[:dets] = cfg.sims
         trees.counts[:] = 0
         per_tree = min(cfg.leaves, cfg.sims)
-        while trees.left[:dets].any():
+        more = dets * cfg.sims
+        while more:
             t0 = time.perf_counter()
-            k, rows = select(
+            k, rows, more = select(
                 trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
                 trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
                 dets, per_tree, cfg.c_puct, seat, cfg.root_view,

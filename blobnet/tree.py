@@ -208,9 +208,10 @@ def select(
     used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray, mask: np.ndarray,
     counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
     dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool,
-) -> tuple[int, int]:  # fmt: skip
-    """The first half of a wave (module docstring). Returns (leaves, rows) written to ``leaves``,
-    ``features`` and ``mask``; counts finished simulations and collisions into ``counts``."""
+) -> tuple[int, int, int]:  # fmt: skip
+    """The first half of a wave (module docstring). Returns (leaves, rows, simulations left): the
+    leaves and rows written to ``leaves``, ``features`` and ``mask``, and the simulations still to
+    start in all the trees; counts finished simulations and collisions into ``counts``."""
     n_leaves = 0
     n_rows = 0
     pts = np.zeros(N_VALUES, np.int64)
@@ -278,7 +279,7 @@ def select(
             if child == -2:
                 break  # a collision: the rest of this tree's wave waits for its leaf
             left[t] -= 1
-    return n_leaves, n_rows
+    return n_leaves, n_rows, left[:dets].sum()
 
 
 @njit(cache=True)
