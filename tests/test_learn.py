@@ -69,3 +69,14 @@ def test_learner_steps_lower_the_loss_and_repeat_with_the_same_generator():
     first, second = run(), run()
     assert first[1] < first[0]
     assert first == second
+
+
+def test_take_selects_the_same_rows_of_every_field_without_copying_the_rest():
+    ex = teacher_examples(GameConfig(players=[4], cards=[3]), 4, seed=2)
+    rows = np.array([5, 0, 3])
+    picked = ex.take(rows)
+    for name in ("features", "legal", "policy", "value", "value_mask"):
+        assert np.array_equal(getattr(picked, name), getattr(ex, name)[rows])
+    window = ex.take(slice(2, 6))
+    # a slice is a view: a learner's minibatch must not copy the whole buffer first
+    assert all(np.shares_memory(getattr(window, n), getattr(ex, n)) for n in ("features", "value", "value_mask"))
