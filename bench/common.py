@@ -138,6 +138,11 @@ class Timed:
             self.seconds.append(time.perf_counter() - t0)
         return out
 
+    @property
+    def model_version(self) -> object:
+        """The inner evaluator's (``blobnet.evaluator``): a search keeps its answers as it would the inner's."""
+        return getattr(self.inner, "model_version", None)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

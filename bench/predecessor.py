@@ -86,6 +86,8 @@ class ThreadBatcher:
     only in name: it blocks and never suspends, so each thread drives its search with ``drive``.
     ``sizes``: the rows of every batch run so far, in order."""
 
+    model_version = 0  # its model never changes (blobnet.evaluator)
+
     def __init__(self, model: nn.Module, *, fill: int, timeout: float) -> None:
         if fill < 1 or timeout <= 0:
             raise ValueError(f"fill={fill}, timeout={timeout}: fill >= 1 and timeout > 0")

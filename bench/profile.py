@@ -48,7 +48,7 @@ from typing import Any
 
 from bench.common import RESULTS, TORCH_ENV, child_env, git_commit, stamp
 from blobnet.aio import run_loop
-from blobnet.config import PRESETS, GameConfig, SearchConfig
+from blobnet.config import CPU_ENGINE, CPU_SPARSE, PRESETS, GameConfig, SearchConfig
 from blobnet.net import make_net
 from clients.selfplay import EngineStats, SelfPlayEngine
 from servers import MODES, Batcher
@@ -136,7 +136,8 @@ class StageSampler:
 async def _run(
     args: argparse.Namespace, rounds: int, sampler: bool
 ) -> tuple[EngineStats, dict[str, Any], Any, dict[str, float]]:
-    ev = Batcher(make_net(args.preset, seed=args.seed), max_batch=args.max_batch, mode=args.mode)
+    ev = Batcher(make_net(args.preset, seed=args.seed), max_batch=args.max_batch, mode=args.mode, engine=CPU_ENGINE,
+                 sparse=CPU_SPARSE)  # fmt: skip
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves)
     game = GameConfig(players=[args.players], cards=[args.cards])
     engine = SelfPlayEngine(ev, search=search, game=game, concurrency=args.concurrency, seed=args.seed)

@@ -69,7 +69,7 @@ from bench.point import (
 )
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher
 from blobnet.aio import run_loop
-from blobnet.config import GameConfig, SearchConfig
+from blobnet.config import CPU_ENGINE, CPU_SPARSE, GameConfig, SearchConfig
 from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.net import make_net
 from blobnet.search import Search
@@ -85,7 +85,11 @@ LATENCY_KEEP = 20_000  # latency samples a worker process sends back (evenly thi
 
 # ``concurrency`` games of the engine in this process: the evaluator each strategy gives it.
 def _batcher(spec: PointSpec, **kw: Any) -> Batcher:
-    return Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch, **kw)
+    return Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch, **kw, **_PRODUCT_ENGINE)
+
+
+# the forward pass as the product runs it on a CPU (blobnet.config)
+_PRODUCT_ENGINE: dict[str, Any] = {"engine": CPU_ENGINE, "sparse": CPU_SPARSE}
 
 
 ENGINE_EVALUATORS: dict[str, Callable[[PointSpec], Evaluator]] = {
@@ -289,7 +293,7 @@ def _pool_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         model = make_net(spec.preset, seed=spec.seed)
-        batcher = Batcher(model, max_batch=spec.max_batch)
+        batcher = Batcher(model, max_batch=spec.max_batch, **_PRODUCT_ENGINE)
         helpers = BatcherSpec(preset=spec.preset, max_batch=spec.max_batch, mode=batcher.mode)
         local = Timed(batcher)
 

@@ -24,6 +24,8 @@ __all__ = [
     "NetConfig",
     "PRESETS",
     "DEFAULT_PRESET",
+    "CPU_ENGINE",
+    "CPU_SPARSE",
     "preset",
     "GameConfig",
     "SearchConfig",
@@ -52,6 +54,12 @@ def _check(cond: bool, key: str, valid: str, value: object) -> None:
 # 2-core CPU the Python of the search costs more than the network, so the default ("small") is the
 # largest net whose forward pass stays well under that cost (DESIGN.md: an MLP of about 0.2M
 # parameters runs at about 390k evaluations/s at batch 512). "medium" and "large" are for a GPU.
+# The CPU forward pass that serves self-play fastest here (bench/forward_engines.py, README):
+# ONNX Runtime with the first layer over the rows' nonzero entries.
+CPU_ENGINE = "onnx"
+CPU_SPARSE = True
+
+
 @dataclass(frozen=True, slots=True)
 class NetConfig:
     """Shape of a ``BlobNet``. Derive variants with ``dataclasses.replace``."""
@@ -132,6 +140,9 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # leaf (its hand), one more row per such leaf; false takes them from the acting seat's view,
     # which cannot see the searcher's hand.
     root_view: bool = True
+    # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
+    # about 340 bytes: the default about 22 MB an engine.
+    cache: int = 65536
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
@@ -141,6 +152,8 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         _check(self.dirichlet_alpha > 0, "search.dirichlet_alpha", "a positive number", self.dirichlet_alpha)
         _check(0 <= self.dirichlet_eps <= 1, "search.dirichlet_eps", "a number in 0..1", self.dirichlet_eps)
         _check(self.temperature >= 0, "search.temperature", "0 or more", self.temperature)
+        _check(self.cache >= 0 and not self.cache & (self.cache - 1), "search.cache", "0 or a power of two",
+               self.cache)  # fmt: skip
 
 
 class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -167,11 +180,18 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Where a CPU forward runs: "inline", "auto" or "thread" (servers/backends.py says how). In-line keeps
     # which rows share a batch independent of timing, so a resumed run repeats the uninterrupted one.
     mode: str = "inline"
+    # The CPU forward engine: "onnx" (ONNX Runtime), "eager" (PyTorch) or "compile" (torch.compile);
+    # bench/forward_engines.py compares them. A CUDA device runs the model as it is and ignores both.
+    engine: str = CPU_ENGINE
+    # The first layer over each row's nonzero entries (blobnet.stem) on a CPU engine other than "compile".
+    sparse: bool = CPU_SPARSE
 
     def __post_init__(self) -> None:
         _check(
             self.device == "cpu" or self.device.startswith("cuda"), "server.device", '"cpu" or "cuda[:N]"', self.device
         )
+        _check(self.engine in ("eager", "onnx", "compile"), "server.engine", "eager, onnx or compile", self.engine)
+        _check(not self.sparse or self.engine != "compile", "server.sparse", "false with engine compile", self.sparse)
         _check(self.max_batch >= 1, "server.max_batch", "at least 1", self.max_batch)
         _check(self.mode in ("auto", "inline", "thread"), "server.mode", "auto, inline or thread", self.mode)
 

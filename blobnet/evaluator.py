@@ -17,6 +17,11 @@ Everything crosses the protocol as arrays, k rows a request, no Python object pe
 
 The answers are the caller's from then on: an evaluator never hands out a buffer it will reuse
 (one fresh array per batch, sliced per request, is how the batcher does it).
+
+An evaluator whose answers may be kept says which model gives them: ``model_version``, a value that
+changes whenever the model does (the batcher counts its ``set_weights``; an evaluator over a model
+that never changes says 0). A search keeps answers in its network cache (``blobnet.netcache``) only
+from an evaluator that has one, and empties the cache when it changes.
 """
 
 from __future__ import annotations
@@ -119,6 +124,8 @@ class FreeEvaluator:
     It measures the search-only ceiling and serves tests. It gives the event loop one turn per
     request, as a batcher does, so the games interleave instead of playing one after another.
     width: the features' width it insists on (None: any)."""
+
+    model_version = 0  # its answers never change
 
     def __init__(self, value: float = 0.5, *, width: int | None = None) -> None:
         self.value = value

@@ -29,10 +29,12 @@ from torch import nn
 from blobnet.cards import N_ACTIONS
 from blobnet.config import DEFAULT_PRESET, NetConfig, preset
 from blobnet.evaluator import Priors, bad_rows, check_request, row_errors
+from blobnet.graph import BOOL, FLOAT, Graph
+from blobnet.stem import stem_rows
 
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
-    "forward_rows", "DirectEvaluator",
+    "forward_rows", "DirectEvaluator", "ENGINES", "Engine", "make_engine", "onnx_graph",
 ]  # fmt: skip
 
 
@@ -69,7 +71,12 @@ class BlobNet(nn.Module):
 
     def forward(self, x: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, width) float; legal: (B, n_actions) bool -> (logits (B, n_actions), values (B, n_values))."""
-        h = self.blocks(torch.relu(self.stem(x)))
+        return self.after_stem(self.stem(x), legal)
+
+    def after_stem(self, h0: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` from the first layer's output ``h0`` (B, hidden) on (``blobnet.stem`` computes
+        that layer over a row's nonzero entries)."""
+        h = self.blocks(torch.relu(h0))
         h = torch.relu(self.norm(h))
         logits = self.policy(h)
         # The most negative finite value, not -inf: softmax still gives exactly 0, and the loss
@@ -127,11 +134,160 @@ def forward_rows(
         return torch.softmax(logits.float(), dim=1).numpy(), values.float().numpy()
 
 
+class Engine:
+    """A CPU forward engine: ``engine(features, mask)`` is ``forward_rows`` of its model, and
+    ``reload()`` tells it that the model's weights changed. This one ("eager") runs PyTorch as is.
+    ``sparse``: the first layer over each row's nonzero entries (``blobnet.stem``), the rest of the
+    network as usual; the model must be a ``BlobNet``."""
+
+    name = "eager"
+
+    def __init__(
+        self, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
+    ) -> None:
+        if sparse and not isinstance(model, BlobNet):
+            raise ValueError(f"a sparse first layer needs a BlobNet, not a {type(model).__name__}")
+        self.model = model
+        self.dtype = dtype
+        self.sparse = sparse
+        self.reload()
+
+    def reload(self) -> None:
+        if self.sparse:
+            assert isinstance(self.model, BlobNet)
+            stem = self.model.stem
+            self._wt = stem.weight.detach().float().T.contiguous().numpy()
+            self._bias = stem.bias.detach().float().contiguous().numpy()
+
+    def first_layer(self, features: np.ndarray) -> np.ndarray:
+        """The first layer's output (n, hidden) float32, over the rows' nonzero entries."""
+        out = np.empty((len(features), self._wt.shape[1]), np.float32)
+        stem_rows(features, self._wt, self._bias, out)
+        return out
+
+    def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
+        if not self.sparse:
+            return forward_rows(self.model, features, mask, self.dtype)
+        h0 = torch.from_numpy(self.first_layer(features))
+        if self.dtype is not None:
+            h0 = h0.to(self.dtype)
+        with torch.inference_mode():
+            logits, values = self.model.after_stem(h0, torch.from_numpy(mask))  # type: ignore[operator]
+            return torch.softmax(logits.float(), dim=1).numpy(), values.float().numpy()
+
+
+def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:
+    """``model`` and the softmax of its legal logits as a serialised ONNX graph (opset 17,
+    ``blobnet.graph``), built from its weights: inputs "x" (B, width) float32 (``sparse``: the first
+    layer's output (B, hidden) instead) and "legal" (B, n_actions) bool; outputs "priors" and
+    "values". It is ``forward_rows``, layer by layer; a test holds the two equal."""
+    g = Graph()
+
+    def linear(x: str, layer: nn.Module, name: str) -> str:
+        assert isinstance(layer, nn.Linear)
+        w, b = g.constant(f"{name}.w", _array(layer.weight)), g.constant(f"{name}.b", _array(layer.bias))
+        return g.node("Gemm", [x, w, b], name, transB=1)
+
+    def norm(x: str, layer: nn.Module, name: str) -> str:
+        assert isinstance(layer, nn.LayerNorm)
+        w, b = g.constant(f"{name}.w", _array(layer.weight)), g.constant(f"{name}.b", _array(layer.bias))
+        return g.node("LayerNormalization", [x, w, b], name, axis=-1, epsilon=float(layer.eps))
+
+    h = g.node("Relu", ["x" if sparse else linear("x", model.stem, "stem")])
+    for i, block in enumerate(model.blocks):
+        assert isinstance(block, _Block)
+        y = g.node("Relu", [linear(norm(h, block.norm, f"b{i}.norm"), block.fc1, f"b{i}.fc1")])
+        h = g.node("Add", [h, linear(y, block.fc2, f"b{i}.fc2")])
+    h = g.node("Relu", [norm(h, model.norm, "norm")])
+    lowest = g.constant("lowest", np.array(np.finfo(np.float32).min, np.float32))
+    logits = g.node("Where", ["legal", linear(h, model.policy, "policy"), lowest])
+    g.node("Softmax", [logits], "priors", axis=1)
+    v = g.node("Relu", [linear(h, model.value1, "value1")])
+    g.node("Sigmoid", [linear(v, model.value2, "value2")], "values")
+    width = model.config.hidden if sparse else model.width
+    return g.model(
+        inputs=[("x", FLOAT, ["batch", width]), ("legal", BOOL, ["batch", model.n_actions])],
+        outputs=[("priors", FLOAT, ["batch", model.n_actions]), ("values", FLOAT, ["batch", model.n_values])],
+    )
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+class OnnxEngine(Engine):
+    """The model as an ONNX graph (``onnx_graph``, in memory) run by ONNX Runtime's CPU provider with
+    ``threads`` threads (default: torch's count); float32 only. Each ``reload`` builds the graph
+    from the weights again (a few milliseconds for "small")."""
+
+    name = "onnx"
+
+    def __init__(
+        self, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
+    ) -> None:
+        if dtype is not None:
+            raise ValueError(f'engine onnx runs float32 only, not {dtype}: set network.dtype = "float32"')
+        import onnxruntime  # only this engine needs it
+
+        self._ort = onnxruntime
+        self.threads = threads or torch.get_num_threads()
+        super().__init__(model, sparse=sparse)
+
+    def reload(self) -> None:
+        super().reload()
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        graph = onnx_graph(self.model, sparse=self.sparse)  # type: ignore[arg-type]
+        self.session = self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
+        x = self.first_layer(features) if self.sparse else features
+        priors, values = self.session.run(None, {"x": x, "legal": mask})
+        return priors, values
+
+
+class CompiledEngine(Engine):
+    """``torch.compile`` of the model (inductor; it needs a C++ compiler and compiles on the first
+    batches, for any batch size). Loaded weights reach it without a recompile. Dense only."""
+
+    name = "compile"
+
+    def __init__(
+        self, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
+    ) -> None:
+        if sparse:
+            raise ValueError("engine compile has no sparse first layer: use eager or onnx")
+        super().__init__(model, dtype=dtype)
+        self._compiled = torch.compile(model, dynamic=True)
+
+    def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
+        return forward_rows(self._compiled, features, mask, self.dtype)  # type: ignore[arg-type]
+
+
+# CPU forward engines by name
+ENGINES: dict[str, type[Engine]] = {"eager": Engine, "onnx": OnnxEngine, "compile": CompiledEngine}
+
+
+def make_engine(
+    name: str, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
+) -> Engine:
+    """The CPU forward engine ``name`` (``ENGINES``) over ``model``; ``sparse``: its first layer
+    over the rows' nonzero entries (``blobnet.stem``)."""
+    try:
+        kind = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"engine {name!r}: use one of {', '.join(ENGINES)}") from None
+    return kind(model.eval(), dtype=dtype, threads=threads, sparse=sparse)
+
+
 class DirectEvaluator:
     """The evaluator protocol over ``model`` without a batcher: each call is one forward pass of its
     own rows, on the caller's thread. What a lone search needs (``blobnet.player.NetworkPlayer.act``);
     many coroutines sharing a network want ``servers.Batcher`` instead. ``yield_each`` gives the event
     loop one turn per call, so coroutines sharing this evaluator interleave."""
+
+    model_version = 0  # the model is fixed: for other weights make another DirectEvaluator
 
     def __init__(self, model: nn.Module, *, yield_each: bool = True) -> None:
         self.model = model.eval()

@@ -35,6 +35,7 @@ from blobnet.deal import deal, rng_state
 from blobnet.encode import WIDTH
 from blobnet.evaluator import Evaluator
 from blobnet.features import encode_state
+from blobnet.netcache import NetCache
 from blobnet.position import pack, pack_view
 from blobnet.rules import Round, View
 from blobnet.tree import Trees, backup, init_roots, root_visits, select
@@ -89,6 +90,10 @@ class Search:
         self.collisions = 0
         self.kernel_seconds = dict.fromkeys(("deal", "select", "backup"), 0.0)
         self._free: list[Trees] = []
+        # Answers of rows met before (blobnet.netcache), for an evaluator that says which model
+        # answers (``model_version``): a cache of another model's answers would be wrong.
+        cached = getattr(evaluator, "model_version", None) is not None
+        self.cache = NetCache(config.cache if cached else 0)
 
     @staticmethod
     def rows_per_wave(config: SearchConfig) -> int:
@@ -153,25 +158,36 @@ class Search:
         trees.left[:dets] = cfg.sims
         trees.counts[:] = 0
         per_tree = min(cfg.leaves, cfg.sims)
+        cache = self.cache
         more = dets * cfg.sims
         while more:
             t0 = time.perf_counter()
+            version = getattr(self.evaluator, "model_version", None)
+            if version != cache.version:
+                cache.clear(version)
             k, rows, more = select(
                 trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
                 trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
-                dets, per_tree, cfg.c_puct, seat, cfg.root_view,
+                trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
+                cache.keys, cache.priors, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0
             if not k:
                 continue  # every descent of the wave ended at a terminal position
-            priors, values = _answers(
-                await self.evaluator.evaluate_many(trees.features[:rows], trees.mask[:rows]), rows
-            )
-            evaluations += rows
+            if rows:
+                answer = await self.evaluator.evaluate_many(trees.features[:rows], trees.mask[:rows])
+                priors, values = _answers(answer, rows)
+                evaluations += rows
+            else:  # the cache answered every leaf
+                priors, values = _NO_PRIORS, _NO_VALUES
+            # answers that a model swap may have overtaken are used, not kept
+            keep = getattr(self.evaluator, "model_version", None) == version
             t0 = time.perf_counter()
             backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
-                   trees.mask, priors, values, trees.counts, trees.values, view.players, seat)  # fmt: skip
+                   priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask,
+                   cache.keys, cache.priors, cache.values, keep, trees.counts, trees.values, view.players,
+                   seat)  # fmt: skip
             clock["backup"] += time.perf_counter() - t0
         visits = np.zeros(len(legal), np.int64)
         root_visits(trees.edge_i, dets, len(legal), visits)
@@ -180,6 +196,10 @@ class Search:
         self.simulations += sims
         self.collisions += int(trees.counts[1])
         return SearchResult(legal, visits.tolist(), evaluations, sims, row[0])
+
+
+_NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)
+_NO_VALUES = np.zeros((0, N_VALUES), np.float32)
 
 
 def _answers(answer: tuple[np.ndarray, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray]:

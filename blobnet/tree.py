@@ -12,9 +12,13 @@ One wave is two kernel calls around one await of the evaluator:
   buffer, with its legal mask; where another seat than the searcher acts, a second row, the
   searcher's own view, follows it), or at a leaf already waiting in this wave (the descent is
   undone and the tree sits the rest of the wave out). Forced moves are walked without the network.
-- ``backup``: the answers expand each new leaf (its legal ids' priors, its value as the first-play
-  urgency of its unvisited edges) and back every seat's value up its path; each edge adds the
-  value of the seat that chose it. The searcher's own values come from its own-view row.
+  Each row gets an answer slot: the slot of the same row met earlier in this wave, or a new slot
+  that the network cache (``blobnet.netcache``) fills, or, only when neither has it, the
+  evaluator: such rows alone are sent.
+- ``backup``: the evaluator's answers fill their slots (and the cache); the slots expand each new
+  leaf (its legal ids' priors, its value as the first-play urgency of its unvisited edges) and back
+  every seat's value up its path; each edge adds the value of the seat that chose it. The
+  searcher's own values come from its own-view row.
 
 Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score) is
 replaced on the way back. Values are per seat, normalised round scores (``value_scale``).
@@ -40,6 +44,7 @@ import numpy as np
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.features import encode_state
 from blobnet.jit import njit
+from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
 from blobnet.position import CARDS, PLAYERS, STATE, TO_PLAY, apply, legal, scores
 
 __all__ = ["Trees", "NODE_FIELDS", "EDGE_FIELDS", "init_roots", "select", "backup", "root_visits", "LEAF_FIELDS"]
@@ -54,6 +59,8 @@ TREE, NODE, ROW, OWN_ROW = range(4)
 LEAF_FIELDS = 4
 # counters of select/backup: simulations finished, descents undone on a collision
 SIMS, COLLISIONS = range(2)
+# the kinds of row a leaf asks for: the acting seat's, the searcher's own view
+ACTING, OWN = range(2)
 
 
 class Trees:
@@ -71,8 +78,15 @@ class Trees:
         self.used = np.zeros((dets, 2), np.int64)
         self.left = np.zeros(dets, np.int64)  # simulations still to run in each tree
         self.leaves = np.zeros((rows, LEAF_FIELDS), np.int64)
-        self.features = np.zeros((rows, width), np.float32)
+        self.features = np.zeros((rows, width), np.float32)  # the rows sent to the evaluator
         self.mask = np.zeros((rows, N_ACTIONS), np.bool_)
+        # the wave's answer slots: one per distinct row, answered by the evaluator or the cache
+        self.slot_key = np.zeros((rows, KEY_LANES), np.int64)
+        self.slot_p = np.zeros((rows, N_ACTIONS), np.float32)
+        self.slot_v = np.zeros((rows, N_VALUES), np.float32)
+        self.slot_mask = np.zeros((rows, N_ACTIONS), np.bool_)
+        self.sent_slot = np.zeros(rows, np.int64)  # sent row -> its slot
+        self.key = np.zeros(KEY_LANES, np.int64)
         self.counts = np.zeros(2, np.int64)
         self.scratch = np.zeros(STATE, np.int64)  # the position a descent walks
         self.legal = np.zeros(N_ACTIONS, np.int64)
@@ -203,17 +217,58 @@ def _terminal_values(st: np.ndarray, out: np.ndarray, pts: np.ndarray) -> None:
 
 
 @njit(cache=True)
+def _place(
+    features: np.ndarray, mask: np.ndarray, r: int, kind: int, n_slots: int, slot_key: np.ndarray,
+    slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray, key: np.ndarray,
+    ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
+) -> tuple[int, bool]:  # fmt: skip
+    """The answer slot of the row just written to ``features[r]`` (and ``mask[r]``), and whether the
+    row is sent. A searcher's own-view row (``kind`` OWN) takes a slot of this wave holding the same
+    row, else a new slot filled from the network cache on a hit; any other row, or one not found, a
+    new slot the evaluator's answer to row ``r`` will fill. Only own-view rows are looked up: they
+    are what repeats (the searcher's view does not depend on the deal), while an acting seat's row
+    holds that seat's hand, which differs from deal to deal (measured: 3% of the cache's hits came
+    from acting rows), and hashing them would cost more than it saves."""
+    s = n_slots
+    if kind == OWN and ckeys.shape[0]:
+        row_key(features[r], kind, key)
+        for j in range(n_slots):
+            if slot_key[j, 0] == key[0] and slot_key[j, 1] == key[1] and slot_key[j, 2] == key[2]:
+                cstats[LOOKUPS] += 1
+                cstats[HITS] += 1
+                return j, False
+        slot_key[s] = key
+        c = find(ckeys, cstats, key)
+        if c >= 0:
+            slot_p[s] = cpriors[c]
+            slot_v[s] = cvalues[c]
+            slot_mask[s] = mask[r]
+            return s, False
+    else:
+        slot_key[s, 0] = -1  # not looked up, not kept
+    slot_mask[s] = mask[r]
+    sent_slot[r] = s
+    return s, True
+
+
+@njit(cache=True)
 def select(
     roots: np.ndarray, node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray,
     used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray, mask: np.ndarray,
     counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
+    slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
+    key: np.ndarray, ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
     dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool,
 ) -> tuple[int, int, int]:  # fmt: skip
     """The first half of a wave (module docstring). Returns (leaves, rows, simulations left): the
-    leaves and rows written to ``leaves``, ``features`` and ``mask``, and the simulations still to
-    start in all the trees; counts finished simulations and collisions into ``counts``."""
+    leaves written to ``leaves`` (their answer slots), the rows to send written to ``features``
+    and ``mask`` (``sent_slot`` maps them to their slots), and the simulations still to start in
+    all the trees; counts finished simulations and collisions into ``counts``, the cache's lookups
+    into ``cstats``. ``ckeys``, ``cpriors``, ``cvalues``: the network cache (``blobnet.netcache``;
+    no rows: no cache)."""
     n_leaves = 0
     n_rows = 0
+    n_slots = 0
     pts = np.zeros(N_VALUES, np.int64)
     for t in range(dets):
         for _ in range(min(per_tree, left[t])):
@@ -258,15 +313,22 @@ def select(
                         mask[r] = False
                         for i in range(nl):
                             mask[r, buf[i]] = True
+                        slot, sent = _place(features, mask, r, ACTING, n_slots, slot_key, slot_p, slot_v, slot_mask,
+                                            sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
+                        n_rows += sent
+                        n_slots = max(n_slots, slot + 1)
                         own = -1
                         if root_view and scratch[TO_PLAY] != seat:
-                            own = r + 1
-                            encode_state(scratch, seat, features[own])
-                            mask[own] = mask[r]  # any legal mask will do: that row's priors are unused
-                        n_rows = r + 1 if own < 0 else r + 2
+                            r = n_rows
+                            encode_state(scratch, seat, features[r])
+                            mask[r] = slot_mask[slot]  # any legal mask will do: that row's priors are unused
+                            own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
+                                               sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
+                            n_rows += sent
+                            n_slots = max(n_slots, own + 1)
                         leaves[n_leaves, TREE] = t
                         leaves[n_leaves, NODE] = child
-                        leaves[n_leaves, ROW] = r
+                        leaves[n_leaves, ROW] = slot
                         leaves[n_leaves, OWN_ROW] = own
                         n_leaves += 1
                         break
@@ -285,23 +347,33 @@ def select(
 @njit(cache=True)
 def backup(
     node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray, used: np.ndarray,
-    leaves: np.ndarray, n_leaves: int, mask: np.ndarray, priors: np.ndarray, values_in: np.ndarray,
+    leaves: np.ndarray, n_leaves: int, priors: np.ndarray, values_in: np.ndarray, sent_slot: np.ndarray,
+    slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
+    ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, keep: bool,
     counts: np.ndarray, values: np.ndarray, players: int, seat: int,
 ) -> None:  # fmt: skip
-    """The second half of a wave: expand each leaf of ``leaves[:n_leaves]`` with its row's priors
-    (N_ACTIONS wide) and value, and back its values up (module docstring)."""
+    """The second half of a wave: the evaluator's answers (``priors`` N_ACTIONS wide, ``values_in``,
+    one row per row sent) go to their slots, and into the network cache when ``keep``; then each
+    leaf of ``leaves[:n_leaves]`` is expanded with its slot's priors and value, and its values are
+    backed up (module docstring)."""
+    for i in range(priors.shape[0]):
+        s = sent_slot[i]
+        slot_p[s] = priors[i]
+        slot_v[s] = values_in[i]
+        if keep and slot_key[s, 0] >= 0:
+            store(ckeys, cpriors, cvalues, slot_key[s], priors[i], values_in[i])
     for j in range(n_leaves):
         t = leaves[j, TREE]
         node = leaves[j, NODE]
         r = leaves[j, ROW]
-        _expand(node_i, node_f, edge_i, edge_f, used, t, node, mask[r], priors[r], values_in[r, 0])
+        _expand(node_i, node_f, edge_i, edge_f, used, t, node, slot_mask[r], slot_p[r], slot_v[r, 0])
         node_i[t, node, PENDING] = 0
         actor = node_i[t, node, ACTOR]
         for s in range(players):
-            values[s] = values_in[r, (s - actor) % players]
+            values[s] = slot_v[r, (s - actor) % players]
         own = leaves[j, OWN_ROW]
         if own >= 0:
-            values[seat] = values_in[own, 0]
+            values[seat] = slot_v[own, 0]
         _up(node_i, edge_i, edge_f, t, node, values)
         counts[0] += 1
 

@@ -30,9 +30,17 @@ import numpy as np
 
 from blobnet.aio import run_loop
 from blobnet.checkpoint import load_model
-from blobnet.config import GameConfig, RunConfig, SearchConfig, apply_overrides, config_from_dict, load_config
+from blobnet.config import (
+    CPU_ENGINE,
+    GameConfig,
+    RunConfig,
+    SearchConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)  # fmt: skip
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import make_net
+from blobnet.net import ENGINES, make_net
 from blobnet.player import aclose_player
 from blobnet.ratings import MatchResult, format_report
 from blobnet.replay import Examples
@@ -78,7 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="small", help="network preset when no checkpoint is given")
     sp.add_argument("--server", help="use a running server (unix:PATH or tcp:HOST:PORT) instead of an in-process one")
     sp.add_argument("--free", action="store_true", help="a free evaluator: the search-only ceiling")
+    sp.add_argument("--cache", type=int, default=65536, help="network answers kept per engine (0: no cache)")
     sp.add_argument("--mode", default="auto", choices=["auto", "inline", "thread"], help="CPU forward pass")
+    sp.add_argument("--engine", default=CPU_ENGINE, choices=list(ENGINES), help="CPU forward engine")
+    sp.add_argument(
+        "--dense", dest="sparse", action="store_false",
+        help="the first layer as one dense product (default: over each row's nonzero entries)",
+    )  # fmt: skip
     sp.add_argument("--max-batch", type=int, default=4096)
     sp.add_argument("--device", default="cpu")
     sp.add_argument(
@@ -124,7 +138,8 @@ def default_workers(args: argparse.Namespace) -> int:
 
 
 async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
-    search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view)
+    search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view,
+                          cache=args.cache)  # fmt: skip
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
     pool = SelfPlayPool(args.workers or default_workers(args))
     weights = None
@@ -141,8 +156,9 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
         model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
         weights = model.state_dict()
         spec = BatcherSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode,
-                           device=args.device)  # fmt: skip
-        evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype)
+                           device=args.device, engine=args.engine, sparse=args.sparse)  # fmt: skip
+        evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
+                            engine=args.engine, sparse=args.sparse)  # fmt: skip
     parts: list[Examples] = []
     status = Status(enabled=not args.json)
     try:
@@ -167,12 +183,14 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     out = stats.summary()
     out["avg_batch"] = avg_batch
     keys = ["rounds", "rounds_per_min", "sims_per_s", "evals_per_s", "avg_batch", "examples", "searched_decisions"]
-    ordered = {k: out[k] for k in keys} | {k: out[k] for k in ("uniform_target_fraction", "seconds")}
+    tail = ("uniform_target_fraction", "cache_hit_rate", "cache_collisions", "seconds")
+    ordered = {k: out[k] for k in keys} | {k: out[k] for k in tail}
     status.done(
         f"{stats.rounds} rounds in {stats.seconds:.1f} s on {min(pool.workers, args.concurrency)} process(es): "
         f"{ordered['rounds_per_min']:.0f} rounds/min, {ordered['sims_per_s']:.0f} simulations/s, "
         f"{ordered['evals_per_s']:.0f} evaluations/s, mean batch {ordered['avg_batch']:.1f}, "
-        f"{stats.examples} examples, uniform targets {ordered['uniform_target_fraction']:.2%}"
+        f"{stats.examples} examples, uniform targets {ordered['uniform_target_fraction']:.2%}, "
+        f"cache hits {ordered['cache_hit_rate']:.1%}"
     )
     if args.out:
         ex = Examples.concat(parts)

@@ -46,7 +46,7 @@ import msgspec
 import numpy as np
 
 from blobnet.aio import run_loop
-from blobnet.config import GameConfig, SearchConfig
+from blobnet.config import CPU_ENGINE, CPU_SPARSE, GameConfig, SearchConfig
 from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.player import aclose_player
 from blobnet.ratings import MatchResult
@@ -71,6 +71,8 @@ class BatcherSpec(msgspec.Struct, tag="batcher", frozen=True, kw_only=True):
     max_batch: int = 4096
     mode: str = "inline"
     device: str = "cpu"
+    engine: str = CPU_ENGINE  # the CPU forward engine (blobnet.net.ENGINES)
+    sparse: bool = CPU_SPARSE  # its first layer over the rows' nonzero entries
 
 
 class RemoteSpec(msgspec.Struct, tag="remote", frozen=True):
@@ -483,5 +485,6 @@ async def _evaluator(job: _Share) -> Evaluator:
             return await RemoteEvaluator.connect(address)
         case BatcherSpec() as spec:
             model = model_with(spec.preset, job.weights)
-            return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device)
+            return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device,
+                           engine=spec.engine, sparse=spec.sparse)  # fmt: skip
     raise TypeError(f"not an evaluator spec: {job.spec!r}")

@@ -89,6 +89,7 @@ class RemoteEvaluator:
     width: int
     n_actions: int
     n_values: int
+    model_version = 0  # a server keeps its model for life (blobnet.evaluator)
 
     def __init__(self, *, max_rows: int = 1024, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_rows < 1:

@@ -33,7 +33,10 @@ class EngineStats:
     searched_decisions: int = 0
     uniform_targets: int = 0  # searched decisions whose root visits came out all equal
     simulations: int = 0
-    evaluations: int = 0
+    evaluations: int = 0  # rows sent to the evaluator
+    cache_lookups: int = 0  # rows the search looked up in its network cache (blobnet.netcache): own-view rows
+    cache_hits: int = 0  # rows answered by the cache instead of the evaluator
+    cache_collisions: int = 0  # lookups whose 64-bit key matched another row's (answered by the network)
     examples: int = 0
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -48,6 +51,9 @@ class EngineStats:
             "examples": self.examples,
             "searched_decisions": self.searched_decisions,
             "uniform_target_fraction": self.uniform_targets / max(self.searched_decisions, 1),
+            # the share of the rows the search needed that the cache answered
+            "cache_hit_rate": self.cache_hits / max(self.evaluations + self.cache_hits, 1),
+            "cache_collisions": self.cache_collisions,
             "seconds": self.seconds,
         }
 
@@ -109,6 +115,7 @@ class SelfPlayEngine:
         self._started = self.stats.rounds
         t0 = time.perf_counter()
         sims0, evals0 = self.search.simulations, self.search.evaluations
+        cache0 = self.search.cache.stats.copy()
         try:
             with quiet_gc():
                 async with asyncio.TaskGroup() as tg:
@@ -120,6 +127,10 @@ class SelfPlayEngine:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.simulations += self.search.simulations - sims0
             self.stats.evaluations += self.search.evaluations - evals0
+            lookups, hits, collisions = (self.search.cache.stats - cache0).tolist()
+            self.stats.cache_lookups += lookups
+            self.stats.cache_hits += hits
+            self.stats.cache_collisions += collisions
         return self.stats
 
     def stop(self) -> None:

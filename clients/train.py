@@ -170,6 +170,8 @@ class Trainer:
             device=server.device,
             mode=server.mode,
             dtype=cfg.network.dtype,
+            engine=server.engine,
+            sparse=server.sparse,
         )
         batcher.set_weights(self.model.state_dict())
         pool = SelfPlayPool(cfg.train.workers)
@@ -213,6 +215,8 @@ class Trainer:
             max_batch=cfg.server.max_batch,
             mode=cfg.server.mode,
             device=cfg.server.device,
+            engine=cfg.server.engine,
+            sparse=cfg.server.sparse,
         )
         stats = await pool.run(
             batcher,

@@ -15,8 +15,8 @@ import signal
 import sys
 
 from blobnet.checkpoint import load_model
-from blobnet.config import DEFAULT_PRESET, PRESETS
-from blobnet.net import make_net
+from blobnet.config import CPU_ENGINE, DEFAULT_PRESET, PRESETS
+from blobnet.net import ENGINES, make_net
 from servers.batcher import MODES, Batcher
 from servers.socket import Server
 from servers.wire import DEFAULT_MAX_FRAME
@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--mode", default="auto", choices=MODES, help="where the CPU forward pass runs")
     p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
+    p.add_argument("--engine", default=CPU_ENGINE, choices=list(ENGINES), help="CPU forward engine")
+    p.add_argument(
+        "--dense", dest="sparse", action="store_false",
+        help="the first layer as one dense product (default: over each row's nonzero entries)",
+    )  # fmt: skip
     p.add_argument("--max-batch", type=int, default=1024, help="rows per forward pass at most")
     p.add_argument("--max-wait", type=float, default=None, help="seconds a batch waits for other clients' rows")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -48,7 +53,7 @@ async def serve(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
     batcher = Batcher(
         model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
-        max_wait=args.max_wait, threads=args.threads,
+        max_wait=args.max_wait, threads=args.threads, engine=args.engine, sparse=args.sparse,
     )  # fmt: skip
     server = Server(batcher, args.listen, max_frame=args.max_frame)
     stop = asyncio.Event()

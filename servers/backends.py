@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
-from blobnet.net import forward_rows
+from blobnet.net import Engine
 from servers.batch import Batch, check_rows
 
 __all__ = [
@@ -66,17 +66,19 @@ class Backend(Protocol):
         ...
 
 
-def cpu_forward(b: Batch, dtype: torch.dtype | None) -> None:
-    """The CPU forward pass of ``b``, on the loop's thread or a worker's: sets its results (fresh
-    arrays), or its ``error`` when the pass raised (the batch fails, the batcher goes on). Never raises."""
+def cpu_forward(b: Batch, engine: Engine) -> None:
+    """The CPU forward pass of ``b`` by ``engine`` (over ``b.model``), on the loop's thread or a
+    worker's: sets its results (fresh arrays), or its ``error`` when the pass raised (the batch
+    fails, the batcher goes on). Never raises."""
     try:
         n = b.n
         check_rows(b)
         model = b.model
-        assert model is not None
+        assert model is not None and engine.model is model
         if b.weights is not None:
             model.load_state_dict(b.weights)
-        priors, values = forward_rows(model, b.feat[:n], b.mask[:n], dtype)
+            engine.reload()
+        priors, values = engine(b.feat[:n], b.mask[:n])
         b.set_results(priors, values)
     except BaseException as e:  # noqa: BLE001 - the batch fails, the batcher goes on
         b.error = e
@@ -122,7 +124,9 @@ class _Helpers:
 
 class InlineBackend:
     """Mode "inline": every forward pass on the event loop thread (module docstring). The threaded
-    CPU backends build on it: its buffers, its torch thread count and, for AutoBackend, its launch."""
+    CPU backends build on it: its buffers, its torch thread count and, for AutoBackend, its launch.
+    ``engine``: the forward engine over the batcher's model (``blobnet.net.make_engine``), set by
+    the batcher once the model is in place."""
 
     pinned = False
     inflight: ClassVar[int] = 1  # batches in flight at most unless the batcher is told otherwise
@@ -144,9 +148,12 @@ class InlineBackend:
             torch.set_num_threads(threads)  # process-wide
         self.deliver = deliver
         self.dtype = dtype
+        self.threads = threads
+        self.engine: Engine | None = None
 
     def launch(self, b: Batch) -> None:
-        cpu_forward(b, self.dtype)
+        assert self.engine is not None
+        cpu_forward(b, self.engine)
         self.deliver(b)
 
     async def aclose(self) -> None:
@@ -170,7 +177,8 @@ class ThreadBackend(InlineBackend):
         self._helpers.submit(b, threads=self.busy)
 
     def _work(self, b: Batch) -> Batch:
-        cpu_forward(b, self.dtype)
+        assert self.engine is not None
+        cpu_forward(b, self.engine)
         return b
 
     def _done(self, b: Batch) -> None:

@@ -42,7 +42,7 @@ from torch import nn
 
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request, row_errors
-from blobnet.net import resolve_dtype
+from blobnet.net import make_engine, resolve_dtype
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
 from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot
 from servers.stats import BatcherStats
@@ -69,6 +69,9 @@ class Batcher:
     max_inflight: batches launched and not finished at most (default 1 in-line, else 2).
     threads: torch intra-op threads on a CPU; None leaves torch's choice (every core) in-line, and
     gives each worker thread its share of the cores in thread mode. It is process-wide.
+    engine: the CPU forward engine (``blobnet.net.ENGINES``: "eager", "onnx", "compile"); sparse: its
+    first layer over the rows' nonzero entries (``blobnet.stem``; the model must be a BlobNet). A
+    CUDA device runs the model as it is and ignores both.
     Call every method from the event loop's thread; the batcher serves one event loop at a time.
     """
 
@@ -83,6 +86,8 @@ class Batcher:
         max_wait: float | None = None,
         max_inflight: int | None = None,
         threads: int | None = None,
+        engine: str = "eager",
+        sparse: bool = False,
         width: int | None = None,
         n_actions: int | None = None,
         n_values: int | None = None,
@@ -114,7 +119,12 @@ class Batcher:
             self._deliver, device=self.device, dtype=self.dtype, threads=threads, max_inflight=self.max_inflight
         )
         self._model = self._prepare(model)
+        if isinstance(self._backend, InlineBackend):
+            self._backend.engine = make_engine(
+                engine, self._model, dtype=self.dtype, threads=self._backend.threads, sparse=sparse
+            )
         self._weights: dict[str, torch.Tensor] | None = None  # set_weights waiting for the next launch
+        self.model_version = 0  # set_weights calls so far (blobnet.evaluator: what a cache may keep)
         self._free: list[Slot] = []
         self._open: Batch | None = None  # the batch taking rows now
         self._ready: deque[Batch] = deque()  # sealed, waiting for a launch slot
@@ -238,6 +248,7 @@ class Batcher:
             if tuple(v.shape) != tuple(own[k].shape):
                 raise ValueError(f"state_dict[{k!r}] has shape {tuple(v.shape)}, the model's is {tuple(own[k].shape)}")
         self._weights = {k: v.detach().to(self.device, copy=True) for k, v in state_dict.items()}
+        self.model_version += 1
 
     @property
     def model(self) -> nn.Module:

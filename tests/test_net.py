@@ -11,9 +11,10 @@ import torch
 
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import DEFAULT_PRESET, PRESETS
-from blobnet.encode import WIDTH
+from blobnet.encode import WIDTH, encode_rounds
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import BlobNet, DirectEvaluator, count_params, make_net
+from blobnet.net import BlobNet, DirectEvaluator, count_params, forward_rows, make_engine, make_net
+from blobnet.rules import random_round
 
 
 def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,3 +125,62 @@ def test_the_evaluators_here_answer_arrays_and_refuse_bad_requests(kind: str) ->
         asyncio.run(ev.evaluate_many(x, legal.astype(np.int8)))
     with pytest.raises(ValueError, match=rf"expected a \(k, {WIDTH}\) float32 array"):
         asyncio.run(ev.evaluate_many(x.astype(np.float64), legal))
+
+
+def _encoded_rows() -> tuple[np.ndarray, np.ndarray]:
+    """Rows of real positions: every seat's view of random rounds, bids and plays."""
+    rows, masks = [], []
+    rng = np.random.default_rng(0)
+    for seed in range(40):
+        players = 3 + seed % 6
+        r = random_round(players, int(rng.integers(1, 52 // players + 1)), rng)
+        for _ in range(int(rng.integers(0, 12))):
+            if r.to_play is None:
+                break
+            r.play(int(rng.choice(r.legal_actions())))
+        if r.to_play is None:
+            continue
+        row = np.zeros((1, WIDTH), np.float32)
+        encode_rounds([r], row)
+        mask = np.zeros(N_ACTIONS, np.bool_)
+        mask[r.legal_actions()] = True
+        rows.append(row[0])
+        masks.append(mask)
+    return np.stack(rows), np.stack(masks)
+
+
+def test_the_sparse_first_layer_equals_the_dense_one() -> None:
+    net = make_net("small", seed=3)
+    x, legal = _encoded_rows()
+    engine = make_engine("eager", net, sparse=True)
+    dense = torch.nn.functional.linear(torch.from_numpy(x), net.stem.weight, net.stem.bias).detach().numpy()
+    assert np.abs(engine.first_layer(x) - dense).max() < 1e-5
+    x2 = x.copy()
+    x2[:, 7] += 0.25  # not only one-hots: any value of any entry counts
+    dense2 = torch.nn.functional.linear(torch.from_numpy(x2), net.stem.weight, net.stem.bias).detach().numpy()
+    assert np.abs(engine.first_layer(x2) - dense2).max() < 1e-5
+
+
+@pytest.mark.parametrize(("name", "sparse"), [("eager", True), ("onnx", False), ("onnx", True)])
+def test_every_cpu_engine_answers_what_the_eager_model_does_and_follows_new_weights(name: str, sparse: bool) -> None:
+    net = make_net("small", seed=3)
+    x, legal = _encoded_rows()
+    engine = make_engine(name, net, threads=1, sparse=sparse)
+    for want, got in zip(forward_rows(net, x, legal), engine(x, legal), strict=True):
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() < 1e-4
+    net.load_state_dict(make_net("small", seed=4).state_dict())
+    engine.reload()
+    for want, got in zip(forward_rows(net, x, legal), engine(x, legal), strict=True):
+        assert np.abs(got - want).max() < 1e-4
+
+
+def test_engines_refuse_what_they_cannot_run_by_name() -> None:
+    with pytest.raises(ValueError, match="engine 'tpu'"):
+        make_engine("tpu", make_net("tiny"))
+    with pytest.raises(ValueError, match="float32 only"):
+        make_engine("onnx", make_net("tiny"), dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="no sparse first layer"):
+        make_engine("compile", make_net("tiny"), sparse=True)
+    with pytest.raises(ValueError, match="needs a BlobNet"):
+        make_engine("eager", torch.nn.Linear(3, 3), sparse=True)

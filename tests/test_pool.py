@@ -177,9 +177,12 @@ def test_selfplay_command_prints_the_documented_keys(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert list(result) == ["rounds", "rounds_per_min", "sims_per_s", "evals_per_s", "avg_batch", "examples",
-                            "searched_decisions", "uniform_target_fraction", "seconds"]  # fmt: skip
+                            "searched_decisions", "uniform_target_fraction", "cache_hit_rate", "cache_collisions",
+                            "seconds"]  # fmt: skip
     assert result["rounds"] == 10 and result["examples"] == 2 * result["searched_decisions"] > 0
     assert result["avg_batch"] > 1 and 0 <= result["uniform_target_fraction"] <= 1
+    # the searcher's own view after its move is the same row in both deals: the cache answers it
+    assert 0 < result["cache_hit_rate"] < 1 and result["cache_collisions"] == 0
     with np.load(out) as z:
         assert z["features"].shape[0] == result["examples"]
 

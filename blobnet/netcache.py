@@ -1,0 +1,117 @@
+"""The network cache: answers (priors, values) to rows already evaluated, keyed by the row's content.
+
+KataGo and lc0 keep one. Here rows repeat in two ways: the searching seat's own view after its own
+move is the same in every determinization (its view does not depend on the hidden cards), and a
+position reached by the same public moves is the same row from one decision to the next. A row's
+answer depends on the row alone, so a row met again is answered from here instead of the network.
+
+The key is three 32-bit lanes hashed over the row's nonzero float32 words, each mixed with its
+index (rows are mostly zeros; murmur3's block step, with multipliers under 2**31 so every product
+fits in an int64 and the kernels stay wrap-free as plain Python). Lanes 1 and 2 are the 64-bit key (lane 1
+also picks the slot); lane 3 checks it: an entry whose key matches and whose check does not is a
+collision of the 64-bit key, counted (``COLLISIONS``) and not answered, so a wrong answer needs all
+96 bits to agree by chance. The memory is bounded: ``size`` slots (a power of two), one entry each,
+and a new entry takes its slot from whatever was there. The cache holds the answers of one model:
+``NetCache.version`` is the evaluator's ``model_version`` they came from, and a search empties the
+cache when that changes (``blobnet.search``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blobnet.cards import N_ACTIONS, N_VALUES
+from blobnet.jit import njit
+
+__all__ = ["NetCache", "row_key", "find", "store", "LOOKUPS", "HITS", "COLLISIONS", "KEY_LANES"]
+
+KEY_LANES = 3
+# counters (NetCache.stats): rows looked up, rows answered here, 64-bit key collisions seen
+LOOKUPS, HITS, COLLISIONS = range(3)
+_M32 = 0xFFFFFFFF
+# per lane: the block step's two multipliers and the seed (odd constants under 2**31)
+_C1 = (0x5BD1E995, 0x27D4EB2F, 0x165667B1)
+_C2 = (0x1B873593, 0x2C1B3C6D, 0x297A2D39)
+_SEED = (0x3C6EF372, 0x5851F42D, 0x14057B7E)
+
+
+class NetCache:
+    """``size`` slots of (key, priors, values); ``size`` 0 keeps nothing."""
+
+    def __init__(self, size: int) -> None:
+        if size < 0 or size & (size - 1):
+            raise ValueError(f"cache size {size}: give 0 (no cache) or a power of two")
+        self.size = size
+        self.keys = np.full((size, KEY_LANES), -1, np.int64)  # -1: empty (lanes are never negative)
+        self.priors = np.zeros((size, N_ACTIONS), np.float32)
+        self.values = np.zeros((size, N_VALUES), np.float32)
+        self.stats = np.zeros(3, np.int64)
+        self.version: object = None  # the model_version of the evaluator whose answers these are
+
+    def clear(self, version: object = None) -> None:
+        """Forget every entry (a model swap); the counters stay."""
+        self.keys.fill(-1)
+        self.version = version
+
+
+@njit(cache=True)
+def _step(h: int, k: int, c1: int, c2: int) -> int:
+    """murmur3's block step on 32-bit values held in int64."""
+    k = (k * c1) & _M32
+    k = ((k << 15) | (k >> 17)) & _M32
+    k = (k * c2) & _M32
+    h ^= k
+    h = ((h << 13) | (h >> 19)) & _M32
+    return (h * 5 + 0xE6546B64) & _M32
+
+
+@njit(cache=True)
+def row_key(row: np.ndarray, kind: int, out: np.ndarray) -> None:
+    """The key of a float32 ``row`` into ``out`` (KEY_LANES int64); ``kind`` tells rows apart that
+    are asked for different answers (0: the acting seat's row, 1: a seat's own-view row)."""
+    bits = row.view(np.int32)
+    for lane in range(KEY_LANES):
+        out[lane] = _SEED[lane] ^ kind
+    for i in range(bits.shape[0]):
+        if bits[i] != 0:
+            x = (int(bits[i]) ^ (i * 0x9E3779B1)) & _M32  # the entry's value and where it is
+            for lane in range(KEY_LANES):
+                out[lane] = _step(out[lane], x, _C1[lane], _C2[lane])
+    for lane in range(KEY_LANES):
+        h = out[lane] ^ bits.shape[0]
+        h ^= h >> 16
+        h = (h * _C1[lane]) & _M32
+        h ^= h >> 13
+        h = (h * _C2[lane]) & _M32
+        out[lane] = h ^ (h >> 16)
+
+
+@njit(cache=True)
+def find(keys: np.ndarray, stats: np.ndarray, key: np.ndarray) -> int:
+    """The slot holding ``key``, or -1; counts the lookup, the hit or a collision into ``stats``."""
+    size = keys.shape[0]
+    if size == 0:
+        return -1
+    stats[LOOKUPS] += 1
+    c = key[0] & (size - 1)
+    if keys[c, 0] != key[0] or keys[c, 1] != key[1]:
+        return -1
+    if keys[c, 2] != key[2]:
+        stats[COLLISIONS] += 1
+        return -1
+    stats[HITS] += 1
+    return c
+
+
+@njit(cache=True)
+def store(
+    keys: np.ndarray, priors: np.ndarray, values: np.ndarray, key: np.ndarray, p: np.ndarray, v: np.ndarray
+) -> None:
+    """Keep the answer (``p``, ``v``) of the row whose key is ``key``, in the slot its key picks."""
+    size = keys.shape[0]
+    if size == 0:
+        return
+    c = key[0] & (size - 1)
+    keys[c] = key
+    priors[c] = p
+    values[c] = v
