@@ -1,8 +1,8 @@
 """What every benchmark here shares: where results go and how child processes start, the forward
 pass alone, request latency, and rates from counter samples.
 
-- ``raw_forward_rate``: the product's forward pass (``blobnet.net.forward_rows``, the batcher's CPU
-  step) on a ready batch, nothing around it: the inference-only ceiling.
+- ``raw_forward_rate``: the product's forward pass (the CPU engine the batcher runs, ``blobnet.net``)
+  on a ready batch, nothing around it: the inference-only ceiling.
 - ``Timed``: any evaluator, timing every request while active (the latency figures).
 - ``rate``: a counter's rate by least squares over timestamped samples. Under thousands of games the
   counters move in bursts (every game backs up after the same batch), so the difference of the two ends
@@ -25,8 +25,9 @@ import numpy as np
 from torch import nn
 
 from blobnet.cards import BID0, N_ACTIONS, N_CARDS
+from blobnet.config import CPU_ENGINE, CPU_SPARSE
 from blobnet.evaluator import Evaluator, Priors
-from blobnet.net import forward_rows
+from blobnet.net import make_engine
 
 __all__ = [
     "RESULTS",
@@ -105,17 +106,19 @@ def sample_inputs(
 
 
 def raw_forward_rate(model: nn.Module, batch: int, seconds: float, *, seed: int = 0) -> float:
-    """Evaluations per second of the forward pass alone (``blobnet.net.forward_rows``: the model and
-    the softmax) on a ready batch of ``batch`` rows (``sample_inputs``): the inference-only ceiling
-    at that batch size. Two passes warm up; then at least 3 and at least ``seconds`` are timed."""
+    """Evaluations per second of the forward pass alone, as the product runs it on a CPU (the engine
+    and first layer of ``blobnet.config``: the model and the softmax) on a ready batch of ``batch``
+    rows (``sample_inputs``): the inference-only ceiling at that batch size. Two passes warm up;
+    then at least 3 and at least ``seconds`` are timed."""
     n_actions = int(getattr(model, "n_actions", N_ACTIONS))
     x, mask = sample_inputs(batch, int(model.width), np.random.default_rng(seed), n_actions)  # type: ignore[arg-type]
+    forward = make_engine(CPU_ENGINE, model, sparse=CPU_SPARSE)
     for _ in range(2):
-        forward_rows(model, x, mask)
+        forward(x, mask)
     reps = 0
     t0 = time.perf_counter()
     while True:
-        forward_rows(model, x, mask)
+        forward(x, mask)
         reps += 1
         dt = time.perf_counter() - t0
         if dt >= seconds and reps >= 3:

@@ -17,7 +17,10 @@ and a bid would be judged by how often such a bid is made on average, whatever t
 
 The root is expanded before any leaf is sent (its row depends on the view alone, so one evaluation
 serves every tree), so no wave is copies of the root; inside a tree, forced moves are walked
-without asking the network; a decision with one legal action is not searched. The search knows
+without asking the network; a decision with one legal action is not searched. A searcher's
+own-view row already answered, in this wave or before, is not asked again: the network cache
+(``blobnet.netcache``) of the Search holds the answers, for as long as the evaluator's model does
+not change. The search knows
 the evaluator protocol alone (arrays in, arrays out), never torch or a server.
 """
 
