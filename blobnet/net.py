@@ -226,7 +226,9 @@ class OnnxEngine(Engine):
         self, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
     ) -> None:
         if dtype is not None:
-            raise ValueError(f'engine onnx runs float32 only, not {dtype}: set network.dtype = "float32"')
+            raise ValueError(
+                f'engine onnx runs float32 only, not {dtype}: set network.dtype = "float32" or server.engine = "eager"'
+            )
         import onnxruntime  # only this engine needs it
 
         self._ort = onnxruntime
