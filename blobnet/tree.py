@@ -12,9 +12,9 @@ One wave is two kernel calls around one await of the evaluator:
   buffer, with its legal mask; where another seat than the searcher acts, a second row, the
   searcher's own view, follows it), or at a leaf already waiting in this wave (the descent is
   undone and the tree sits the rest of the wave out). Forced moves are walked without the network.
-  Each row gets an answer slot: the slot of the same row met earlier in this wave, or a new slot
-  that the network cache (``blobnet.netcache``) fills, or, only when neither has it, the
-  evaluator: such rows alone are sent.
+  Each row gets an answer slot. A searcher's own-view row takes the slot of the same row met
+  earlier in this wave, or a new slot that the network cache (``blobnet.netcache``) fills; other
+  rows, and own-view rows neither has, get a slot the evaluator fills: those rows alone are sent.
 - ``backup``: the evaluator's answers fill their slots (and the cache); the slots expand each new
   leaf (its legal ids' priors, its value as the first-play urgency of its unvisited edges) and back
   every seat's value up its path; each edge adds the value of the seat that chose it. The
