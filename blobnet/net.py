@@ -21,6 +21,7 @@ A checkpoint stores the preset name and ``state_dict()``; every parameter is a p
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -121,11 +122,13 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 def forward_rows(
-    model: nn.Module, features: np.ndarray, mask: np.ndarray, dtype: torch.dtype | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    model: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    features: np.ndarray, mask: np.ndarray, dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One forward pass on the CPU: features (n, width) float32 and legal mask (n, n_actions) bool ->
     (priors (n, n_actions) float32, the softmax over the legal ids, values (n, n_values) float32).
-    ``dtype`` is the model's precision (None: float32). The arrays are the caller's, not copied."""
+    ``dtype`` is the model's precision (None: float32). ``model``: the network, or any callable of its
+    shape (``BlobNet.after_stem``, from the first layer's output). The arrays are the caller's, not copied."""
     x = torch.from_numpy(features)
     if dtype is not None:
         x = x.to(dtype)
@@ -168,12 +171,8 @@ class Engine:
     def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
         if not self.sparse:
             return forward_rows(self.model, features, mask, self.dtype)
-        h0 = torch.from_numpy(self.first_layer(features))
-        if self.dtype is not None:
-            h0 = h0.to(self.dtype)
-        with torch.inference_mode():
-            logits, values = self.model.after_stem(h0, torch.from_numpy(mask))  # type: ignore[operator]
-            return torch.softmax(logits.float(), dim=1).numpy(), values.float().numpy()
+        assert isinstance(self.model, BlobNet)
+        return forward_rows(self.model.after_stem, self.first_layer(features), mask, self.dtype)
 
 
 def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:

@@ -34,8 +34,7 @@ class EngineStats:
     uniform_targets: int = 0  # searched decisions whose root visits came out all equal
     simulations: int = 0
     evaluations: int = 0  # rows sent to the evaluator
-    cache_lookups: int = 0  # rows the search looked up in its network cache (blobnet.netcache): own-view rows
-    cache_hits: int = 0  # rows answered by the cache instead of the evaluator
+    cache_hits: int = 0  # rows answered by the network cache (blobnet.netcache) instead of the evaluator
     cache_collisions: int = 0  # lookups whose 64-bit key matched another row's (answered by the network)
     examples: int = 0
     seconds: float = 0.0
@@ -127,8 +126,7 @@ class SelfPlayEngine:
             self.stats.seconds += time.perf_counter() - t0
             self.stats.simulations += self.search.simulations - sims0
             self.stats.evaluations += self.search.evaluations - evals0
-            lookups, hits, collisions = (self.search.cache.stats - cache0).tolist()
-            self.stats.cache_lookups += lookups
+            _, hits, collisions = (self.search.cache.stats - cache0).tolist()
             self.stats.cache_hits += hits
             self.stats.cache_collisions += collisions
         return self.stats

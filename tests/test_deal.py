@@ -27,6 +27,7 @@ from test_views import (
     chi_square,
     chi_square_critical,
     needs_of,
+    no_void_view,
     random_position,
     unseen_of,
 )
@@ -233,9 +234,7 @@ def test_default_path_is_uniform(binding: tuple[View, list[Deal]]) -> None:
 
 def test_plain_shuffle_without_voids_is_uniform() -> None:
     """No void known: every deal with the right counts is allowed and equally likely."""
-    r = random_position(4, 13, seed=7, steps=4 + 4 * 11)  # after bids and 11 tricks: 2 cards each
-    v = r.view(r.to_play)  # type: ignore[arg-type]
-    v = dataclasses.replace(v, voids=(frozenset(),) * 4)  # forget the voids: a view of the same cards
+    v = no_void_view()
     deals = allowed_deals(v)
     assert len(deals) == all_deals_count(v) == 90
     counts, paths, n = sample(v, REJECTION_TRIES, seed=5)

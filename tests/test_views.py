@@ -247,11 +247,17 @@ def test_seat_by_seat_fill_fails_the_same_test(binding: tuple[View, list[Deal]])
     assert chi_square(counts, deals, n) > 3 * chi_square_critical(len(deals) - 1)
 
 
+def no_void_view() -> View:
+    """A view after bids and 11 tricks of 4 x 13 (2 cards each) with its voids forgotten: every one
+    of the 90 deals with the right counts is allowed."""
+    r = random_position(4, 13, seed=7, steps=4 + 4 * 11)
+    v = r.view(r.to_play)  # type: ignore[arg-type]
+    return dataclasses.replace(v, voids=(frozenset(),) * 4)
+
+
 def test_plain_shuffle_without_voids_is_uniform() -> None:
     """No void known: every deal with the right counts is allowed and equally likely."""
-    r = random_position(4, 13, seed=7, steps=4 + 4 * 11)  # after bids and 11 tricks: 2 cards each
-    v = r.view(r.to_play)  # type: ignore[arg-type]
-    v = dataclasses.replace(v, voids=(frozenset(),) * 4)  # forget the voids: a view of the same cards
+    v = no_void_view()
     deals = allowed_deals(v)
     assert len(deals) == all_deals_count(v) == 90
     rng = np.random.default_rng(5)
