@@ -41,7 +41,7 @@ from blobnet.features import encode_state
 from blobnet.netcache import NetCache
 from blobnet.position import pack, pack_view
 from blobnet.rules import Round, View
-from blobnet.tree import Trees, backup, init_roots, root_visits, select
+from blobnet.tree import Trees, W, backup, init_roots, root_visits, select
 
 __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
 
@@ -56,6 +56,10 @@ class SearchResult:
     evaluations: int  # network evaluations this search asked for
     simulations: int
     features: np.ndarray | None = None  # the root's encoded view (WIDTH,), None when not searched
+    # per action: the network's root prior (before noise), and the mean value the searching seat
+    # backed up through it (normalised score, ``blobnet.encode.value_scale``; None if never visited)
+    priors: list[float] | None = None
+    values: list[float | None] | None = None
 
     def policy(self) -> list[float]:
         total = sum(self.visits)
@@ -141,6 +145,7 @@ class Search:
         priors, values = _answers(await self.evaluator.evaluate_many(row, mask), 1)
         evaluations = 1
         p = priors[0, legal].astype(np.float64)
+        root_priors = p.tolist()
         if noise:
             eta = rng.dirichlet([cfg.dirichlet_alpha] * len(legal))
             p = (1 - cfg.dirichlet_eps) * p + cfg.dirichlet_eps * eta
@@ -194,11 +199,14 @@ class Search:
             clock["backup"] += time.perf_counter() - t0
         visits = np.zeros(len(legal), np.int64)
         root_visits(trees.edge_i, dets, len(legal), visits)
+        # the root's edges are the first of every tree's (init_roots); W holds the searcher's values
+        summed = trees.edge_f[:dets, : len(legal), W].sum(axis=0)
+        means = [float(w / n) if n else None for w, n in zip(summed.tolist(), visits.tolist())]
         sims = int(trees.counts[0])
         self.evaluations += evaluations
         self.simulations += sims
         self.collisions += int(trees.counts[1])
-        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0])
+        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means)
 
 
 _NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)

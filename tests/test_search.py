@@ -61,6 +61,21 @@ def test_search_finds_the_valuable_card_against_a_misleading_prior():
     assert result.visits[result.actions.index(target)] > sum(result.visits) / 2
 
 
+def test_result_reports_each_actions_root_prior_and_mean_value_for_the_searcher():
+    r = leader_round()
+    seat = r.to_play
+    target = r.hands[seat][-1]
+    result = run(Search(PlayedCardEvaluator(target), SearchConfig(dets=2, sims=40)).run(r.view(seat),
+                 np.random.default_rng(0)))  # fmt: skip
+    assert result.priors is not None and result.values is not None
+    k = len(result.actions)
+    assert result.priors == pytest.approx([0.6 + 0.4 / k] + [0.4 / k] * (k - 1))  # the evaluator's, unnoised
+    i = result.actions.index(target)
+    assert result.values[i] == pytest.approx(1.0)  # every simulation through it: the searcher played it
+    others = [v for j, v in enumerate(result.values) if j != i and v is not None]
+    assert others and max(others) < 1.0
+
+
 def test_forced_decision_is_not_searched():
     r = leader_round()
     r.play(r.legal_actions()[0])
