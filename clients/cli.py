@@ -44,13 +44,14 @@ from blobnet.net import ENGINES, make_net
 from blobnet.player import aclose_player
 from blobnet.ratings import MatchResult, format_report
 from blobnet.replay import Examples
-from blobnet.status import Status
+from blobnet.status import STATUS_FILE, Status
 from clients.match import play_match
 from clients.players import parse_player
 from clients.pool import BatcherSpec, EvaluatorSpec, FreeSpec, RemoteSpec, SelfPlayPool
 from clients.remote import RemoteEvaluator
 from clients.terminal import play_command
 from clients.train import Trainer
+from clients.web import web_command
 from servers import Batcher
 
 __all__ = ["main", "print_json"]
@@ -125,6 +126,20 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--opponent", default="heuristic", help="random, heuristic, or a checkpoint path")
     pl.add_argument("--rounds", type=int, default=1, help="rounds to play (0: a full game on the standard schedule)")
     pl.add_argument("--seed", type=int, default=None)
+
+    wb = sub.add_parser("web", help="play in the browser, see what the model thinks, watch a training run")
+    wb.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    wb.add_argument("--port", type=int, default=8000)
+    wb.add_argument("--run", help="a training run directory to show live (blobnet train --run-dir)")
+    wb.add_argument(
+        "--opponent", action="append", default=[], metavar="PLAYER",
+        help="a player the page may seat (repeatable; random and heuristic always): ismcts, path:dets=3,sims=30",
+    )  # fmt: skip
+    wb.add_argument("--model", help="checkpoint whose search gives the hints (path or path:dets=3,sims=30)")
+    wb.add_argument("--max-games", type=int, default=64, help="games held at once, all browsers together")
+    wb.add_argument("--games-per-session", type=int, default=4, help="games one browser may hold at once")
+    wb.add_argument("--idle-minutes", type=float, default=30.0, help="a game or session unused this long is dropped")
+    wb.add_argument("--seed", type=int, default=None, help="seeds the deals and the players")
     return p
 
 
@@ -246,7 +261,8 @@ def train_command(args: argparse.Namespace) -> int:
     """``blobnet train``: the trainer handles SIGINT and SIGTERM itself (it saves, then stops)."""
     config = _run_config(args)
     t0 = time.perf_counter()
-    status = Status(enabled=not args.json)
+    # the progress also goes to the run directory, where ``blobnet web --run`` reads it
+    status = Status(enabled=not args.json, path=Path(args.run_dir) / STATUS_FILE)
     trainer = Trainer(Path(args.run_dir), config, resume=args.resume, status=status)
     trainer.prepare()
     result = run_loop(trainer.run())
@@ -278,7 +294,10 @@ def _interruptible(coro: Coroutine[Any, Any, T]) -> T:
     return run_loop(run())
 
 
-COMMANDS = {"selfplay": selfplay_command, "arena": arena_command, "train": train_command, "play": play_command}
+COMMANDS = {
+    "selfplay": selfplay_command, "arena": arena_command, "train": train_command, "play": play_command,
+    "web": web_command,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
