@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="length of one measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gc", choices=("app", "default"), default="app", help="garbage collector settings")
-    p.add_argument("--socket", default="unix", choices=("unix", "tcp", "none"), help="measure over this socket")
+    p.add_argument(
+        "--remote", default="shm,unix", help="ways to reach a server process, measured side by side with the "
+        "in-process batcher: some of shm (unix socket + shared-memory ring), unix, tcp; empty: none"
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch threads here and in the server (default: all)")
     p.add_argument("--server-threads", type=int, default=None, help="torch threads of the server process")
     p.add_argument("--max-rows", type=int, default=1024, help="rows per client frame")
@@ -403,18 +406,84 @@ def main(argv: list[str] | None = None) -> int:
             times = run(future_strategies(n, max(5, 50_000 // n), a.repeats))
             result["future_us_per_request"][n] = times
             print(f"  waking {n:5d} waiters, us per request: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
-    if a.socket != "none":
-        result["socket"] = run_socket(a, model, requesters, wave_requesters, settings, run)
+    if a.remote:
+        result["remote"] = run_remote(a, model, requesters, wave_requesters, settings, run)
     if modes:
         result["ratio_in_process_max_requesters"] = result["in_process"][modes[0]][-1]["ratio"]
-    if "socket" in result:
-        result["ratio_socket_max_requesters"] = result["socket"]["rows"][-1]["ratio"]
+    if "remote" in result:
+        part = result["remote"].get("waves") or result["remote"]["rows"]
+        for k in result["remote"]["remote"]:
+            result[f"{k}_vs_in_process_max_requesters"] = part[k][-1]["vs_first"]["median"]
     if a.json:
         print(json.dumps(result))
     return 0
 
 
-def run_socket(
+async def side_by_side(
+    ways: dict[str, tuple[Callable[[], Awaitable[Evaluator]], Callable[[Evaluator, bool], Awaitable[dict[str, Any]]]]],
+    model: torch.nn.Module,
+    *,
+    requesters: list[int],
+    seconds: float,
+    repeats: int,
+    dtype: torch.dtype | None,
+    freeze: bool,
+    raw_threads: int,
+    wave: int = 1,
+) -> dict[str, list[dict[str, Any]]]:
+    """``measure`` for several evaluators at once, their runs interleaved (the order rotating each
+    repeat), so that a change of machine load touches them alike. Besides each way's medians, every
+    way but the first gets ``vs_first``: the median, min and max over the repeats of its rate over
+    the first way's rate in the same repeat."""
+    width = int(model.width)  # type: ignore[arg-type]
+    names = list(ways)
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for n in requesters:
+        evs = {name: await make() for name, (make, _) in ways.items()}
+        rng = np.random.default_rng(n)
+        gc.collect()
+        if freeze:
+            gc.freeze()
+        for name in names:
+            await drive(evs[name], width, n, min(0.5, seconds), rng, wave)  # warm-up
+        got: dict[str, dict[str, list[float]]] = {name: {"rate": [], "batch": [], "raw": []} for name in names}
+        for r in range(repeats):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                stats = ways[name][1]
+                await stats(evs[name], True)
+                rate = await drive(evs[name], width, n, seconds, rng, wave)
+                mean_batch = (await stats(evs[name], False))["mean_batch"]
+                got[name]["rate"].append(rate)
+                got[name]["batch"].append(mean_batch)
+                got[name]["raw"].append(raw_rate(model, max(1, round(mean_batch)), seconds / 2, dtype, raw_threads))
+        for ev in evs.values():
+            await ev.aclose()
+        gc.unfreeze()
+        first = got[names[0]]["rate"]
+        line = []
+        for name in names:
+            g = got[name]
+            row: dict[str, Any] = {
+                "requesters": n,
+                "wave": wave,
+                "evals_per_s": statistics.median(g["rate"]),
+                "mean_batch": statistics.median(g["batch"]),
+                "raw_evals_per_s": statistics.median(g["raw"]),
+                "ratio": statistics.median(x / y for x, y in zip(g["rate"], g["raw"], strict=True)),
+            }
+            if name != names[0]:
+                vs = [x / y for x, y in zip(g["rate"], first, strict=True)]
+                row["vs_first"] = {"median": statistics.median(vs), "min": min(vs), "max": max(vs)}
+            out[name].append(row)
+            line.append(
+                f"{name} {row['evals_per_s']:>9,.0f}/s (batch {row['mean_batch']:6.1f}"
+                + (f", x{row['vs_first']['median']:.2f} [{min(vs):.2f}-{max(vs):.2f}])" if name != names[0] else ")")
+            )
+        print(f"  {n:5d} requesters x {wave:2d} rows: " + "; ".join(line), flush=True)
+    return out
+
+
+def run_remote(
     a: argparse.Namespace,
     model: torch.nn.Module,
     requesters: list[int],
@@ -422,43 +491,79 @@ def run_socket(
     settings: dict[str, Any],
     run: Any,
 ) -> dict[str, Any]:
-    """The same measurements through ``python -m servers`` in a subprocess and a RemoteEvaluator here."""
-    out: dict[str, Any] = {"address": a.socket}
-    with tempfile.TemporaryDirectory() as tmp:
-        listen = f"unix:{tmp}/bench.sock" if a.socket == "unix" else "tcp:127.0.0.1:0"
-        cmd = [sys.executable, "-m", "servers", "--listen", listen, "--preset", a.preset, "--seed", "0"]
-        cmd += ["--max-batch", str(a.max_batch)]
-        if a.dtype:
-            cmd += ["--dtype", a.dtype]
-        if a.server_threads or a.threads:
-            cmd += ["--threads", str(a.server_threads or a.threads)]
-        server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            line = server.stdout.readline() if server.stdout else ""
-            if not line.startswith("serving on "):
-                raise RuntimeError(f"the server did not start: {line!r}")
-            address = line.split("serving on ", 1)[1].strip()
-            print(f"over the socket ({address}, server in a subprocess):", flush=True)
+    """The in-process batcher (mode ``a.modes``' first) against ``python -m servers`` in a
+    subprocess reached each way of ``a.remote`` ("shm": a unix socket with the shared-memory ring;
+    "unix": the same socket, rows inside the frames; "tcp"), side by side."""
+    kinds = [k for k in a.remote.split(",") if k]
+    for k in kinds:
+        if k not in REMOTES:
+            raise SystemExit(f"--remote {k!r}: use some of {', '.join(REMOTES)}")
+    mode = a.modes.split(",")[0] or "auto"
+    out: dict[str, Any] = {"reference": f"in-process, mode {mode}", "remote": kinds}
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        addresses = {}
+        for listen in sorted({"tcp:127.0.0.1:0" if k == "tcp" else f"unix:{tmp}/bench.sock" for k in kinds}):
+            addresses[listen.split(":")[0]] = stack.enter_context(_server(a, listen))
 
-            async def connect() -> Evaluator:
-                return await RemoteEvaluator.connect(address, max_rows=a.max_rows)
+        async def in_process() -> Evaluator:
+            return Batcher(model, max_batch=a.max_batch, mode=mode, dtype=settings["dtype"])
 
-            async def remote_stats(ev: Evaluator, reset: bool) -> dict[str, Any]:
-                assert isinstance(ev, RemoteEvaluator)
-                return await ev.stats(reset)
+        async def batcher_stats(ev: Evaluator, reset: bool) -> dict[str, Any]:
+            assert isinstance(ev, Batcher)
+            s = ev.stats()
+            if reset:
+                ev.reset_stats()
+            return s
 
-            out["rows"] = run(measure(connect, remote_stats, model, requesters=requesters, **settings))
-            if wave_requesters:
-                out["waves"] = run(
-                    measure(connect, remote_stats, model, requesters=wave_requesters, wave=a.wave, **settings)
-                )
-        finally:
-            server.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.wait(10)
-            if server.poll() is None:
-                server.kill()
+        async def remote_stats(ev: Evaluator, reset: bool) -> dict[str, Any]:
+            assert isinstance(ev, RemoteEvaluator)
+            return await ev.stats(reset)
+
+        ways: dict[str, Any] = {"in_process": (in_process, batcher_stats)}
+        for k in kinds:
+
+            async def connect(k: str = k) -> Evaluator:
+                address = addresses["tcp" if k == "tcp" else "unix"]
+                ev = await RemoteEvaluator.connect(address, max_rows=a.max_rows, shm=k == "shm")
+                if ev.transport != ("shm" if k == "shm" else "socket"):
+                    raise RuntimeError(f"asked for {k}, got {ev.transport}")
+                return ev
+
+            ways[k] = (connect, remote_stats)
+        print(f"side by side: {', '.join(ways)} (server in a subprocess, {a.server_threads or a.threads} threads)")
+        out["rows"] = run(side_by_side(ways, model, requesters=requesters, **settings))
+        if wave_requesters:
+            out["waves"] = run(side_by_side(ways, model, requesters=wave_requesters, wave=a.wave, **settings))
     return out
+
+
+REMOTES = ("shm", "unix", "tcp")
+
+
+@contextlib.contextmanager
+def _server(a: argparse.Namespace, listen: str) -> Iterator[str]:
+    """``python -m servers`` on ``listen`` in a subprocess (the same preset, seed and settings as
+    the in-process batcher); yields its address."""
+    cmd = [sys.executable, "-m", "servers", "--listen", listen, "--preset", a.preset, "--seed", "0"]
+    cmd += ["--max-batch", str(a.max_batch)]
+    if a.dtype:
+        cmd += ["--dtype", a.dtype]
+    if a.server_threads or a.threads:
+        cmd += ["--threads", str(a.server_threads or a.threads)]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        if not line.startswith("serving on "):
+            raise RuntimeError(f"the server did not start: {line!r}")
+        yield line.split("serving on ", 1)[1].strip()
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(10)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 if __name__ == "__main__":

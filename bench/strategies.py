@@ -17,8 +17,9 @@ rounds with the same search (blobnet.search). The product's, measured as it runs
   helper processes', each over a batcher of its own in the default mode (one torch thread): what
   ``blobnet selfplay --workers N`` runs (``train.workers``);
 - "processes+server": the same pool with every engine asking one ``python -m servers`` process over
-  ``clients.remote.RemoteEvaluator`` (its torch threads: ``server_threads``): what
-  ``blobnet selfplay --server ADDRESS --workers N`` runs.
+  ``clients.remote.RemoteEvaluator`` (its torch threads: ``server_threads``), on a Unix socket with
+  a shared-memory ring per engine (rows packed, only notices on the socket): what
+  ``blobnet selfplay --server unix:PATH --workers N`` runs.
 
 The predecessor's designs (bench/predecessor.py), the baselines:
 
@@ -348,7 +349,7 @@ def _server_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
     """The "processes+server": a pool of engines asking one server process."""
 
     async def main(address: str) -> dict[str, Any]:
-        remote = await RemoteEvaluator.connect(address)
+        remote = await RemoteEvaluator.connect(address, shm=True)  # the helpers' too: a unix address asks for it
         local = Timed(remote)
         try:
             before = partial(remote.stats, reset=True)

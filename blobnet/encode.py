@@ -17,6 +17,7 @@ from blobnet.rules import Round, View
 
 __all__ = [
     "FIELDS",
+    "SCALAR_FIELDS",
     "WIDTH",
     "OFFSETS",
     "encode",
@@ -52,6 +53,9 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("cards_left", 1),  # cards still to be dealt in later rounds / (17 * len(schedule))
     ("to_play", P),  # relative seat to act (0 when the viewing seat acts)
 )
+# The fields that hold scaled numbers; every other field holds only 0/1 flags (blobnet.compact
+# carries those as bits).
+SCALAR_FIELDS = frozenset({"cards", "bid", "won", "need", "held", "bid_total", "totals", "rounds_left", "cards_left"})
 OFFSETS: dict[str, int] = {}
 _o = 0
 for _name, _w in FIELDS:

@@ -4,11 +4,20 @@
 (``evaluate_many``, a wave at once) goes into one frame (the first submit schedules the send with
 ``call_soon``; a frame that reaches ``max_rows`` is sent at once), and every waiter of a frame
 awaits one shared future (``servers.waiting.wait``). The server (``python -m servers``;
-servers/wire.py has the wire format) answers with one reply per batch the rows landed in, matched by
-id. Rows, masks and answers stay arrays the whole way: the rows and masks are copied into staging
-arrays at submit and leave as raw bytes (the masks packed eight ids a byte), and each reply's
-priors (rows, n_actions) and values are copied into the frame's own result arrays, of which each
-request gets its slices.
+servers/wire.py has the wire format) answers with one reply per batch the rows landed in. Each
+reply's priors (rows, n_actions) and values are copied into the frame's own result arrays, of
+which each request gets its slices.
+
+Where the rows travel is chosen once, at ``connect``, one staging class each:
+- ``_RingStage`` (a unix:PATH server, the default there): rows are packed (blobnet.compact, 267
+  bytes a row with its mask) straight into a shared-memory ring (servers/shm.py) at submit; a frame
+  is a run of ring slots, announced by a ``Rows`` notice; the answers come back in the ring's
+  answer slots, announced by ``Done``. A frame never runs past the ring's end, and a request that
+  finds the ring full sends what it has and waits for answers to free slots (copying the rest of
+  its rows first: the caller may reuse its arrays once the call has started).
+- ``_SocketStage`` (tcp:HOST:PORT, a server that refuses a ring, or ``shm=False``): rows and masks
+  are copied into staging arrays and leave in the frame itself as raw bytes (the masks packed).
+bench/batcher_speed.py measures both against the in-process batcher.
 """
 
 from __future__ import annotations
@@ -20,11 +29,14 @@ from typing import Any, cast
 import msgspec
 import numpy as np
 
+from blobnet.compact import pack_rows
 from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request
+from servers.shm import Ring
 from servers.waiting import Shared, wait
 from servers.wire import (
     DEFAULT_MAX_FRAME,
     F32,
+    Done,
     Error,
     FrameError,
     FrameReader,
@@ -32,6 +44,11 @@ from servers.wire import (
     Message,
     Reply,
     Request,
+    Rows,
+    ShmAsk,
+    ShmAttached,
+    ShmOffer,
+    ShmRefused,
     StatsReply,
     StatsRequest,
     as_bytes,
@@ -51,7 +68,7 @@ class _Frame(Shared):
 
     def __init__(self, fut: asyncio.Future[None]) -> None:
         super().__init__(fut)
-        self.id0 = 0  # id of row 0; row i has id id0 + i
+        self.id0 = 0  # id of row 0 (over a ring: its slot); row i has id id0 + i
         self.n = 0
         self.priors: np.ndarray | None = None  # (n, n_actions) float32 once sent: this frame's own answers
         self.values: np.ndarray | None = None  # (n, n_values) float32
@@ -81,10 +98,112 @@ class _Protocol(asyncio.BufferedProtocol):
         self.owner._lost(exc)
 
 
+class _SocketStage:
+    """Rows staged in arrays here and sent inside the frame (module docstring)."""
+
+    def __init__(self, owner: RemoteEvaluator) -> None:
+        self.max_rows = owner.max_rows
+        self.x = np.zeros((owner.max_rows, owner.width), dtype=F32)  # the open frame's rows
+        self.m = np.zeros((owner.max_rows, owner.n_actions), dtype=np.bool_)  # and legal masks
+        self.next_id = 0
+
+    def room(self, f: _Frame | None) -> int:
+        """Rows that ``f`` (None: a new frame) can still take."""
+        return self.max_rows - (f.n if f is not None else 0)
+
+    def begin(self, f: _Frame) -> None:
+        return None
+
+    def put(self, f: _Frame, features: np.ndarray, legal: np.ndarray, first: int) -> None:
+        """Stage rows at the end of ``f`` (the request's rows first ..)."""
+        i0 = f.n
+        self.x[i0 : i0 + len(features)] = features
+        self.m[i0 : i0 + len(features)] = legal
+
+    def notice(self, f: _Frame) -> Message:
+        f.id0 = self.next_id
+        self.next_id += f.n
+        n = f.n
+        # msgspec copies the rows and masks into the frame: the staging arrays are free for the next frame at once.
+        return Request(list(range(f.id0, f.id0 + n)), as_bytes(self.x[:n]), pack_legal(self.m[:n]))
+
+    def release(self, f: _Frame) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class _RingStage:
+    """Rows packed into a shared-memory ring, announced by notices (module docstring). Slots are
+    handed out in order from ``head``; ``used`` of them, ending at ``head``, belong to frames not
+    yet answered (``frames``, in slot order), and are freed from the oldest as answers arrive."""
+
+    def __init__(self, owner: RemoteEvaluator, ring: Ring) -> None:
+        self.ring = ring
+        self.max_rows = min(owner.max_rows, ring.rows)
+        self.head = 0  # next slot to hand out
+        self.used = 0  # slots of frames not yet released
+        self.frames: deque[_Frame] = deque()  # frames holding slots, oldest first
+        self.space: asyncio.Future[None] | None = None  # set when slots are freed
+
+    def room(self, f: _Frame | None) -> int:
+        """Rows that ``f`` (None: a new frame) can still take: up to max_rows, within the free slots
+        that follow it without crossing the ring's end."""
+        cap = self.ring.rows
+        if self.used == 0:
+            self.head = 0  # an empty ring (no frame open either): start again at slot 0
+            return min(cap, self.max_rows)
+        if self.used == cap:
+            return 0
+        head = self.head % cap
+        if f is not None and head == 0:
+            return 0  # f reached the ring's end: the next frame starts at slot 0
+        tail = (head - self.used) % cap  # the oldest slot in use (used is 1 .. cap - 1 here)
+        free = cap - head if tail < head else tail - head
+        return min(free, self.max_rows - (f.n if f is not None else 0))
+
+    def begin(self, f: _Frame) -> None:
+        self.head %= self.ring.rows
+        f.id0 = self.head
+        self.frames.append(f)
+
+    def put(self, f: _Frame, features: np.ndarray, legal: np.ndarray, first: int) -> None:
+        """Pack rows into the slots after ``f``'s; ValueError naming the request's row (``first`` is
+        the request's index of ``features[0]``) that cannot travel packed."""
+        k = len(features)
+        pack_rows(features, legal, self.ring.request, f.id0 + f.n, first=first)
+        self.head += k
+        self.used += k
+
+    def notice(self, f: _Frame) -> Message:
+        return Rows(f.id0, f.n)
+
+    def release(self, f: _Frame) -> None:
+        """``f`` is answered: free the slots of the oldest frames that are, and wake who waits for room."""
+        frames = self.frames
+        while frames and frames[0].done:
+            self.used -= frames.popleft().n
+        if self.space is not None and not self.space.done():
+            self.space.set_result(None)
+        self.space = None
+
+    async def room_freed(self) -> None:
+        if self.space is None:
+            self.space = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self.space)
+
+    def close(self) -> None:
+        if self.space is not None and not self.space.done():
+            self.space.set_result(None)
+        self.ring.close()
+
+
 class RemoteEvaluator:
     """Evaluator client of ``python -m servers``. Make one with ``await RemoteEvaluator.connect(address)``.
 
-    width, n_actions, n_values: the server's, from its greeting. max_rows: rows per frame at most."""
+    width, n_actions, n_values: the server's, from its greeting. max_rows: rows per frame at most.
+    transport: "shm" or "socket", where the rows travel (module docstring)."""
 
     width: int
     n_actions: int
@@ -101,21 +220,33 @@ class RemoteEvaluator:
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._hello: asyncio.Future[Hello] = self._loop.create_future()
+        self._shm: asyncio.Future[ShmOffer | ShmRefused] | None = None  # the answer to ShmAsk, while awaited
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._open: _Frame | None = None
         self._inflight: dict[int, _Frame] = {}  # id0 -> frame sent and not fully answered
         self._stats: deque[asyncio.Future[dict[str, Any]]] = deque()
-        self._next_id = 0
         self._reason: str | None = None  # set once the connection is unusable, and why
-        self._x = np.zeros((0, 0), dtype=F32)  # staging rows of the open frame
-        self._m = np.zeros((0, 0), dtype=np.bool_)  # staging legal masks of the open frame
+        self._stage: _SocketStage | _RingStage | None = None
+        self.transport = "socket"
 
     @classmethod
     async def connect(
-        cls, address: str, *, max_rows: int = 1024, timeout: float = 10.0, max_frame: int = DEFAULT_MAX_FRAME
+        cls,
+        address: str,
+        *,
+        max_rows: int = 1024,
+        timeout: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        shm: bool | None = None,
+        ring_rows: int = 16384,
     ) -> RemoteEvaluator:
-        """Connect to "unix:PATH" or "tcp:HOST:PORT" and wait for the server's greeting."""
+        """Connect to "unix:PATH" or "tcp:HOST:PORT" and wait for the server's greeting. shm: rows
+        through a shared-memory ring of ``ring_rows`` slots (about 580 bytes each): None asks for
+        one over unix:PATH and stays on the socket if the server refuses; True insists (EvaluatorClosed
+        saying why when refused); False keeps the socket."""
         kind, host, port = parse_address(address)
+        if shm and kind != "unix":
+            raise ValueError(f"shm=True needs a unix:PATH server, not {address!r}")
         self = cls(max_rows=max_rows, max_frame=max_frame)
         loop = self._loop
         async with asyncio.timeout(timeout):
@@ -126,12 +257,23 @@ class RemoteEvaluator:
             tune_socket(transport.get_extra_info("socket"))
             try:
                 hello = await self._hello
+                self.width, self.n_actions, self.n_values = hello.width, hello.n_actions, hello.n_values
+                if kind == "unix" and shm is not False:
+                    self._shm = loop.create_future()
+                    self._write(ShmAsk(ring_rows))
+                    answer = await self._shm
+                    if isinstance(answer, ShmOffer):
+                        ring = Ring.attach(answer.path, answer.rows, self.n_actions, self.n_values)
+                        self._write(ShmAttached())
+                        self._stage = _RingStage(self, ring)
+                        self.transport = "shm"
+                    elif shm:
+                        raise EvaluatorClosed(f"the server serves no shared memory here: {answer.reason}")
             except BaseException:
                 await self.aclose()
                 raise
-        self.width, self.n_actions, self.n_values = hello.width, hello.n_actions, hello.n_values
-        self._x = np.zeros((max_rows, self.width), dtype=F32)
-        self._m = np.zeros((max_rows, self.n_actions), dtype=np.bool_)
+        if self._stage is None:
+            self._stage = _SocketStage(self)
         return self
 
     async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
@@ -144,22 +286,36 @@ class RemoteEvaluator:
         k = check_request(features, legal, self.width, self.n_actions)
         if k == 0:
             return np.zeros((0, self.n_actions), np.float32), np.zeros((0, self.n_values), np.float32)
+        stage = self._stage
+        assert stage is not None
         segments = []
         start = 0
+        off = 0  # rows of the request before ``features[0]`` (once the rest is copied)
+        copied = False
         while start < k:
             f = self._open
+            room = stage.room(f)
+            if room == 0:
+                if f is not None and f.n:
+                    self._send(f)  # it cannot grow: let it go, and take a new frame
+                    continue
+                assert isinstance(stage, _RingStage)  # a socket frame always has room
+                if not copied:  # the caller may reuse its arrays once this call awaits
+                    features, legal = features[start:].copy(), legal[start:].copy()
+                    off, k, start, copied = start, k - start, 0, True
+                await stage.room_freed()
+                self._check_open()
+                continue
             if f is None:
                 f = self._new_frame()
             i0 = f.n
-            take = min(k - start, self.max_rows - i0)
+            take = min(k - start, room)
             if take == k:  # the whole request: no slicing of the caller's arrays
-                self._x[i0 : i0 + take] = features
-                self._m[i0 : i0 + take] = legal
+                stage.put(f, features, legal, off)
             else:
-                self._x[i0 : i0 + take] = features[start : start + take]
-                self._m[i0 : i0 + take] = legal[start : start + take]
+                stage.put(f, features[start : start + take], legal[start : start + take], off + start)
             f.n = i0 + take
-            segments.append((f, start, i0, take))
+            segments.append((f, off + start, i0, take))
             start += take
             if f.n == self.max_rows:
                 self._send(f)
@@ -205,6 +361,8 @@ class RemoteEvaluator:
     def _new_frame(self) -> _Frame:
         self._check_open()
         f = _Frame(self._loop.create_future())
+        assert self._stage is not None
+        self._stage.begin(f)
         self._open = f
         self._loop.call_soon(self._send, f)
         return f
@@ -220,12 +378,10 @@ class RemoteEvaluator:
         if n == 0:
             f.finish()
             return
-        f.id0 = self._next_id
-        self._next_id += n
         f.left = n
+        assert self._stage is not None
         try:
-            # msgspec copies the rows and masks into the frame: the staging arrays are free for the next frame at once.
-            self._write(Request(list(range(f.id0, f.id0 + n)), as_bytes(self._x[:n]), pack_legal(self._m[:n])))
+            self._write(self._stage.notice(f))
         except EvaluatorClosed as e:  # the connection went away before this frame could leave
             f.error = e
             f.finish()
@@ -245,8 +401,12 @@ class RemoteEvaluator:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self._abort(f"malformed frame from the server: {e}")
             return
-        if isinstance(msg, Reply):
+        if isinstance(msg, Done):
+            self._on_done(msg)
+        elif isinstance(msg, Reply):
             self._on_reply(msg)
+        elif isinstance(msg, (ShmOffer, ShmRefused)) and self._shm is not None and not self._shm.done():
+            self._shm.set_result(msg)
         elif isinstance(msg, StatsReply):
             if self._stats:
                 fut = self._stats.popleft()
@@ -264,34 +424,56 @@ class RemoteEvaluator:
         c = len(rep.ids)
         if c == 0:
             return
-        first = rep.ids[0]
+        if rep.ids[-1] != rep.ids[0] + c - 1:
+            self._abort(f"reply for non-contiguous ids {rep.ids[:3]}...")
+            return
+        a, nv = self.n_actions, self.n_values
+        if not rep.fail and (len(rep.p) != 4 * c * a or len(rep.v) != 4 * c * nv):
+            self._abort(f"reply of {len(rep.p)} + {len(rep.v)} bytes for {c} rows of {a} priors and {nv} values")
+            return
+        p = np.frombuffer(rep.p, dtype=F32).reshape(c, a) if not rep.fail else None
+        v = np.frombuffer(rep.v, dtype=F32).reshape(c, nv) if not rep.fail else None
+        self._answered(rep.ids[0], c, p, v, rep.err, rep.fail)
+
+    def _on_done(self, done: Done) -> None:
+        stage = self._stage
+        if not isinstance(stage, _RingStage) or done.n < 1 or not 0 <= done.slot <= stage.ring.rows - done.n:
+            self._abort(f"notice Done({done.slot}, {done.n}) for no rows of this client's ring")
+            return
+        s, e = done.slot, done.slot + done.n
+        self._answered(s, done.n, stage.ring.priors[s:e], stage.ring.values[s:e], done.err, done.fail)
+
+    def _answered(
+        self, first: int, c: int, p: np.ndarray | None, v: np.ndarray | None, err: list[tuple[int, str]], fail: str
+    ) -> None:
+        """Rows with ids first .. first + c - 1 are answered: priors ``p`` (c, n_actions) and values
+        ``v`` (c, n_values), copied into their frame's arrays (None and ``fail``: their batch failed);
+        ``err``: (index from first, why) of rows that failed alone."""
         f = self._inflight.get(first)
         if f is None:  # a later part of a frame the server split over two batches
             f = next((g for g in self._inflight.values() if g.id0 <= first < g.id0 + g.n), None)
-        if f is None or first + c > f.id0 + f.n or rep.ids[-1] != first + c - 1:
-            self._abort(f"reply for unknown or non-contiguous ids {rep.ids[:3]}...")
+        if f is None or first + c > f.id0 + f.n:
+            self._abort(f"answers for unknown rows {first} .. {first + c - 1}")
             return
         s = first - f.id0
-        if rep.fail:
-            failed = (EvaluationError, f"the server's forward pass failed for this request's batch: {rep.fail}")
+        if fail or p is None or v is None:
+            failed = (EvaluationError, f"the server's forward pass failed for this request's batch: {fail}")
             for pos in range(s, s + c):
                 f.errors.setdefault(pos, failed)
         else:
-            a, nv = self.n_actions, self.n_values
-            if len(rep.p) != 4 * c * a or len(rep.v) != 4 * c * nv:
-                self._abort(f"reply of {len(rep.p)} + {len(rep.v)} bytes for {c} rows of {a} priors and {nv} values")
-                return
             assert f.priors is not None and f.values is not None
-            # Two copies per reply, none per row: slices of the frame's arrays are the answers.
-            f.priors[s : s + c] = np.frombuffer(rep.p, dtype=F32).reshape(c, a)
-            f.values[s : s + c] = np.frombuffer(rep.v, dtype=F32).reshape(c, nv)
-            for j, msg in rep.err:
+            # Two copies per answer, none per row: slices of the frame's arrays are the answers.
+            f.priors[s : s + c] = p
+            f.values[s : s + c] = v
+            for j, msg in err:
                 if 0 <= j < c:
                     f.errors.setdefault(s + j, (ValueError, msg))
         f.left -= c
         if f.left <= 0:
             del self._inflight[f.id0]
             f.finish()
+            assert self._stage is not None
+            self._stage.release(f)
 
     def _fail_all(self, reason: str) -> None:
         """Mark the connection unusable and fail every pending waiter with EvaluatorClosed(reason)."""
@@ -312,6 +494,10 @@ class RemoteEvaluator:
                 fut.set_exception(EvaluatorClosed(self._reason))
         if not self._hello.done():
             self._hello.set_exception(EvaluatorClosed(self._reason))
+        if self._shm is not None and not self._shm.done():
+            self._shm.set_exception(EvaluatorClosed(self._reason))
+        if self._stage is not None:
+            self._stage.close()
 
     def _abort(self, reason: str) -> None:
         self._fail_all(reason)

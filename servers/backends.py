@@ -14,7 +14,8 @@
   the next is computed. The GIL is shared: tensor creation, ``tolist`` and the Python around each
   forward pass hold it.
 - ``CudaBackend`` (a CUDA device, either mode): launched from the loop thread into pinned staging
-  buffers, non-blocking copies on a copy stream, the forward on a compute stream, results copied
+  buffers (rows from the shared-memory front stay packed and are unpacked on the device),
+  non-blocking copies on a copy stream, the forward on a compute stream, results copied
   back into pinned output buffers; a CUDA event per batch, waited on by a helper thread, hands the
   results back (copied once more, into arrays of the batch's own: the pinned buffers are reused);
   up to ``max_inflight`` (default 2) batches in flight while the loop goes on filling the next.
@@ -38,6 +39,9 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 
+from blobnet.cards import N_ACTIONS
+from blobnet.compact import SCALAR_COLS
+from blobnet.encode import WIDTH
 from blobnet.net import Engine
 from servers.batch import Batch, check_rows
 
@@ -49,6 +53,8 @@ __all__ = [
     "ThreadBackend",
     "CudaBackend",
     "CPU_BACKENDS",
+    "unpack_torch",
+    "device_inputs",
 ]
 
 Deliver = Callable[[Batch], None]  # the batcher's: wake a computed (or failed) batch's waiters, on the loop thread
@@ -205,6 +211,33 @@ class AutoBackend(ThreadBackend):
 CPU_BACKENDS: dict[str, type[InlineBackend]] = {"auto": AutoBackend, "inline": InlineBackend, "thread": ThreadBackend}
 
 
+_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # a packed byte's bits, first column in the high bit
+
+
+def unpack_torch(bits: torch.Tensor, scalars: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``blobnet.compact.unpack_rows`` in torch ops on the tensors' device, so that a GPU unpacks
+    rows that crossed the bus packed (267 bytes a row instead of 2,686): bits (n, BIT_BYTES) uint8,
+    scalars (n, N_SCALARS) float32, legal (n, LEGAL_BYTES) uint8 -> features (n, WIDTH) float32,
+    legal (n, N_ACTIONS) bool."""
+    n, dev = bits.shape[0], bits.device
+    shifts = _SHIFTS.to(dev)
+    x = ((bits.unsqueeze(-1) >> shifts) & 1).reshape(n, -1)[:, :WIDTH].float()
+    x[:, torch.from_numpy(SCALAR_COLS).to(dev)] = scalars
+    mask = ((legal.unsqueeze(-1) >> shifts) & 1).reshape(n, -1)[:, :N_ACTIONS].bool()
+    return x, mask
+
+
+def device_inputs(b: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's features and legal mask on ``device``, copied without blocking from its pinned
+    slot: packed and unpacked there when ``check_rows`` left every row packed, else as they are."""
+    n, slot = b.n, b.slot
+    if b.packed:
+        assert slot.packed_t is not None
+        bits, scalars, legal = (t[:n].to(device, non_blocking=True) for t in slot.packed_t)
+        return unpack_torch(bits, scalars, legal)
+    return slot.feat_t[:n].to(device, non_blocking=True), slot.mask_t[:n].to(device, non_blocking=True)
+
+
 class CudaBackend:
     """A CUDA device: batches launched on streams from the loop thread, their events waited on by one
     helper thread (module docstring). ``threads`` is ignored: the CPU does no forward pass."""
@@ -253,8 +286,7 @@ class CudaBackend:
             # set_weights, the model's own move to the device).
             self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._copy_stream):
-                x = slot.feat_t[:n].to(self.device, non_blocking=True)
-                m = slot.mask_t[:n].to(self.device, non_blocking=True)
+                x, m = device_inputs(b, self.device)
                 copied = torch.cuda.Event()
                 copied.record()
             cs.wait_event(copied)

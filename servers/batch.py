@@ -19,10 +19,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from blobnet.compact import PackedRows, unpack_rows
 from blobnet.evaluator import bad_rows
 from servers.waiting import Shared
 
-__all__ = ["Batch", "Slot", "RowsResult", "RowsCallback", "check_rows", "OPEN", "SEALED", "RUNNING", "DONE"]
+__all__ = [
+    "Batch",
+    "Slot",
+    "RowsResult",
+    "RowsCallback",
+    "check_rows",
+    "check_packed",
+    "OPEN",
+    "SEALED",
+    "RUNNING",
+    "DONE",
+]
 
 
 @dataclass(slots=True)
@@ -48,11 +60,22 @@ RowsCallback = Callable[[RowsResult], None]
 class Slot:
     """Staging buffers for one batch: features (max_batch, width) float32 and legal mask
     (max_batch, n_actions) bool. ``pinned`` (CUDA): in page-locked memory, so that the copies to the
-    device run asynchronously, plus pinned output buffers for the results coming back."""
+    device run asynchronously, plus pinned output buffers for the results coming back, and, when
+    ``packed``, packed rows (blobnet.compact, max_batch of them) that cross to the device packed and
+    are unpacked there."""
 
-    __slots__ = ("feat", "mask", "feat_t", "mask_t", "priors_out", "values_out")
+    __slots__ = ("feat", "mask", "feat_t", "mask_t", "priors_out", "values_out", "packed", "packed_t")
 
-    def __init__(self, max_batch: int, width: int, n_actions: int, n_values: int, *, pinned: bool) -> None:
+    def __init__(
+        self, max_batch: int, width: int, n_actions: int, n_values: int, *, pinned: bool, packed: bool = False
+    ) -> None:
+        self.packed: PackedRows | None = None
+        self.packed_t: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if pinned and packed:
+            rows = PackedRows.empty(max_batch)
+            self.packed_t = tuple(torch.from_numpy(a).pin_memory() for a in (rows.bits, rows.scalars, rows.legal))  # type: ignore[assignment]
+            assert self.packed_t is not None
+            self.packed = PackedRows(*(t.numpy() for t in self.packed_t))
         if pinned:
             self.feat_t = torch.zeros((max_batch, width), dtype=torch.float32).pin_memory()
             self.mask_t = torch.zeros((max_batch, n_actions), dtype=torch.bool).pin_memory()
@@ -72,7 +95,7 @@ class Batch(Shared):
     """One batch: the rows and masks copied so far into its slot, then the results."""
 
     __slots__ = (
-        "slot", "feat", "mask", "n", "parts", "soon", "due", "state", "full",
+        "slot", "feat", "mask", "n", "packed", "parts", "soon", "due", "state", "full",
         "t0", "t_launch", "model", "weights", "error", "bad", "priors", "values",
     )  # fmt: skip
 
@@ -82,6 +105,7 @@ class Batch(Shared):
         self.feat = slot.feat  # (max_batch, width) float32
         self.mask = slot.mask  # (max_batch, n_actions) bool
         self.n = 0  # rows so far
+        self.packed: list[tuple[int, int]] = []  # (row0, count): rows staged packed in slot.packed (CUDA)
         self.parts: list[tuple[RowsCallback, int, int, int]] = []  # (callback, start, count, row0)
         self.soon = False  # a call_soon flush is scheduled (a max_wait timer may be too)
         self.due = False  # its flush came while every launch slot was busy: launch it when one frees
@@ -105,8 +129,17 @@ class Batch(Shared):
 
 def check_rows(b: Batch) -> None:
     """Mark the rows of ``b`` with NaN/inf features or no legal id in ``b.bad`` and neutralise them
-    (zero features, every id legal) so that the batch can run."""
+    (zero features, every id legal) so that the batch can run. Rows staged packed are unpacked
+    first, unless every row is: then ``check_packed``."""
     n = b.n
+    if b.packed:
+        assert b.slot.packed is not None
+        if b.packed == [(0, n)]:
+            check_packed(b)
+            return
+        for row0, count in b.packed:  # a batch mixing packed and plain rows: all plain
+            unpack_rows(b.slot.packed[row0 : row0 + count], b.feat[row0 : row0 + count], b.mask[row0 : row0 + count])
+        b.packed = []
     feats = b.feat[:n]
     mask = b.mask[:n]
     bad = bad_rows(feats, mask)
@@ -114,4 +147,23 @@ def check_rows(b: Batch) -> None:
         rows = list(bad)
         feats[rows] = 0.0
         mask[rows] = True
+        b.bad = bad
+
+
+def check_packed(b: Batch) -> None:
+    """``check_rows`` for a batch whose rows are all packed: a flag column holds only 0 or 1 by
+    construction, so a bad row is one with a NaN/inf scalar or no legal id; neutralised packed
+    (every bit and scalar 0, every id legal)."""
+    assert b.slot.packed is not None
+    rows = b.slot.packed[: b.n]
+    bad: dict[int, str] = {}
+    for r in np.flatnonzero(~rows.legal.any(axis=1)).tolist():
+        bad[r] = "legal holds no legal id: a position to evaluate has at least one legal action"
+    for r in np.flatnonzero(~np.isfinite(rows.scalars).all(axis=1)).tolist():
+        bad[r] = "features hold NaN or inf"
+    if bad:
+        idx = list(bad)
+        rows.bits[idx] = 0
+        rows.scalars[idx] = 0.0
+        rows.legal[idx] = 0xFF
         b.bad = bad

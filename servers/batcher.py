@@ -41,6 +41,8 @@ import torch
 from torch import nn
 
 from blobnet.cards import N_ACTIONS, N_VALUES
+from blobnet.compact import PackedRows, unpack_rows
+from blobnet.encode import WIDTH
 from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request, row_errors
 from blobnet.net import make_engine, resolve_dtype
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
@@ -115,6 +117,7 @@ class Batcher:
         self.width = int(width if width is not None else model.width)  # type: ignore[arg-type]
         self.n_actions = int(n_actions if n_actions is not None else getattr(model, "n_actions", N_ACTIONS))
         self.n_values = int(n_values if n_values is not None else getattr(model, "n_values", N_VALUES))
+        self.packs = self.width == WIDTH and self.n_actions == N_ACTIONS  # takes blobnet.compact rows
         self._backend: Backend = kind(
             self._deliver, device=self.device, dtype=self.dtype, threads=threads, max_inflight=self.max_inflight
         )
@@ -200,6 +203,38 @@ class Batcher:
         for b, start, count, row0 in self._place(features, legal, wait=wait):
             b.parts.append((on_done, start, count, row0))
 
+    def submit_packed(self, rows: PackedRows, on_done: RowsCallback, *, wait: bool = True) -> None:
+        """``submit_rows`` for rows in compact form (``blobnet.compact``: the shared-memory front's
+        rows, read straight from its ring). On a CPU they are unpacked into the staging buffers now;
+        on CUDA they are copied packed and unpacked on the device. ValueError when this batcher's
+        rows are not ``blobnet.encode``'s (the compact form is theirs)."""
+        if not self.packs:
+            raise ValueError(
+                f"packed rows need rows of width {WIDTH} and {N_ACTIONS} actions; this batcher's are "
+                f"{self.width} and {self.n_actions}"
+            )
+        r = len(rows)
+        start = 0
+        while start < r:
+            b = self._batch_for(wait)
+            row0 = b.n
+            take = min(r - start, self.max_batch - row0)
+            end = row0 + take
+            part = rows[start : start + take]
+            staged = b.slot.packed
+            if staged is None:
+                unpack_rows(part, b.feat[row0:end], b.mask[row0:end])
+            else:
+                staged.bits[row0:end] = part.bits
+                staged.scalars[row0:end] = part.scalars
+                staged.legal[row0:end] = part.legal
+                b.packed.append((row0, take))
+            b.n = end
+            b.parts.append((on_done, start, take, row0))
+            start += take
+            if end == self.max_batch:
+                self._seal(b, full=True)
+
     def _place(self, features: np.ndarray, legal: np.ndarray, *, wait: bool) -> list[tuple[Batch, int, int, int]]:
         """Copy rows and masks into the open batch (and the next ones past max_batch). One segment
         per batch: (batch, first row of the request, rows, first row in the batch)."""
@@ -207,16 +242,7 @@ class Batcher:
         segments = []
         start = 0
         while start < r:
-            b = self._open
-            if b is None:
-                b = self._new_batch()
-            if not b.soon:
-                if wait and self.max_wait:
-                    if b.n == 0:
-                        self._loop.call_later(self.max_wait, self._flush, b)  # type: ignore[union-attr]
-                else:
-                    b.soon = True
-                    self._loop.call_soon(self._flush, b)  # type: ignore[union-attr]
+            b = self._batch_for(wait)
             row0 = b.n
             take = min(r - start, self.max_batch - row0)
             end = row0 + take
@@ -232,6 +258,21 @@ class Batcher:
             if end == self.max_batch:
                 self._seal(b, full=True)
         return segments
+
+    def _batch_for(self, wait: bool) -> Batch:
+        """The open batch (a new one if none), its flush scheduled: at once (call_soon), or after
+        ``max_wait`` for rows from another process (``wait``)."""
+        b = self._open
+        if b is None:
+            b = self._new_batch()
+        if not b.soon:
+            if wait and self.max_wait:
+                if b.n == 0:
+                    self._loop.call_later(self.max_wait, self._flush, b)  # type: ignore[union-attr]
+            else:
+                b.soon = True
+                self._loop.call_soon(self._flush, b)  # type: ignore[union-attr]
+        return b
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load ``state_dict`` into the model before the next batch launched (never inside one).
@@ -277,7 +318,7 @@ class Batcher:
                 raise RuntimeError("the batcher is in use on another event loop")
             self._loop = loop
         slot = self._free.pop() if self._free else Slot(
-            self.max_batch, self.width, self.n_actions, self.n_values, pinned=self._backend.pinned
+            self.max_batch, self.width, self.n_actions, self.n_values, pinned=self._backend.pinned, packed=self.packs
         )  # fmt: skip
         b = Batch(loop.create_future(), slot, time.perf_counter())
         self._open = b

@@ -3,9 +3,12 @@
 One ``_Connection`` per client parses its frames (servers/wire.py has the format), hands its rows
 and unpacked legal masks to ``Batcher.submit_rows`` (which copies them into its staging buffers)
 and writes one ``Reply`` per batch they landed in: the rows' priors (rows, n_actions) and values
-as raw float32 bytes. A client that goes
-away with rows pending loses only its own: the batch runs and its replies are dropped. A bad frame
-gets an ``Error`` and closes that connection only.
+as raw float32 bytes. A client on the same machine (unix:PATH) may ask for a shared-memory ring
+instead (servers/shm.py): its rows arrive packed in the ring, announced by small ``Rows`` notices,
+go to ``Batcher.submit_packed``, and their answers are written back into the ring, announced by
+``Done``. A client that goes away with rows pending loses only its own: the batch runs and its
+replies are dropped. A bad frame or notice gets an ``Error`` and closes that connection only; its
+ring goes with it.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from typing import cast
 import msgspec
 import numpy as np
 
+from blobnet.cards import N_ACTIONS
+from blobnet.encode import WIDTH
 from servers.batcher import Batcher, RowsResult
+from servers.shm import MAX_RING_ROWS, SHM_DIR, Ring, remove_stale_rings
 from servers.wire import (
     DEFAULT_MAX_FRAME,
     EMPTY,
     F32,
+    Done,
     Error,
     FrameError,
     FrameReader,
@@ -33,6 +40,11 @@ from servers.wire import (
     Message,
     Reply,
     Request,
+    Rows,
+    ShmAsk,
+    ShmAttached,
+    ShmOffer,
+    ShmRefused,
     StatsReply,
     StatsRequest,
     as_bytes,
@@ -61,6 +73,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.closed = False
         self.pending_rows = 0  # rows submitted and not yet answered
         self.eof = False  # the client half-closed its side
+        self.ring: Ring | None = None  # the client's shared-memory ring, once it asked for one
+        self.busy = np.zeros(0, dtype=np.bool_)  # ring slots announced and not yet answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
@@ -92,6 +106,13 @@ class _Connection(asyncio.BufferedProtocol):
         self.closed = True
         self.reader.stopped = True
         self.server.connections.discard(self)
+        self.drop_ring()
+
+    def drop_ring(self) -> None:
+        """Unlink and unmap the client's ring (rows of it still in the batcher are dropped). Idempotent."""
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
 
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop taking its requests until it does.
@@ -110,6 +131,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._send(Error(message))
         self.closed = True
         self.reader.stopped = True
+        self.drop_ring()
         if self.transport is not None:
             self.transport.close()  # after the buffered error frame is written
 
@@ -123,8 +145,17 @@ class _Connection(asyncio.BufferedProtocol):
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             self.fail(f"malformed frame: {e}")
             return
-        if isinstance(msg, Request):
+        if isinstance(msg, Rows):
+            self._on_rows_notice(msg)
+        elif isinstance(msg, Request):
             self._on_request(msg)
+        elif isinstance(msg, ShmAsk):
+            self._on_shm_ask(msg)
+        elif isinstance(msg, ShmAttached):
+            if self.ring is None:
+                self.fail("malformed notice: ShmAttached without a ring offered")
+            else:
+                self.ring.unlink()
         elif isinstance(msg, StatsRequest):
             stats = self.batcher.stats()
             if msg.reset:
@@ -157,6 +188,71 @@ class _Connection(asyncio.BufferedProtocol):
         except Exception as e:  # the batcher is closed, or refused the rows
             self.pending_rows -= r
             self.fail(f"request refused: {e}")
+
+    def _on_shm_ask(self, ask: ShmAsk) -> None:
+        """Make the client's ring, or say why not (the client then stays on the socket)."""
+        why = ""
+        if self.server.kind != "unix":
+            why = "shared memory is for clients on this machine (unix:PATH)"
+        elif not self.batcher.packs:
+            why = f"rows of width {self.width} and {self.batcher.n_actions} actions are not blobnet.encode's"
+            why += f" ({WIDTH}, {N_ACTIONS}): the ring carries only those"
+        elif not SHM_DIR.is_dir():
+            why = f"no {SHM_DIR} here"
+        elif self.ring is not None:
+            why = "this connection has a ring already"
+        if why:
+            self._send(ShmRefused(why))
+            return
+        if not 1 <= ask.rows <= MAX_RING_ROWS:
+            self.fail(f"malformed notice: a ring of {ask.rows} rows asked for (1 to {MAX_RING_ROWS})")
+            return
+        try:
+            self.ring = Ring.create(ask.rows, self.batcher.n_actions, self.batcher.n_values)
+        except OSError as e:
+            self._send(ShmRefused(f"the ring could not be made: {e}"))
+            return
+        self.busy = np.zeros(ask.rows, dtype=np.bool_)
+        self._send(ShmOffer(str(self.ring.path), ask.rows))
+
+    def _on_rows_notice(self, note: Rows) -> None:
+        """Packed rows note.slot .. note.slot + note.n - 1 of the ring are ready: to the batcher."""
+        ring = self.ring
+        if ring is None:
+            self.fail("malformed notice: Rows before a ring was made (send ShmAsk first)")
+            return
+        slot, n = note.slot, note.n
+        if n < 1 or slot < 0 or slot + n > ring.rows:
+            self.fail(f"malformed notice: rows {slot} .. {slot + n - 1} of a ring of {ring.rows} rows")
+            return
+        busy = self.busy[slot : slot + n]
+        if busy.any():
+            self.fail(f"malformed notice: rows {slot} .. {slot + n - 1} overlap rows not yet answered")
+            return
+        busy[:] = True
+        self.pending_rows += n
+        try:
+            self.batcher.submit_packed(ring.request[slot : slot + n], lambda res: self._on_done(slot, res))
+        except Exception as e:  # the batcher is closed
+            self.pending_rows -= n
+            self.fail(f"request refused: {e}")
+
+    def _on_done(self, slot: int, res: RowsResult) -> None:
+        """Write the answers of rows slot + res.start .. into the ring and say so."""
+        self.pending_rows -= res.count
+        ring = self.ring
+        if self.closed or ring is None:
+            return  # the client went away
+        s = slot + res.start
+        e = s + res.count
+        self.busy[s:e] = False
+        err = [(i - res.start, m) for i, m in res.row_errors.items()]
+        if res.error is not None or res.priors is None or res.values is None:
+            self._send(Done(s, res.count, err, fail=repr(res.error)))
+            return
+        ring.priors[s:e] = res.priors
+        ring.values[s:e] = res.values
+        self._send(Done(s, res.count, err))
 
     def _on_rows(self, ids: list[int], res: RowsResult) -> None:
         self.pending_rows -= res.count
@@ -206,6 +302,7 @@ class Server:
         """Bind and listen; returns the bound address (with the real port for tcp port 0)."""
         loop = asyncio.get_running_loop()
         if self.kind == "unix":
+            remove_stale_rings()
             path = self.host
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.stat(path).st_mode):
@@ -223,6 +320,7 @@ class Server:
         if self._server is not None:
             self._server.close()
             for conn in list(self.connections):
+                conn.drop_ring()
                 if conn.transport is not None:
                     conn.transport.close()
             await self._server.wait_closed()

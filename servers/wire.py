@@ -11,6 +11,20 @@ answers with one ``Reply`` per batch the rows landed in, matched by the ids the 
     server -> client  Reply(ids, p: float32 (rows, n_actions) priors, v: float32 (rows, n_values),
                             err: [(index in ids, message)], fail: str)
     client -> server  StatsRequest(reset)  ->  StatsReply(stats)
+
+A local client (unix:PATH) may move its rows into shared memory instead (servers/shm.py): then only
+small notices cross the socket, and a row travels packed (blobnet.compact, 267 bytes, not 2,616).
+
+    client -> server  ShmAsk(rows)          a ring of that many rows, please
+    server -> client  ShmOffer(path, rows)  created at path (a file under /dev/shm); or
+                      ShmRefused(reason)    this server cannot (the client goes on over the socket)
+    client -> server  ShmAttached()         mapped: the server unlinks the path, so that no crash can
+                                            leave it behind
+    client -> server  Rows(slot, n)         packed rows slot .. slot + n - 1 of the request ring are
+                                            ready (they never run past the ring's end)
+    server -> client  Done(slot, n, err, fail)  their priors and values are in the answer ring at
+                                            the same slots; err and fail as in Reply, err's indices
+                                            counted from slot
     server -> client  Error(message)       a malformed, truncated or oversized frame: sent, then
                                            that connection (only that one) is closed
 
@@ -38,6 +52,12 @@ __all__ = [
     "StatsRequest",
     "StatsReply",
     "Error",
+    "ShmAsk",
+    "ShmOffer",
+    "ShmRefused",
+    "ShmAttached",
+    "Rows",
+    "Done",
     "Message",
     "FrameError",
     "FrameReader",
@@ -92,7 +112,39 @@ class Error(msgspec.Struct, tag="error", array_like=True):
     message: str  # why the connection is being closed
 
 
-Message = Hello | Request | Reply | StatsRequest | StatsReply | Error
+class ShmAsk(msgspec.Struct, tag="shm_ask", array_like=True, frozen=True):
+    rows: int  # ring capacity wanted, in rows
+
+
+class ShmOffer(msgspec.Struct, tag="shm_offer", array_like=True, frozen=True):
+    path: str  # the ring's file, to map (servers.shm.Ring.attach)
+    rows: int  # its capacity in rows (the server may grant fewer than asked)
+
+
+class ShmRefused(msgspec.Struct, tag="shm_refused", array_like=True, frozen=True):
+    reason: str  # why this server serves this client over the socket only
+
+
+class ShmAttached(msgspec.Struct, tag="shm_attached", array_like=True, frozen=True):
+    pass
+
+
+class Rows(msgspec.Struct, tag="rows", array_like=True, frozen=True):
+    slot: int  # first ring slot of the rows
+    n: int  # rows, all before the ring's end
+
+
+class Done(msgspec.Struct, tag="done", array_like=True, frozen=True):
+    slot: int  # first ring slot answered
+    n: int  # rows answered, slot .. slot + n - 1
+    err: list[tuple[int, str]] = []  # (index from slot, why) for rows that failed alone
+    fail: str = ""  # non-empty: the whole batch failed, every row here with it
+
+
+Message = (
+    Hello | Request | Reply | StatsRequest | StatsReply | Error
+    | ShmAsk | ShmOffer | ShmRefused | ShmAttached | Rows | Done
+)  # fmt: skip
 
 
 class FrameError(ValueError):
