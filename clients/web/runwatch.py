@@ -16,6 +16,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from blobnet.status import STATUS_FILE
 __all__ = ["Arena", "RunSnapshot", "RunWatch", "FILES"]
 
 FILES = (STATUS_FILE, "metrics.csv", "config.json", "final.json")  # the files a snapshot reads
-BASELINES = ("heuristic", "random", "best")  # the arena's opponents (metrics.csv columns vs_<name>_*)
+ARENA_COLUMN = re.compile(r"vs_(.+)_diff")  # metrics.csv: vs_<opponent>_diff, _lo, _hi per arena match
 
 
 class Arena(msgspec.Struct, frozen=True):
@@ -71,9 +72,9 @@ def read_metrics(text: str) -> dict[str, list[float | None]]:
 
 
 def last_arena(metrics: dict[str, list[float | None]]) -> list[Arena]:
-    """The matches of the last row that played them."""
+    """The last row's arena matches, in the columns' order (whichever baselines the run plays)."""
     out = []
-    for name in BASELINES:
+    for name in (m.group(1) for column in metrics if (m := ARENA_COLUMN.fullmatch(column))):
         diff, lo, hi = (metrics.get(f"vs_{name}_{k}", []) for k in ("diff", "lo", "hi"))
         if diff and diff[-1] is not None and lo[-1] is not None and hi[-1] is not None:
             out.append(Arena(opponent=name, diff=diff[-1], lo=lo[-1], hi=hi[-1]))

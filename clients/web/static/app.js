@@ -4,6 +4,7 @@
 const SUITS = ["♠", "♥", "♣", "♦"];
 const RANKS = "23456789TJQKA";
 const BID0 = 52;
+const PALETTE = ["#4a8fd8", "#3a9a5b", "#d8704a", "#8a5bd8", "#c0262d", "#2aa3a3"];
 const params = new URLSearchParams(location.search);
 const DELAY = Number(params.get("delay") ?? 450); // ms between the other seats' moves as they are shown
 
@@ -365,7 +366,8 @@ function renderRun(snap) {
     ["Self-play rounds per minute", [["rounds_per_min", "#3a9a5b"]]],
     ["Mean batch", [["avg_batch", "#8a5bd8"]]],
     ["Elo", [["elo", "#c0262d"]]],
-    ["Points a round against the baselines", [["vs_heuristic_diff", "#4a8fd8", "vs heuristic"], ["vs_random_diff", "#3a9a5b", "vs random"], ["vs_best_diff", "#d8704a", "vs best"]], true],
+    ["Points a round in the arena", Object.keys(m).filter((k) => /^vs_.+_diff$/.test(k))
+      .map((k, i) => [k, PALETTE[i % PALETTE.length], k.slice(0, -5).replace("_", " ")]), true],
   ];
   $("charts").replaceChildren(...charts.map(([title, series, zero]) =>
     chart(title, x, series.filter(([key]) => m[key]?.some((v) => v !== null)).map(([key, color, label]) =>
