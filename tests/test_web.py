@@ -5,12 +5,14 @@ tiny fresh checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -18,10 +20,12 @@ from blobnet.cards import BID0
 from blobnet.checkpoint import save_checkpoint
 from blobnet.net import make_net
 from blobnet.player import NetworkPlayer
-from blobnet.rules import Round
+from blobnet.rules import Round, View
+from clients.cli import main
 from clients.web import WebConfig, WebServer, make_app
 from clients.web.server import COOKIE, SERVER
 from clients.web.sessions import Limits, Registry
+from clients.web.table import NotYourTurn, Table
 
 
 class Clock:
@@ -350,3 +354,69 @@ def test_without_a_model_there_are_no_hints_and_a_model_must_be_a_checkpoint():
         WebServer(WebConfig(opponents=("missing.pt",)))
     with pytest.raises(ValueError, match="no such directory"):
         WebServer(WebConfig(run=Path("no/such/run")))
+
+
+class Gate:
+    """A network-like opponent (it waits on the loop) that holds its first move until released."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def act(self, view: View) -> int:
+        return view.legal_actions()[0]
+
+    async def aact(self, view: View) -> int:
+        self.waiting.set()
+        await self.release.wait()
+        return view.legal_actions()[0]
+
+
+class ThreadBot:
+    """A synchronous opponent that notes the threads it is asked on."""
+
+    def __init__(self) -> None:
+        self.threads: set[threading.Thread] = set()
+
+    def act(self, view: View) -> int:
+        self.threads.add(threading.current_thread())
+        return view.legal_actions()[0]
+
+
+def test_a_request_while_the_table_answers_another_is_refused_and_sync_players_think_off_the_loop():
+    async def go() -> None:
+        gate, bot = Gate(), ThreadBot()
+        table = Table(id="t", owner="o", players=3, seat=0, opponents=[None, gate, bot], names=["you", "g", "b"],
+                      mode="round", cards=2, rng=np.random.default_rng(0))  # fmt: skip
+        busy = asyncio.create_task(table.start())
+        await asyncio.wait([busy, asyncio.create_task(gate.waiting.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if not gate.waiting.is_set():  # the person moves before the gated seat
+            busy = asyncio.create_task(table.move(table.state().legal[0]))
+            await gate.waiting.wait()
+        before = table.state()
+        with pytest.raises(NotYourTurn, match="still answering"):
+            await table.move(BID0)
+        assert table.state() == before
+        gate.release.set()
+        await busy
+        while table.round.to_play is not None:
+            await table.move(table.state().legal[0])
+        assert table.records and bot.threads and threading.main_thread() not in bot.threads
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--port", "70000"], "--port 70000: give 0..65535"),
+        (["--idle-minutes", "0"], "idle_s=0.0: give a positive number of seconds"),
+        (["--max-games", "0"], "max_tables=0: give at least 1"),
+        (["--opponent", "nosuch.pt"], "player 'nosuch.pt'"),
+    ],
+)
+def test_blobnet_web_refuses_bad_settings_naming_them(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["web", *argv]) == 2
+    assert message in capsys.readouterr().err

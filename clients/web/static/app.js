@@ -96,6 +96,8 @@ async function newTable() {
   };
   setBusy();
   try {
+    // one table at a time from this page: the server holds only a few per session
+    if (game) await api("DELETE", `/api/games/${game.id}`).catch(() => null);
     const state = await api("POST", "/api/games", request);
     game = null;
     $("table").hidden = false;
@@ -338,7 +340,7 @@ function renderRun(snap) {
   let fraction = 0;
   if (st) {
     const of = st.iterations ?? snap.iterations;
-    parts.push(st.phase === "done" ? "finished" : `iteration ${st.iteration} of ${of} · ${st.phase} ${st.done}/${st.total}`);
+    parts.push(st.phase === "done" ? "ended" : `iteration ${st.iteration} of ${of} · ${st.phase} ${st.done}/${st.total}`);
     if (st.phase !== "done") parts.push(`ETA ${clock(st.eta_s)}`);
     fraction = st.phase === "done" ? 1 : of ? (st.iteration - 1 + (st.total ? st.done / st.total : 0)) / of : 0;
     const age = snap.now - st.updated;
@@ -346,7 +348,7 @@ function renderRun(snap) {
   } else {
     parts.push("no status yet (status.json appears when blobnet train starts)");
   }
-  $("run-status").replaceChildren(parts.join(" · "));
+  $("run-status").replaceChildren(parts.join(" · "), st?.line ? el("div", { class: "line" }, st.line) : null);
   $("run-status").dataset.phase = st?.phase ?? "";
   $("run-progress").firstElementChild.style.width = `${Math.round(100 * Math.min(fraction, 1))}%`;
 
