@@ -192,7 +192,8 @@ def test_the_dealers_hooked_bid_is_refused_with_the_rules_reason():
 @pytest.mark.parametrize(
     "body, reason",
     [
-        ({"players": 9}, "players=9"),
+        ({"players": 9}, "players=9: Blob is played by 3 to 8 players"),
+        ({"players": -5}, "players=-5: Blob is played by 3 to 8 players"),
         ({"players": 4, "cards": 14}, "cards=14 with 4 players"),
         ({"players": 4, "seat": 4}, "seat 4"),
         ({"players": 4, "seat": -1}, "seat -1"),

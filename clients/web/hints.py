@@ -22,6 +22,8 @@ from clients.players import parse_player
 
 __all__ = ["ActionHint", "Hint", "Hinter", "hint_of"]
 
+SHARED_WAVES = 8  # the hint batcher's batch holds the waves of this many tables' searches at once
+
 
 class ActionHint(msgspec.Struct, frozen=True):
     """The numbers of one legal move."""
@@ -74,7 +76,7 @@ class Hinter:
         """The one Search of every table's hints, over a batcher made on the running loop."""
         if self._search is None:
             p = self.player
-            self._evaluator = p.factory(p.model, Search.rows_per_wave(p.search) * 8)
+            self._evaluator = p.factory(p.model, Search.rows_per_wave(p.search) * SHARED_WAVES)
             self._search = Search(self._evaluator, p.search)
         return self._search
 

@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 
 from blobnet.aio import run_loop
 from blobnet.player import AsyncPlayer, Player, aclose_player
+from blobnet.rules import check_table
 from clients.players import parse_player
 from clients.web.hints import Hinter
 from clients.web.runwatch import RunWatch
@@ -138,7 +139,8 @@ class WebServer:
         return names
 
     async def new_table(self, session: Session, req: NewGame) -> Table:
-        if not 0 <= req.seat < max(req.players, 1):
+        check_table(req.players, 1)  # the number of players first: the other checks count seats
+        if not 0 <= req.seat < req.players:
             raise ValueError(f"seat {req.seat}: the person's seat must be 0..{req.players - 1}")
         if req.mode not in MODES:
             raise ValueError(f"mode {req.mode!r}: give {' or '.join(MODES)}")
