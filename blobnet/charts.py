@@ -61,7 +61,12 @@ def draw_training_charts(rows: Sequence[dict[str, Any]], out_dir: Path) -> None:
     _save(plt, fig, out_dir / "elo.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("heuristic", "vs HeuristicBot"), ("random", "vs RandomBot"), ("best", "vs best.pt")):
+    for key, label in (
+        ("heuristic", "vs HeuristicBot"),
+        ("random", "vs RandomBot"),
+        ("ismcts", "vs IS-MCTS"),
+        ("best", "vs best.pt"),
+    ):
         diff = _floats(rows, f"vs_{key}_diff")
         if all(d != d for d in diff):  # all NaN: that opponent was not played
             continue

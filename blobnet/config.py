@@ -237,8 +237,10 @@ class ArenaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cards: int = 5
     gate_margin: float = 0.0  # a candidate must beat best by more than this (points per round)
     gate_confidence: float = 0.95  # with this one-sided confidence
-    baselines: list[str] = msgspec.field(default_factory=lambda: ["heuristic", "random"])
-    final_rounds: int = 2000  # rounds of the closing match against the baselines
+    # bot specs (random, heuristic, ismcts:sims=1000,c=10) the candidate meets after each iteration;
+    # the closing matches meet them all
+    baselines: list[str] = msgspec.field(default_factory=lambda: ["heuristic", "ismcts", "random"])
+    final_rounds: int = 2000  # rounds of each closing match against the baselines
     concurrency: int = 128  # tables played at once
 
     def __post_init__(self) -> None:

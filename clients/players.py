@@ -21,15 +21,77 @@ from torch import nn
 from blobnet.bots import HeuristicBot, RandomBot
 from blobnet.config import CPU_ENGINE, CPU_SPARSE, SearchConfig
 from blobnet.evaluator import Evaluator
+from blobnet.ismcts import ISMCTSBot
 from blobnet.net import make_net
 from blobnet.player import EvaluatorFactory, NetworkPlayer, Player, load_player
 from servers import Batcher
 
 __all__ = [
-    "BOTS", "BotSeat", "NetworkSeat", "SeatSpec", "arrays_of", "batched", "build_seat", "model_with", "parse_player",
+    "BOTS", "BotSeat", "NetworkSeat", "SeatSpec", "arrays_of", "batched", "bot_name", "build_seat", "make_bot",
+    "model_with", "parse_player",
 ]  # fmt: skip
 
-BOTS: dict[str, Callable[[int | None], Player]] = {"random": RandomBot, "heuristic": HeuristicBot}
+
+def _flag(raw: str) -> bool:
+    """``true``/``false`` (or 1/0, yes/no); ValueError otherwise."""
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
+    if value is None:
+        raise ValueError(raw)
+    return value
+
+
+# How a setting of a player spec is read, and what it must be.
+_Setting = tuple[Callable[[str], Any], str]
+_INT: _Setting = (int, "an integer")
+_NUMBER: _Setting = (float, "a number")
+
+# The bots a player spec may name (``ismcts:sims=1000,c=10``): the class, and the settings it takes.
+BOTS: dict[str, tuple[Callable[..., Player], dict[str, _Setting]]] = {
+    "random": (RandomBot, {}),
+    "heuristic": (HeuristicBot, {}),
+    "ismcts": (ISMCTSBot, {"sims": _INT, "c": _NUMBER}),
+}
+# Search settings a network player's spec (``path:dets=3,sims=30``) may give.
+_NETWORK_SETTINGS: dict[str, _Setting] = {
+    "dets": _INT, "sims": _INT, "leaves": _INT, "c_puct": _NUMBER, "root_view": (_flag, "true or false"),
+}  # fmt: skip
+
+
+def _settings(spec: str, options: str, keys: dict[str, _Setting]) -> dict[str, Any]:
+    """``options`` (``key=value,...``) read with ``keys``; ValueError naming the bad item."""
+    settings: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in options.split(","))):
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or key not in keys:
+            allowed = f"write key=value with keys {', '.join(keys)}" if keys else "it takes no settings"
+            raise ValueError(f"player {spec!r}: bad setting {item!r}; {allowed}")
+        read, kind = keys[key]
+        try:
+            settings[key] = read(raw.strip())
+        except ValueError:
+            raise ValueError(f"player {spec!r}: {key}={raw.strip()!r} is not {kind}") from None
+    return settings
+
+
+def bot_name(spec: str) -> str | None:
+    """The bot a player spec names (``ismcts`` for ``ismcts:sims=200``), None for anything else."""
+    name = spec.strip().partition(":")[0].strip().lower()
+    return name if name in BOTS else None
+
+
+def make_bot(spec: str, seed: int | None = None) -> Player:
+    """The bot of a spec: ``random``, ``heuristic``, ``ismcts`` or ``ismcts:sims=1000,c=10``, seeded
+    with ``seed``. ValueError naming what is wrong."""
+    name = bot_name(spec)
+    if name is None:
+        raise ValueError(f"bot {spec!r}: use one of {', '.join(BOTS)} (ismcts takes :sims=1000,c=10)")
+    make, keys = BOTS[name]
+    settings = _settings(spec, spec.partition(":")[2], keys)
+    try:
+        return make(seed, **settings)
+    except ValueError as e:
+        raise ValueError(f"player {spec!r}: {e}") from None
 
 
 def batched(device: str = "cpu") -> EvaluatorFactory:
@@ -42,9 +104,9 @@ def _batcher(model: nn.Module, max_batch: int, *, device: str) -> Evaluator:
 
 
 class BotSeat(msgspec.Struct, tag="bot", frozen=True):
-    """A rule-based bot, by name (a key of ``BOTS``), seeded with ``seed``."""
+    """A bot that needs no network, by its spec (``make_bot``), seeded with ``seed``."""
 
-    name: str
+    spec: str
     seed: int = 0
 
 
@@ -78,63 +140,35 @@ def model_with(preset: str, weights: dict[str, np.ndarray] | None) -> nn.Module:
 def build_seat(spec: SeatSpec) -> Player:
     """The player ``spec`` describes."""
     match spec:
-        case BotSeat(name=name, seed=seed):
-            if name not in BOTS:
-                raise ValueError(f"bot {name!r}: use one of {', '.join(BOTS)}")
-            return BOTS[name](seed)
+        case BotSeat(spec=bot, seed=seed):
+            return make_bot(bot, seed)
         case NetworkSeat():
             model = model_with(spec.preset, spec.weights)
             return NetworkPlayer(model, spec.search, seed=spec.seed, evaluator=batched(spec.device))
     raise TypeError(f"not a seat spec: {spec!r}")
 
 
-def _flag(raw: str) -> bool:
-    """``true``/``false`` (or 1/0, yes/no); ValueError otherwise."""
-    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(raw.lower())
-    if value is None:
-        raise ValueError(raw)
-    return value
-
-
-# Search settings a player spec (``path:dets=3,sims=30``) may give: how each is read, and what it must be.
-_SPEC_KEYS: dict[str, tuple[Callable[[str], Any], str]] = {
-    "dets": (int, "an integer"), "sims": (int, "an integer"), "leaves": (int, "an integer"),
-    "c_puct": (float, "a number"), "root_view": (_flag, "true or false"),
-}  # fmt: skip
-
-
 def parse_player(spec: str, seed: int | None = None, *, device: str = "cpu") -> Player:
-    """A player from a command-line string: ``random``, ``heuristic``, or a checkpoint path
-    optionally followed by search settings, ``runs/x/best.pt:dets=3,sims=30`` (keys: dets, sims,
-    leaves, c_puct, root_view). ``seed`` seeds the player's generator; a network player's tables
-    share a batcher on ``device``. ValueError naming what is wrong."""
+    """A player from a command-line string: a bot (``random``, ``heuristic``, ``ismcts`` or
+    ``ismcts:sims=1000,c=10``; ``make_bot``), or a checkpoint path optionally followed by search
+    settings, ``runs/x/best.pt:dets=3,sims=30`` (keys: dets, sims, leaves, c_puct, root_view).
+    ``seed`` seeds the player's generator; a network player's tables share a batcher on
+    ``device``. ValueError naming what is wrong."""
     spec = spec.strip()
     if not spec:
-        raise ValueError("empty player: give random, heuristic, or a checkpoint path (path:dets=3,sims=30)")
-    if spec.lower() in BOTS:
-        return BOTS[spec.lower()](seed)
+        raise ValueError("empty player: give random, heuristic, ismcts, or a checkpoint path (path:dets=3,sims=30)")
+    if bot_name(spec) is not None:
+        return make_bot(spec, seed)
     path, options = spec, ""
     head, sep, tail = spec.rpartition(":")
     # a ':' inside a path is kept when no settings follow it and the part before it is no file
     if sep and ("=" in tail or not tail or Path(head).is_file()):
         path, options = head, tail
-    settings: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in options.split(","))):
-        key, eq, raw = item.partition("=")
-        key = key.strip()
-        if not eq or key not in _SPEC_KEYS:
-            raise ValueError(
-                f"player {spec!r}: bad setting {item!r}; write key=value with keys {', '.join(_SPEC_KEYS)}"
-            )
-        read, kind = _SPEC_KEYS[key]
-        try:
-            settings[key] = read(raw.strip())
-        except ValueError:
-            raise ValueError(f"player {spec!r}: {key}={raw.strip()!r} is not {kind}") from None
+    settings = _settings(spec, options, _NETWORK_SETTINGS)
     if not Path(path).is_file():
         raise ValueError(
-            f"player {spec!r}: not random or heuristic, and no checkpoint file {path!r} exists "
-            "(give random, heuristic, or a checkpoint path optionally followed by :dets=3,sims=30)"
+            f"player {spec!r}: not a bot ({', '.join(BOTS)}), and no checkpoint file {path!r} exists "
+            "(give a bot, or a checkpoint path optionally followed by :dets=3,sims=30)"
         )
     try:
         return load_player(path, seed=seed, evaluator=batched(device), **settings)

@@ -34,7 +34,6 @@ import msgspec
 import numpy as np
 import torch
 
-from blobnet.bots import HeuristicBot
 from blobnet.charts import draw_training_charts
 from blobnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from blobnet.config import RunConfig
@@ -46,7 +45,7 @@ from blobnet.ratings import EloLadder, MatchResult, gate
 from blobnet.replay import Examples, ReplayBuffer
 from blobnet.status import Status
 from clients.match import play_match
-from clients.players import BOTS, BotSeat, NetworkSeat, arrays_of, build_seat
+from clients.players import BotSeat, NetworkSeat, arrays_of, bot_name, build_seat, make_bot
 from clients.pool import BatcherSpec, SelfPlayPool
 from servers import Batcher
 
@@ -57,7 +56,7 @@ METRIC_FIELDS = [
     "iteration", "seconds", "rounds", "rounds_per_min", "evals_per_s", "avg_batch", "examples", "replay",
     "uniform_target_fraction", "policy_loss", "value_loss", "lr", "promoted", "elo",
     "vs_heuristic_diff", "vs_heuristic_lo", "vs_heuristic_hi", "vs_random_diff", "vs_random_lo", "vs_random_hi",
-    "vs_best_diff", "vs_best_lo", "vs_best_hi",
+    "vs_ismcts_diff", "vs_ismcts_lo", "vs_ismcts_hi", "vs_best_diff", "vs_best_lo", "vs_best_hi",
 ]  # fmt: skip
 
 
@@ -70,6 +69,15 @@ class Trainer:
         self.cfg = config
         self.resume = resume
         self.status = status
+        names = []
+        for base in config.arena.baselines:  # a bad baseline is named before anything runs
+            try:
+                make_bot(base)
+            except ValueError as e:
+                raise ValueError(f"arena.baselines: {e}") from None
+            names.append(bot_name(base))
+        if len(set(names)) < len(names):
+            raise ValueError(f"arena.baselines={config.arena.baselines}: name each bot at most once")
         self.ckpt_dir = run_dir / "checkpoints"
         self.replay = ReplayBuffer(run_dir / "replay", config.train.replay_size)
         # The learner's device is the server's: on a GPU it steps on its own CUDA stream (``_learn``).
@@ -275,8 +283,9 @@ class Trainer:
         draw_training_charts(self.rows, self.dir)
         self.status.line(
             f"iter {it}: {row['rounds_per_min']:.0f} rounds/min, batch {row['avg_batch']:.0f}, "
-            f"loss {policy_loss:.3f}/{value_loss:.4f}, vs heuristic {row.get('vs_heuristic_diff', 0):+.2f}, "
-            f"vs best {row['vs_best_diff']:+.2f}{' -> promoted' if promoted else ''}"
+            f"loss {policy_loss:.3f}/{value_loss:.4f}, "
+            + "".join(f"vs {key} {res.diff:+.2f}, " for key, res in results.items() if key != "best")
+            + f"vs best {row['vs_best_diff']:+.2f}{' -> promoted' if promoted else ''}"
         )
 
     def _warm_start(self) -> None:
@@ -337,8 +346,9 @@ class Trainer:
         results: dict[str, MatchResult] = {}
         try:
             for base in arena.baselines:
-                results[base] = res = await self._match(candidate, BOTS[base](seed), arena.rounds, seed)
-                self.ladder.record(name, base, res)
+                key = bot_name(base) or base
+                results[key] = res = await self._match(candidate, make_bot(base, seed), arena.rounds, seed)
+                self.ladder.record(name, key, res)
             results["best"] = res = await gate_match
             self.ladder.record(name, self.best_name, res)
         finally:
@@ -348,29 +358,41 @@ class Trainer:
         return results
 
     async def final_report(self, pool: SelfPlayPool) -> dict[str, Any]:
-        """The trained model (best.pt, its default search) against HeuristicBot here and RandomBot
-        in a helper process, side by side."""
+        """The trained model (best.pt, its default search) against each of ``arena.baselines``:
+        every other one here, the rest in a helper process, side by side."""
         arena = self.cfg.arena
         out: dict[str, Any] = {"iterations": self.iteration}
-        if arena.final_rounds == 0:
+        if arena.final_rounds == 0 or not arena.baselines:
             return out
         seat = self._seat(load_checkpoint(self.dir / "best.pt")["model"])
         best = build_seat(seat)
         self.status.phase(self.iteration, self.cfg.train.iterations, "final matches", 0, 1)
-        vs_random = asyncio.ensure_future(
-            pool.match(seat, BotSeat("random", seed=1), players=arena.players, cards=arena.cards,
-                       rounds=arena.final_rounds, seed=10_007, concurrency=arena.concurrency)
-        )  # fmt: skip
+        results: dict[str, MatchResult] = {}
+        kw: dict[str, Any] = {"rounds": arena.final_rounds, "seed": 10_007}
+
+        async def here() -> None:
+            for base in arena.baselines[0::2]:
+                results[bot_name(base) or base] = await self._match(best, make_bot(base, seed=1), **kw)
+
+        async def there() -> None:
+            for base in arena.baselines[1::2]:
+                results[bot_name(base) or base] = await pool.match(
+                    seat, BotSeat(base, seed=1), players=arena.players, cards=arena.cards,
+                    concurrency=arena.concurrency, **kw,
+                )  # fmt: skip
+
         try:
-            results = {
-                "heuristic": await self._match(best, HeuristicBot(seed=1), arena.final_rounds, seed=10_007),
-                "random": await vs_random,
-            }
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(here())
+                tg.create_task(there())
+        except* Exception as group:
+            raise group.exceptions[0] from None
         finally:
-            vs_random.cancel()
             await aclose_player(best)
-        for base, res in results.items():
-            out[base] = res.to_dict()
+        for base in arena.baselines:
+            key = bot_name(base) or base
+            res = results[key]
+            out[key] = res.to_dict()
             lo, hi = res.ci95
             self.status.line(
                 f"best.pt vs {base}: {res.mean_score_a:.2f} vs {res.mean_score_b:.2f} points/round over "

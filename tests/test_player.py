@@ -93,7 +93,7 @@ def test_parse_player_names_a_bad_setting(tiny_ckpt: Path, suffix: str, message:
 
 
 def test_parse_player_names_a_missing_or_foreign_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"not random or heuristic, and no checkpoint file 'nope\.pt'"):
+    with pytest.raises(ValueError, match=r"not a bot \(random, heuristic, ismcts\), and no checkpoint file 'nope\.pt'"):
         parse_player("nope.pt:sims=5")
     with pytest.raises(ValueError, match="empty player"):
         parse_player("  ")
