@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from blobnet.config import ConfigError, RunConfig, load_config
+from clients.players import make_bot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,6 +17,12 @@ def test_shipped_configs_load():
     gpu = load_config(ROOT / "configs" / "gpu.toml")
     assert cpu.server.device == "cpu" and gpu.server.device == "cuda"
     assert load_config(None) == RunConfig()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_names_baselines_that_exist(path: Path) -> None:
+    for spec in load_config(path).arena.baselines:
+        assert make_bot(spec).act is not None
 
 
 def test_override_replaces_one_key_and_keeps_the_rest():
