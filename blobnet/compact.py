@@ -67,7 +67,7 @@ ROW_BYTES = BIT_BYTES + 4 * N_SCALARS + LEGAL_BYTES  # 267: one row and its lega
 class PackedRows:
     """n rows in compact form: bits (n, BIT_BYTES) uint8, scalars (n, N_SCALARS) float32, legal
     (n, LEGAL_BYTES) uint8. The arrays may be views into shared memory or a replay buffer; slicing
-    gives views."""
+    gives views, an index array copies."""
 
     bits: np.ndarray
     scalars: np.ndarray
@@ -76,7 +76,7 @@ class PackedRows:
     def __len__(self) -> int:
         return len(self.bits)
 
-    def __getitem__(self, rows: slice) -> PackedRows:
+    def __getitem__(self, rows: slice | np.ndarray) -> PackedRows:
         return PackedRows(self.bits[rows], self.scalars[rows], self.legal[rows])
 
     @staticmethod
@@ -90,7 +90,7 @@ class PackedRows:
 
 
 @njit(cache=True)  # no fastmath: it would assume away the NaN and inf this refuses
-def _pack(x, legal, flag, scalar_cols, bits, scalars, lbits, row0):  # type: ignore[no-untyped-def]
+def _pack(x, legal, flag, scalar_cols, bits, scalars, lbits, row0, need_legal):  # type: ignore[no-untyped-def]
     """Pack the rows of ``x`` and ``legal`` into rows ``row0 ..`` of ``bits``, ``scalars`` and
     ``lbits``; the first row that cannot be packed exactly (or has no legal id), or -1. Every
     column's bit is "nonzero", eight contiguous columns a byte, without a branch (a scan that
@@ -127,7 +127,7 @@ def _pack(x, legal, flag, scalar_cols, bits, scalars, lbits, row0):  # type: ign
             if legal[r, a]:
                 lbits[o, a >> 3] |= 0x80 >> (a & 7)
                 seen = True
-        if bad or not seen:
+        if bad or (need_legal and not seen):
             return r
     return -1
 
@@ -152,19 +152,22 @@ def _unpack(bits, scalars, lbits, scalar_cols, x, legal):  # type: ignore[no-unt
             legal[r, a] = (lbits[r, a >> 3] >> (7 - (a & 7))) & 1 != 0
 
 
-def pack_rows(features: np.ndarray, legal: np.ndarray, out: PackedRows, row0: int = 0, *, first: int = 0) -> None:
+def pack_rows(
+    features: np.ndarray, legal: np.ndarray, out: PackedRows, row0: int = 0, *, first: int = 0, need_legal: bool = True
+) -> None:
     """Pack features (n, WIDTH) float32 and legal (n, N_ACTIONS) bool into rows ``row0 .. row0 + n - 1``
     of ``out`` (writing at an offset saves slicing three arrays: a ring's hot path).
     ValueError naming the first row that cannot travel exactly: a flag column holding anything but
     0 or 1, a scalar that is NaN or inf, or no legal id (rows before it are written, the rest not);
-    ``first``: the caller's number of row 0, for that message."""
+    ``first``: the caller's number of row 0, for that message. ``need_legal`` False: an empty legal
+    mask is fine (stored examples, not positions to evaluate)."""
     n = len(features)
     if features.shape != (n, WIDTH) or legal.shape != (n, N_ACTIONS) or not 0 <= row0 <= len(out) - n:
         raise ValueError(
             f"pack_rows: features {features.shape}, legal {legal.shape} at row {row0} of {len(out)} packed rows: "
             f"expected (n, {WIDTH}) and (n, {N_ACTIONS}) with 0 <= row {row0} <= {len(out)} - n"
         )
-    bad = _pack(features, legal, FLAG, SCALAR_COLS, out.bits, out.scalars, out.legal, row0)
+    bad = _pack(features, legal, FLAG, SCALAR_COLS, out.bits, out.scalars, out.legal, row0, need_legal)
     if bad >= 0:
         raise ValueError(f"row {first + bad}: {_why(features[bad], legal[bad])}")
 

@@ -16,7 +16,7 @@ from blobnet.bots import HeuristicBot
 from blobnet.config import GameConfig, TrainConfig
 from blobnet.encode import WIDTH, encode
 from blobnet.net import BlobNet
-from blobnet.replay import Examples, RoundRecord
+from blobnet.replay import Examples, PackedExamples, RoundRecord
 from blobnet.rules import choices
 
 __all__ = ["learner_losses", "cosine_lr", "learner_steps", "teacher_examples"]
@@ -51,7 +51,7 @@ def cosine_lr(step: int, total: int, lr: float, lr_final: float) -> float:
 def learner_steps(
     model: BlobNet,
     optimizer: torch.optim.Optimizer,
-    data: Examples,
+    data: Examples | PackedExamples,
     *,
     cfg: TrainConfig,
     steps: int,

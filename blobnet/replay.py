@@ -3,8 +3,14 @@
 Each iteration's examples are one segment file ``replay/iter_NNNNNN.npz`` written atomically
 once. The buffer is the newest ``capacity`` examples over the segments up to an iteration, so a
 checkpoint only has to name its iteration to restore the buffer exactly, and a run killed at any
-moment finds either a whole segment or none. Features are stored as float16: every feature is a
-0/1 flag or a small ratio, and half precision halves the memory and the disk.
+moment finds either a whole segment or none.
+
+The buffer keeps rows compact (``PackedExamples``), in memory and on disk: features and legal
+masks as ``blobnet.compact`` packs them (a bit per column, the scalar fields as float32: 267 bytes
+against 2,686), exact, unpacked only for the minibatch a learner step draws (``take``). An example
+is then 587 bytes instead of 3,006 (its policy target, 70 float32, is most of the rest): the 2
+million rows of configs/gpu.toml take 1.2 GB, not 6. A segment written before (features as
+float16 and legal masks as bools) still loads: its rows are packed as they are read.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from blobnet.cards import N_ACTIONS, N_VALUES
+from blobnet.compact import BIT_BYTES, LEGAL_BYTES, N_SCALARS, PackedRows, pack_rows, unpack_rows
 from blobnet.encode import WIDTH, encode_rounds, value_scale
 from blobnet.files import atomic_write_bytes
 from blobnet.rules import Round
 
-__all__ = ["Examples", "ReplayBuffer", "RoundRecord"]
+__all__ = ["Examples", "PackedExamples", "ReplayBuffer", "RoundRecord"]
 
 _SEGMENT = re.compile(r"iter_(\d{6})\.npz$")
 
@@ -93,6 +100,49 @@ class Examples:
         return Examples(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Examples)))
 
 
+@dataclass(slots=True)
+class PackedExamples:
+    """``Examples`` with features and legal masks packed (``blobnet.compact``): rows, n of them;
+    policy, value and value_mask as in ``Examples``."""
+
+    rows: PackedRows
+    policy: np.ndarray
+    value: np.ndarray
+    value_mask: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.policy)
+
+    @staticmethod
+    def pack(ex: Examples) -> PackedExamples:
+        """``ex`` packed; ValueError naming a row that is not an encoded position (a flag column
+        holding anything but 0 or 1, a scalar that is not finite)."""
+        rows = PackedRows.empty(len(ex))
+        pack_rows(ex.features, ex.legal, rows, need_legal=False)
+        return PackedExamples(rows, ex.policy, ex.value, ex.value_mask)
+
+    def take(self, index: Any) -> Examples:
+        """The rows ``index`` selects (an index array or a slice), unpacked: a learner's minibatch."""
+        rows = self.rows[index]
+        out = Examples.empty(len(rows))
+        unpack_rows(rows, out.features, out.legal)
+        out.policy, out.value, out.value_mask = self.policy[index], self.value[index], self.value_mask[index]
+        return out
+
+    def cut(self, start: int) -> PackedExamples:
+        """The rows from ``start`` on (views)."""
+        return PackedExamples(self.rows[start:], self.policy[start:], self.value[start:], self.value_mask[start:])
+
+    @staticmethod
+    def concat(parts: list[PackedExamples]) -> PackedExamples:
+        if not parts:
+            return PackedExamples.pack(Examples.empty())
+        rows = PackedRows(*(np.concatenate([getattr(p.rows, k) for p in parts]) for k in ("bits", "scalars", "legal")))
+        return PackedExamples(
+            rows, *(np.concatenate([getattr(p, k) for p in parts]) for k in ("policy", "value", "value_mask"))
+        )
+
+
 class RoundRecord:
     """One round's examples as its decisions are made. Each decision adds the acting seat's row
     (features, visit shares) and a value-only row: the same position seen by another seat, in
@@ -132,7 +182,7 @@ class ReplayBuffer:
             raise ValueError(f"replay capacity={capacity}: keep at least 1 example")
         self.folder = Path(folder)
         self.capacity = capacity
-        self._parts: list[tuple[int, Examples]] = []  # (iteration, examples), oldest first
+        self._parts: list[tuple[int, PackedExamples]] = []  # (iteration, examples), oldest first
 
     def __len__(self) -> int:
         """Examples the learner draws from: the newest ``capacity`` (whole segments are kept, so the
@@ -143,14 +193,19 @@ class ReplayBuffer:
         return sum(len(e) for _, e in self._parts)
 
     def add(self, iteration: int, examples: Examples) -> None:
-        """Save ``examples`` as iteration's segment and add them, dropping the oldest beyond capacity."""
+        """Save ``examples`` as iteration's segment and add them, dropping the oldest beyond capacity.
+        ValueError (before anything is written) for rows that are not encoded positions."""
+        packed = PackedExamples.pack(examples)
         buf = io.BytesIO()
-        arrays = {f.name: getattr(examples, f.name) for f in fields(Examples)}
-        np.savez(buf, **arrays | {"features": examples.features.astype(np.float16)})
+        r = packed.rows
+        np.savez(
+            buf, bits=r.bits, scalars=r.scalars, legal_bits=r.legal, policy=packed.policy, value=packed.value,
+            value_mask=packed.value_mask,
+        )  # fmt: skip
         atomic_write_bytes(self.folder / f"iter_{iteration:06d}.npz", buf.getvalue())
-        self._append(iteration, examples)
+        self._append(iteration, packed)
 
-    def _append(self, iteration: int, examples: Examples) -> None:
+    def _append(self, iteration: int, examples: PackedExamples) -> None:
         self._parts.append((iteration, examples))
         while len(self._parts) > 1 and self._held() - len(self._parts[0][1]) >= self.capacity:
             self._parts.pop(0)
@@ -188,21 +243,42 @@ class ReplayBuffer:
             if m and int(m.group(1)) not in live:
                 path.unlink()
 
-    def arrays(self) -> Examples:
-        """The buffer's newest ``capacity`` examples as one Examples."""
-        ex = Examples.concat([e for _, e in self._parts])
+    def arrays(self) -> PackedExamples:
+        """The buffer's newest ``capacity`` examples, packed (``take`` unpacks a minibatch)."""
+        ex = PackedExamples.concat([e for _, e in self._parts])
         if len(ex) > self.capacity:
-            cut = len(ex) - self.capacity
-            ex = ex.take(slice(cut, None))
+            ex = ex.cut(len(ex) - self.capacity)
         return ex
 
 
-def _read_segment(path: Path) -> Examples:
-    """One segment file, as ``ReplayBuffer.add`` wrote it; ValueError naming an array it lacks."""
+_PACKED = ("bits", "scalars", "legal_bits", "policy", "value", "value_mask")  # a segment's arrays
+_PLAIN = tuple(f.name for f in fields(Examples))  # those of a segment written before rows were packed
+
+
+def _read_segment(path: Path) -> PackedExamples:
+    """One segment file, as ``ReplayBuffer.add`` writes it or as it wrote it before rows were packed
+    (features float16, legal masks bool: packed now); ValueError naming what does not fit."""
     with np.load(path) as z:
-        missing = [f.name for f in fields(Examples) if f.name not in z.files]
+        if set(_PACKED) <= set(z.files):
+            rows = PackedRows(z["bits"], z["scalars"], z["legal_bits"])
+            shapes = (rows.bits.shape[1:], rows.scalars.shape[1:], rows.legal.shape[1:])
+            if shapes != ((BIT_BYTES,), (N_SCALARS,), (LEGAL_BYTES,)) or len(rows) != len(z["policy"]):
+                raise ValueError(f"replay segment {path}: packed rows of shapes {shapes}, written by another version")
+            return PackedExamples(rows, z["policy"], z["value"], z["value_mask"])
+        missing = [k for k in _PLAIN if k not in z.files]
         if missing:
-            raise ValueError(f"replay segment {path} lacks {', '.join(missing)}: written by another version")
-        ex = Examples(**{f.name: z[f.name] for f in fields(Examples)})
+            raise ValueError(
+                f"replay segment {path} holds {', '.join(sorted(z.files))}: neither packed rows "
+                f"({', '.join(_PACKED)}) nor the earlier plain ones (it lacks {', '.join(missing)})"
+            )
+        ex = Examples(**{k: z[k] for k in _PLAIN})
+    if ex.features.shape[1:] != (WIDTH,) or ex.legal.shape[1:] != (N_ACTIONS,):
+        raise ValueError(
+            f"replay segment {path}: rows of {ex.features.shape[1:]} features and {ex.legal.shape[1:]} legal ids, "
+            f"this version's are ({WIDTH},) and ({N_ACTIONS},): written by another version"
+        )
     ex.features = ex.features.astype(np.float32)
-    return ex
+    try:
+        return PackedExamples.pack(ex)
+    except ValueError as e:
+        raise ValueError(f"replay segment {path}: {e}") from e

@@ -13,6 +13,7 @@ import torch
 
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from blobnet.compact import SCALAR_COLS
 from blobnet.encode import WIDTH
 from blobnet.net import make_net
 from blobnet.replay import Examples, ReplayBuffer
@@ -99,8 +100,11 @@ def test_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch)
 
 
 def examples(n: int, tag: float) -> Examples:
+    features = np.zeros((n, WIDTH), np.float32)
+    features[:, SCALAR_COLS] = tag  # the replay keeps encoded positions: flags 0/1, scalars any number
+    features[:, :: 7 + int(8 * tag)] = 1.0
     ex = Examples(
-        np.full((n, WIDTH), tag, np.float32),
+        features,
         np.ones((n, N_ACTIONS), bool),
         np.full((n, N_ACTIONS), 1 / N_ACTIONS, np.float32),
         np.full((n, N_VALUES), tag, np.float32),
@@ -118,7 +122,7 @@ def test_replay_keeps_the_newest_capacity_examples_and_restores_them_exactly(tmp
     assert data.value[0, 0] == pytest.approx(2 / 8) and data.value[-1, 0] == pytest.approx(4 / 8)
     again = ReplayBuffer(tmp_path, capacity=25)
     again.restore(upto=4)
-    for a, b in zip(astuple(again.arrays()), astuple(data), strict=True):
+    for a, b in zip(astuple(again.arrays().take(slice(None))), astuple(data.take(slice(None))), strict=True):
         np.testing.assert_array_equal(a, b)
     # a segment of an interrupted later iteration is dropped on restore
     buf.add(5, examples(10, 5 / 8))
@@ -126,3 +130,43 @@ def test_replay_keeps_the_newest_capacity_examples_and_restores_them_exactly(tmp
     third.restore(upto=4)
     np.testing.assert_array_equal(third.arrays().value, data.value)
     assert not (tmp_path / "iter_000005.npz").exists()
+
+
+def test_replay_rows_are_kept_packed_and_come_back_exact(tmp_path):
+    ex = examples(12, 3 / 8)
+    ex.features[:, SCALAR_COLS[0]] = np.linspace(-1, 1, 12, dtype=np.float32) / 3  # not a float16 number
+    ex.legal[5] = False  # a stored example needs no legal id
+    buf = ReplayBuffer(tmp_path, capacity=100)
+    buf.add(1, ex)
+    assert buf.arrays().rows.bits.nbytes + buf.arrays().rows.scalars.nbytes < ex.features.nbytes / 9
+    again = ReplayBuffer(tmp_path, capacity=100)
+    again.restore(upto=1)
+    for data in (buf.arrays(), again.arrays()):
+        idx = np.array([11, 0, 5, 5])
+        for a, b in zip(astuple(data.take(idx)), astuple(ex.take(idx)), strict=True):
+            np.testing.assert_array_equal(a, b)
+    bad = examples(2, 1 / 8)
+    bad.features[1, 0] = 0.5  # a card of the hand, half held
+    with pytest.raises(ValueError, match=r"row 1: feature 0 \(field 'hand'\) is 0.5"):
+        buf.add(2, bad)
+    assert not (tmp_path / "iter_000002.npz").exists()
+
+
+def test_a_replay_segment_written_before_packing_loads_and_a_foreign_one_is_refused(tmp_path):
+    ex = examples(6, 2 / 8)
+    old = {"features": ex.features.astype(np.float16), "legal": ex.legal, "policy": ex.policy, "value": ex.value}
+    np.savez(tmp_path / "iter_000001.npz", **old, value_mask=ex.value_mask)
+    buf = ReplayBuffer(tmp_path, capacity=100)
+    buf.restore(upto=1)
+    got = buf.arrays().take(slice(None))
+    np.testing.assert_array_equal(got.features, ex.features.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(got.legal, ex.legal)
+    np.testing.assert_array_equal(got.policy, ex.policy)
+    np.savez(tmp_path / "iter_000002.npz", **old)
+    with pytest.raises(ValueError, match=r"iter_000002.npz holds .*neither packed rows .* \(it lacks value_mask\)"):
+        buf.restore(upto=2)
+    np.savez(
+        tmp_path / "iter_000002.npz", **old | {"features": np.zeros((6, 600), np.float16)}, value_mask=ex.value_mask
+    )
+    with pytest.raises(ValueError, match=r"rows of \(600,\) features .* written by another version"):
+        buf.restore(upto=2)
