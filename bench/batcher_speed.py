@@ -73,7 +73,7 @@ import numpy as np
 import torch
 
 from blobnet.cards import N_ACTIONS
-from blobnet.config import DEFAULT_PRESET
+from blobnet.config import CPU_ENGINE, CPU_SPARSE, DEFAULT_PRESET
 from blobnet.encode import WIDTH
 from blobnet.evaluator import Evaluator
 from blobnet.net import make_net, resolve_dtype
@@ -506,8 +506,10 @@ def run_remote(
         for listen in sorted({"tcp:127.0.0.1:0" if k == "tcp" else f"unix:{tmp}/bench.sock" for k in kinds}):
             addresses[listen.split(":")[0]] = stack.enter_context(_server(a, listen))
 
-        async def in_process() -> Evaluator:
-            return Batcher(model, max_batch=a.max_batch, mode=mode, dtype=settings["dtype"])
+        async def in_process() -> Evaluator:  # the forward engine the server runs by default
+            return Batcher(
+                model, max_batch=a.max_batch, mode=mode, dtype=settings["dtype"], engine=CPU_ENGINE, sparse=CPU_SPARSE
+            )
 
         async def batcher_stats(ev: Evaluator, reset: bool) -> dict[str, Any]:
             assert isinstance(ev, Batcher)
