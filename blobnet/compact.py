@@ -16,9 +16,11 @@ about 0.5 us a row on this machine against 1 us for the flag columns gathered on
 for byte-aligned runs of each field (numba, rows of real positions, 24 to 512 rows a call).
 Why not a list of each row's nonzero entries (about 36 of 654, what the sparse first layer of
 ``blobnet.stem`` reads): finding them branches on every entry (0.9 us a row in numba, 4 to 6 us
-with ``np.nonzero``), the list varies in length with the position (up to a few hundred late in a
-big round), so a ring of them needs an offset table, and the server must still clear and fill a
-dense row for its engine or its GPU.
+with ``np.nonzero``), and the list varies in length with the position (up to 64 in these rows),
+so a ring of them needs an offset table. The bits are that list already, in column order: the
+sparse first layer walks them (``blobnet.stem.stem_packed``, 1.25 us a row for "small" against
+1.64 to unpack and scan the dense row), and a GPU or a dense engine unpacks them (0.3 to 0.4 us a
+row).
 
 ``pack_rows`` refuses a row whose flag columns hold anything but 0 or 1, whose scalars are not
 finite, or whose legal mask is empty (ValueError naming the row, the column and its field): what
@@ -41,6 +43,8 @@ __all__ = [
     "unpack_rows",
     "BIT_COLS",
     "FLAG",
+    "SCALAR_AT",
+    "unpack_legal",
     "SCALAR_COLS",
     "BIT_BYTES",
     "N_SCALARS",
@@ -57,6 +61,8 @@ SCALAR_COLS = np.array(
 )
 FLAG = np.zeros(WIDTH, dtype=np.uint8)  # 1 at the flag columns (0/1 only), 0 at the scalar ones
 FLAG[BIT_COLS] = 1
+SCALAR_AT = np.full(WIDTH, -1, dtype=np.int64)  # column -> its index among the scalars; -1: a flag column
+SCALAR_AT[SCALAR_COLS] = np.arange(len(SCALAR_COLS))
 BIT_BYTES = (WIDTH + 7) // 8  # 82: a bit for every column
 N_SCALARS = len(SCALAR_COLS)  # 44
 LEGAL_BYTES = (N_ACTIONS + 7) // 8  # 9
@@ -197,3 +203,8 @@ def unpack_rows(rows: PackedRows, features: np.ndarray, legal: np.ndarray) -> No
             f"({n}, {WIDTH}) and ({n}, {N_ACTIONS})"
         )
     _unpack(rows.bits, rows.scalars, rows.legal, SCALAR_COLS, features, legal)
+
+
+def unpack_legal(rows: PackedRows) -> np.ndarray:
+    """The rows' legal masks, (n, N_ACTIONS) bool (a fresh array)."""
+    return np.unpackbits(rows.legal, axis=1, count=N_ACTIONS).view(np.bool_)

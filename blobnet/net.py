@@ -28,10 +28,11 @@ import torch
 from torch import nn
 
 from blobnet.cards import N_ACTIONS
+from blobnet.compact import SCALAR_AT, PackedRows
 from blobnet.config import DEFAULT_PRESET, NetConfig, preset
 from blobnet.evaluator import Priors, bad_rows, check_request, row_errors
 from blobnet.graph import BOOL, FLOAT, Graph
-from blobnet.stem import stem_rows
+from blobnet.stem import stem_packed, stem_rows
 
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
@@ -171,8 +172,20 @@ class Engine:
     def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
         if not self.sparse:
             return forward_rows(self.model, features, mask, self.dtype)
+        return self.after_first(self.first_layer(features), mask)
+
+    def packed(self, rows: PackedRows, mask: np.ndarray) -> Priors:
+        """``self(features, mask)`` for rows packed by ``blobnet.compact`` (a sparse engine only):
+        the first layer straight from their bits (``blobnet.stem.stem_packed``), never unpacked."""
+        assert self.sparse
+        out = np.empty((len(rows), self._wt.shape[1]), np.float32)
+        stem_packed(rows.bits, rows.scalars, SCALAR_AT, self._wt, self._bias, out)
+        return self.after_first(out, mask)
+
+    def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
+        """The forward pass from the first layer's output h (n, hidden) float32."""
         assert isinstance(self.model, BlobNet)
-        return forward_rows(self.model.after_stem, self.first_layer(features), mask, self.dtype)
+        return forward_rows(self.model.after_stem, h, mask, self.dtype)
 
 
 def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:
@@ -244,7 +257,11 @@ class OnnxEngine(Engine):
 
     def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
         x = self.first_layer(features) if self.sparse else features
-        priors, values = self.session.run(None, {"x": x, "legal": mask})
+        return self.after_first(x, mask)
+
+    def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
+        """The graph's run from its input x: the first layer's output when sparse."""
+        priors, values = self.session.run(None, {"x": h, "legal": mask})
         return priors, values
 
 

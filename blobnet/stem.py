@@ -13,7 +13,7 @@ import numpy as np
 
 from blobnet.jit import njit
 
-__all__ = ["stem_rows"]
+__all__ = ["stem_rows", "stem_packed"]
 
 
 @njit(cache=True, fastmath=True)
@@ -40,3 +40,30 @@ def stem_rows(x: np.ndarray, wt: np.ndarray, bias: np.ndarray, out: np.ndarray) 
             c = index[q]
             for j in range(hidden):
                 out[r, j] += v * wt[c, j]
+
+
+@njit(cache=True, fastmath=True)
+def stem_packed(
+    bits: np.ndarray, scalars: np.ndarray, scalar_at: np.ndarray, wt: np.ndarray, bias: np.ndarray, out: np.ndarray
+) -> None:
+    """``stem_rows`` of rows packed by ``blobnet.compact`` (bits (n, BIT_BYTES) uint8, scalars
+    (n, N_SCALARS) float32), without unpacking them: a row's set bits are its nonzero columns, in
+    column order, so walking them adds the same terms in the same order as ``stem_rows`` (equal to
+    it bit for bit), and no scan of the 654 columns is needed. ``scalar_at[c]``: the index in
+    ``scalars`` of column c, -1 for a flag column (whose value is 1)."""
+    n = bits.shape[0]
+    hidden = wt.shape[1]
+    for r in range(n):
+        for j in range(hidden):
+            out[r, j] = bias[j]
+        for q in range(bits.shape[1]):
+            b = bits[r, q]
+            if b == 0:
+                continue
+            for k in range(8):
+                if b & (0x80 >> k):
+                    c = q * 8 + k
+                    s = scalar_at[c]
+                    v = np.float32(1.0) if s < 0 else scalars[r, s]
+                    for j in range(hidden):
+                        out[r, j] += v * wt[c, j]

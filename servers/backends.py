@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 from blobnet.cards import N_ACTIONS
-from blobnet.compact import SCALAR_COLS
+from blobnet.compact import SCALAR_COLS, unpack_legal, unpack_rows
 from blobnet.encode import WIDTH
 from blobnet.net import Engine
 from servers.batch import Batch, check_rows
@@ -84,7 +84,16 @@ def cpu_forward(b: Batch, engine: Engine) -> None:
         if b.weights is not None:
             model.load_state_dict(b.weights)
             engine.reload()
-        priors, values = engine(b.feat[:n], b.mask[:n])
+        if b.packed:  # every row packed (check_rows unpacked a mixed batch)
+            assert b.slot.packed is not None
+            rows = b.slot.packed[:n]
+            if engine.sparse:
+                priors, values = engine.packed(rows, unpack_legal(rows))
+            else:
+                unpack_rows(rows, b.feat[:n], b.mask[:n])
+                priors, values = engine(b.feat[:n], b.mask[:n])
+        else:
+            priors, values = engine(b.feat[:n], b.mask[:n])
         b.set_results(priors, values)
     except BaseException as e:  # noqa: BLE001 - the batch fails, the batcher goes on
         b.error = e

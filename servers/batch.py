@@ -59,17 +59,17 @@ RowsCallback = Callable[[RowsResult], None]
 
 class Slot:
     """Staging buffers for one batch: features (max_batch, width) float32 and legal mask
-    (max_batch, n_actions) bool. ``pinned`` (CUDA): in page-locked memory, so that the copies to the
-    device run asynchronously, plus pinned output buffers for the results coming back, and, when
-    ``packed``, packed rows (blobnet.compact, max_batch of them) that cross to the device packed and
-    are unpacked there."""
+    (max_batch, n_actions) bool, and, when ``packed``, packed rows (blobnet.compact, max_batch of
+    them: a sparse CPU engine reads them as they are, a GPU unpacks them). ``pinned`` (CUDA): in
+    page-locked memory, so that the copies to the device run asynchronously, plus pinned output
+    buffers for the results coming back."""
 
     __slots__ = ("feat", "mask", "feat_t", "mask_t", "priors_out", "values_out", "packed", "packed_t")
 
     def __init__(
         self, max_batch: int, width: int, n_actions: int, n_values: int, *, pinned: bool, packed: bool = False
     ) -> None:
-        self.packed: PackedRows | None = None
+        self.packed: PackedRows | None = PackedRows.empty(max_batch) if packed and not pinned else None
         self.packed_t: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if pinned and packed:
             rows = PackedRows.empty(max_batch)
@@ -105,7 +105,7 @@ class Batch(Shared):
         self.feat = slot.feat  # (max_batch, width) float32
         self.mask = slot.mask  # (max_batch, n_actions) bool
         self.n = 0  # rows so far
-        self.packed: list[tuple[int, int]] = []  # (row0, count): rows staged packed in slot.packed (CUDA)
+        self.packed: list[tuple[int, int]] = []  # (row0, count): rows staged in slot.packed
         self.parts: list[tuple[RowsCallback, int, int, int]] = []  # (callback, start, count, row0)
         self.soon = False  # a call_soon flush is scheduled (a max_wait timer may be too)
         self.due = False  # its flush came while every launch slot was busy: launch it when one frees

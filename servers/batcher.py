@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from blobnet.cards import N_ACTIONS, N_VALUES
-from blobnet.compact import PackedRows, unpack_rows
+from blobnet.compact import PackedRows
 from blobnet.encode import WIDTH
 from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request, row_errors
 from blobnet.net import make_engine, resolve_dtype
@@ -205,9 +205,10 @@ class Batcher:
 
     def submit_packed(self, rows: PackedRows, on_done: RowsCallback, *, wait: bool = True) -> None:
         """``submit_rows`` for rows in compact form (``blobnet.compact``: the shared-memory front's
-        rows, read straight from its ring). On a CPU they are unpacked into the staging buffers now;
-        on CUDA they are copied packed and unpacked on the device. ValueError when this batcher's
-        rows are not ``blobnet.encode``'s (the compact form is theirs)."""
+        rows, read straight from its ring), copied packed into the staging buffers: a sparse CPU
+        engine computes its first layer from the bits, a GPU unpacks them, other engines get them
+        unpacked before the forward pass. ValueError when this batcher's rows are not
+        ``blobnet.encode``'s (the compact form is theirs)."""
         if not self.packs:
             raise ValueError(
                 f"packed rows need rows of width {WIDTH} and {N_ACTIONS} actions; this batcher's are "
@@ -220,15 +221,12 @@ class Batcher:
             row0 = b.n
             take = min(r - start, self.max_batch - row0)
             end = row0 + take
-            part = rows[start : start + take]
             staged = b.slot.packed
-            if staged is None:
-                unpack_rows(part, b.feat[row0:end], b.mask[row0:end])
-            else:
-                staged.bits[row0:end] = part.bits
-                staged.scalars[row0:end] = part.scalars
-                staged.legal[row0:end] = part.legal
-                b.packed.append((row0, take))
+            assert staged is not None  # self.packs: every slot has them
+            staged.bits[row0:end] = rows.bits[start : start + take]
+            staged.scalars[row0:end] = rows.scalars[start : start + take]
+            staged.legal[row0:end] = rows.legal[start : start + take]
+            b.packed.append((row0, take))
             b.n = end
             b.parts.append((on_done, start, take, row0))
             start += take

@@ -16,7 +16,7 @@ The ring is one file of ``rows`` slots, five arrays laid end to end (each 64-byt
     values   (rows, n_values)   float32
 
 The client writes rows into free slots and sends ``Rows(slot, n)``; the server reads them (the
-batcher unpacks them into its staging buffers), writes each row's answer into the same slot of
+batcher copies them, still packed, into its staging buffers), writes each row's answer into the same slot of
 ``priors`` and ``values`` and sends ``Done(slot, n)``; the client copies the answers out and the
 slots are free again. A slot is written by one side at a time, and the notices on the socket order
 the hand-overs, so no lock is needed.

@@ -20,10 +20,11 @@ from test_features import game_rounds, rounds  # pytest puts tests/ on sys.path
 from test_socket import ENCODER, raw_connect, read_frame, serving
 
 from blobnet.cards import N_ACTIONS
-from blobnet.compact import SCALAR_COLS, PackedRows, pack_rows, unpack_rows
+from blobnet.compact import SCALAR_AT, SCALAR_COLS, PackedRows, pack_rows, unpack_rows
 from blobnet.encode import WIDTH, encode_rounds
 from blobnet.net import make_net
 from blobnet.rules import Round
+from blobnet.stem import stem_packed, stem_rows
 from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluatorClosed
 from servers.backends import unpack_torch
@@ -142,12 +143,27 @@ def test_a_batch_of_packed_rows_is_checked_and_neutralised_packed_or_unpacked_wh
             assert b.packed == [(0, 4)] and slot.packed.legal[2].all() and not slot.packed.scalars[1].any()
 
 
-def test_answers_through_shared_memory_equal_the_in_process_batcher() -> None:
+def test_the_first_layer_from_packed_bits_equals_the_sparse_one_bit_for_bit() -> None:
+    x, m = ROWS
+    packed = PackedRows.empty(len(x))
+    pack_rows(x, m, packed)
+    rng = np.random.default_rng(4)
+    wt = rng.standard_normal((WIDTH, 96)).astype(np.float32)
+    bias = rng.standard_normal(96).astype(np.float32)
+    want, got = np.empty((len(x), 96), np.float32), np.empty((len(x), 96), np.float32)
+    stem_rows(x, wt, bias, want)
+    stem_packed(packed.bits, packed.scalars, SCALAR_AT, wt, bias, got)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("engine, sparse", [("eager", False), ("onnx", True)])
+def test_answers_through_shared_memory_equal_the_in_process_batcher(engine: str, sparse: bool) -> None:
+    """A dense engine gets the rows unpacked; a sparse one reads the bits."""
     x, m = batch_rows(np.random.default_rng(2), 300)
 
     async def main() -> None:
-        async with asyncio.timeout(30), serving(NET, max_batch=128) as (_, address):
-            local = Batcher(NET, max_batch=128)
+        async with asyncio.timeout(30), serving(NET, max_batch=128, engine=engine, sparse=sparse) as (_, address):
+            local = Batcher(NET, max_batch=128, engine=engine, sparse=sparse)
             remote = await RemoteEvaluator.connect(address, ring_rows=100, max_rows=40)
             assert remote.transport == "shm"
             await remote.stats()  # a round trip: the server has read ShmAttached

@@ -38,11 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.asynccontextmanager
 async def serving(
-    model: torch.nn.Module, kind: str = "unix", max_batch: int = 1024, **kw: Any
-) -> AsyncIterator[tuple[Batcher, str]]:
+    model: torch.nn.Module, kind: str = "unix", max_batch: int = 1024, engine: str = "eager", sparse: bool = False,
+    **kw: Any,
+) -> AsyncIterator[tuple[Batcher, str]]:  # fmt: skip
     """An in-process server on a fresh address; yields (its batcher, its address)."""
     with tempfile.TemporaryDirectory() as tmp:
-        batcher = Batcher(model, max_batch=max_batch)
+        batcher = Batcher(model, max_batch=max_batch, engine=engine, sparse=sparse)
         server = Server(batcher, f"unix:{tmp}/s.sock" if kind == "unix" else "tcp:127.0.0.1:0", **kw)
         address = await server.start()
         try:
