@@ -1,16 +1,21 @@
-"""How much of the raw forward pass's speed survives the batcher, in-process and over a socket.
+"""How much of the raw forward pass's speed survives the batcher, in-process and in a server process.
 
     python -m bench.batcher_speed [--json] [--threads N] [--requesters 1,16,256,4096] [--modes auto,inline,thread]
+                                  [--remote shm,unix,tcp]
 
 For each number of concurrent requester coroutines, the rows evaluated per second through the
 batcher, and the raw forward pass (``model(x, legal)`` on a ready batch, same model and dtype) at
 the batcher's mean batch size, measured right after it so both see the same machine load;
 ratio = batcher rate / raw rate. Two kinds of requester: one row per request (each loops: write
 into its row, ``await evaluate_many`` of that one row), and waves of ``--wave`` rows per ``await
-evaluate_many`` (how blobnet.search asks: a wave of leaves across a decision's trees). Over the
-socket the server (``python -m servers``) runs in a subprocess and the requesters use
-``clients.remote.RemoteEvaluator``; the mean batch size is the server's. ``--futures`` also times
-the ways to wake a batch's waiters.
+evaluate_many`` (how blobnet.search asks: a wave of leaves across a decision's trees). Then the
+same requesters side by side, their runs interleaved (``side_by_side``): an in-process batcher
+(the first of ``--modes``, on the server's engine: ONNX Runtime, sparse first layer) against
+``python -m servers`` in a subprocess reached by ``clients.remote.RemoteEvaluator`` each way of
+``--remote``: "shm" (a Unix socket carrying notices, the rows packed in a shared-memory ring),
+"unix" (the rows inside the socket's frames), "tcp"; each remote way's rate over the in-process
+one in the same repeat (``vs_first``: median, min, max); the mean batch size is the server's.
+``--futures`` also times the ways to wake a batch's waiters.
 
 Every measurement warms up first; each figure is the median of ``--repeats`` runs. ``--json``
 prints one JSON object on the last line. The requesters' process sets the garbage collector the way
@@ -47,6 +52,17 @@ built a 70-float priors list, since removed):
   ("shared") adds 0.2 to 0.36 us a request (1 to 4096 waiters, medians of 7 and 9, uvloop,
   measured while another process kept the machine busy: "shared" itself took 1.9 to 2.7 us, 6.1
   with one waiter; 2026-12-01).
+- The transports side by side (2026-12-01, ``--modes "" --repeats 5 --threads 1``, four runs on a
+  machine that other jobs kept at load 2.3 to 7, so ratios only; each figure the median over the
+  runs of each run's median, the range of those medians in brackets), rows a second through a
+  server process over in-process, waves of 24: at 16 requesters the ring 0.87 (0.80 to 1.02), the
+  socket 0.74 (0.71 to 0.84); at 256 the ring 0.90 (0.81 to 0.94), the socket 0.76 (0.73 to 0.77);
+  at 1,024 the ring 0.89 (0.76 to 0.95), the socket 0.75 (0.68 to 0.80). One requester is bound by
+  the round trip either way (0.5 to 0.65: the server's forward pass cannot overlap anything), and
+  one row per request pays the notice per row (0.6 to 0.95 at 256 to 4,096 requesters, ring and
+  socket alike). Where the rest goes: packing costs the client 0.5 to 0.8 us a row, the server
+  reads the bits without unpacking (``blobnet.stem.stem_packed``); a second process to schedule
+  on a loaded machine costs what no transport saves.
 - torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
   pass becomes tens to hundreds of times slower (each parallel region waits for a descheduled thread); one
   thread is unaffected. On a shared machine pass ``--threads 1`` (here and to ``python -m servers``);

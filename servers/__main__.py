@@ -1,6 +1,7 @@
 """``python -m servers --listen unix:PATH | tcp:HOST:PORT [--checkpoint FILE] [--preset NAME]``
 
-Serves one batcher over a socket (servers/socket.py). Without a checkpoint it serves a freshly
+Serves one batcher over a socket (servers/socket.py); a client on a unix:PATH socket sends its rows
+through a shared-memory ring of its own (servers/shm.py). Without a checkpoint it serves a freshly
 initialised network of ``--preset`` (for measurement). Prints ``serving on ADDRESS`` on standard
 output once it accepts connections (with the real port when PORT is 0). SIGINT and SIGTERM take one
 path: stop listening, close the connections, close the batcher, remove the Unix socket, exit 0.

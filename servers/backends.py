@@ -220,7 +220,7 @@ class AutoBackend(ThreadBackend):
 CPU_BACKENDS: dict[str, type[InlineBackend]] = {"auto": AutoBackend, "inline": InlineBackend, "thread": ThreadBackend}
 
 
-_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # a packed byte's bits, first column in the high bit
+_UNPACK: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (bit shifts, scalar columns)
 
 
 def unpack_torch(bits: torch.Tensor, scalars: torch.Tensor, legal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,9 +229,12 @@ def unpack_torch(bits: torch.Tensor, scalars: torch.Tensor, legal: torch.Tensor)
     scalars (n, N_SCALARS) float32, legal (n, LEGAL_BYTES) uint8 -> features (n, WIDTH) float32,
     legal (n, N_ACTIONS) bool."""
     n, dev = bits.shape[0], bits.device
-    shifts = _SHIFTS.to(dev)
+    if dev not in _UNPACK:  # once per device, not a host-to-device copy per batch
+        # a packed byte's bits, first column in the high bit; the columns the scalars go to
+        _UNPACK[dev] = (torch.arange(7, -1, -1, dtype=torch.uint8, device=dev), torch.from_numpy(SCALAR_COLS).to(dev))
+    shifts, scalar_cols = _UNPACK[dev]
     x = ((bits.unsqueeze(-1) >> shifts) & 1).reshape(n, -1)[:, :WIDTH].float()
-    x[:, torch.from_numpy(SCALAR_COLS).to(dev)] = scalars
+    x[:, scalar_cols] = scalars
     mask = ((legal.unsqueeze(-1) >> shifts) & 1).reshape(n, -1)[:, :N_ACTIONS].bool()
     return x, mask
 
