@@ -114,6 +114,9 @@ class _SocketStage:
     def begin(self, f: _Frame) -> None:
         return None
 
+    def abandon(self, f: _Frame) -> None:
+        return None
+
     def put(self, f: _Frame, features: np.ndarray, legal: np.ndarray, first: int) -> None:
         """Stage rows at the end of ``f`` (the request's rows first ..)."""
         i0 = f.n
@@ -167,6 +170,11 @@ class _RingStage:
         self.head %= self.ring.rows
         f.id0 = self.head
         self.frames.append(f)
+
+    def abandon(self, f: _Frame) -> None:
+        """Forget ``f``, the newest frame, which holds no rows."""
+        assert self.frames and self.frames[-1] is f and f.n == 0
+        self.frames.pop()
 
     def put(self, f: _Frame, features: np.ndarray, legal: np.ndarray, first: int) -> None:
         """Pack rows into the slots after ``f``'s; ValueError naming the request's row (``first`` is
@@ -312,10 +320,17 @@ class RemoteEvaluator:
                 f = self._new_frame()
             i0 = f.n
             take = min(k - start, room)
-            if take == k:  # the whole request: no slicing of the caller's arrays
-                stage.put(f, features, legal, off)
-            else:
-                stage.put(f, features[start : start + take], legal[start : start + take], off + start)
+            try:
+                if take == k:  # the whole request: no slicing of the caller's arrays
+                    stage.put(f, features, legal, off)
+                else:
+                    stage.put(f, features[start : start + take], legal[start : start + take], off + start)
+            except ValueError:  # a row that cannot travel: the request fails, rows staged before it go on
+                if f.n == 0:  # nothing in the frame: it goes, its slots stay free
+                    self._open = None
+                    f.sent = True
+                    stage.abandon(f)
+                raise
             f.n = i0 + take
             segments.append((f, off + start, i0, take))
             start += take

@@ -175,10 +175,15 @@ def test_answers_through_shared_memory_equal_the_in_process_batcher(engine: str,
             plain = await RemoteEvaluator.connect(address, shm=False)  # the old path stays
             assert plain.transport == "socket"
             np.testing.assert_allclose((await plain.evaluate_many(x[:5], m[:5]))[0], want[0][:5], atol=1e-6)
-            with pytest.raises(ValueError, match="row 3: feature"):
-                bad = x[:5].copy()
-                bad[3, 0] = 2.0
+            bad = x[:5].copy()
+            bad[3, 0] = 2.0
+            with pytest.raises(ValueError, match="row 3: feature 0 .* is 2.0"):
                 await remote.evaluate_many(bad, m[:5])
+            bad[0, 0] = np.nan  # the first row: its frame holds nothing and goes
+            with pytest.raises(ValueError, match="row 0: feature 0 .* is nan"):
+                await remote.evaluate_many(bad, m[:5])
+            got = await remote.evaluate_many(x[:50], m[:50])  # the ring is whole: from slot 0 again
+            np.testing.assert_allclose(got[0], want[0][:50], rtol=0, atol=1e-6)
             for ev in (remote, plain, local):
                 await ev.aclose()
 
