@@ -124,10 +124,10 @@ class PackedExamples:
     def take(self, index: Any) -> Examples:
         """The rows ``index`` selects (an index array or a slice), unpacked: a learner's minibatch."""
         rows = self.rows[index]
-        out = Examples.empty(len(rows))
-        unpack_rows(rows, out.features, out.legal)
-        out.policy, out.value, out.value_mask = self.policy[index], self.value[index], self.value_mask[index]
-        return out
+        features = np.empty((len(rows), WIDTH), np.float32)
+        legal = np.empty((len(rows), N_ACTIONS), np.bool_)
+        unpack_rows(rows, features, legal)
+        return Examples(features, legal, self.policy[index], self.value[index], self.value_mask[index])
 
     def cut(self, start: int) -> PackedExamples:
         """The rows from ``start`` on (views)."""
