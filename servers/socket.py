@@ -249,10 +249,11 @@ class _Connection(asyncio.BufferedProtocol):
         err = [(i - res.start, m) for i, m in res.row_errors.items()]
         if res.error is not None or res.priors is None or res.values is None:
             self._send(Done(s, res.count, err, fail=repr(res.error)))
-            return
-        ring.priors[s:e] = res.priors
-        ring.values[s:e] = res.values
-        self._send(Done(s, res.count, err))
+        else:
+            ring.priors[s:e] = res.priors
+            ring.values[s:e] = res.values
+            self._send(Done(s, res.count, err))
+        self._close_if_answered()
 
     def _on_rows(self, ids: list[int], res: RowsResult) -> None:
         self.pending_rows -= res.count
@@ -265,6 +266,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._send(Reply(rep_ids, EMPTY, EMPTY, err, fail=repr(res.error)))
         else:
             self._send(Reply(rep_ids, as_bytes(res.priors), as_bytes(res.values), err))
+        self._close_if_answered()
+
+    def _close_if_answered(self) -> None:
         if self.eof and self.pending_rows == 0 and self.transport is not None:
             self.transport.close()  # a half-closed client has every answer it asked for
 

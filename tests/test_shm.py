@@ -29,7 +29,7 @@ from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluatorClosed
 from servers.backends import unpack_torch
 from servers.batch import Batch, Slot, check_rows
-from servers.shm import SHM_DIR
+from servers.shm import SHM_DIR, Ring
 from servers.socket import Server
 from servers.wire import Done, Error, Hello, Message, Rows, ShmAsk, ShmAttached, ShmOffer, encode_frame
 
@@ -256,6 +256,35 @@ def test_a_malformed_notice_gets_a_clear_error_and_others_are_served(ask: bool, 
             p, _ = await good.evaluate_many(x[:3], m[:3])  # the other client is still served
             np.testing.assert_allclose(p, p0, atol=0)
             await good.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_half_closed_ring_client_gets_its_answers_then_the_connection_closes() -> None:
+    """The protocol by hand: ask, map, write packed rows, announce them, stop sending, read Done."""
+    x, m = ROWS
+
+    async def main() -> None:
+        async with asyncio.timeout(20), serving(NET) as (_, address):
+            reader, writer = await raw_connect(address)
+            hello = await read_frame(reader)
+            assert isinstance(hello, Hello)
+            writer.write(encode_frame(ENCODER, ShmAsk(8)))
+            offer = await read_frame(reader)
+            assert isinstance(offer, ShmOffer)
+            ring = Ring.attach(offer.path, offer.rows, hello.n_actions, hello.n_values)
+            pack_rows(x[:3], m[:3], ring.request, 5)
+            for notice in (ShmAttached(), Rows(5, 3)):
+                writer.write(encode_frame(ENCODER, notice))
+            writer.write_eof()
+            done = await read_frame(reader)
+            assert done == Done(5, 3), done
+            np.testing.assert_allclose(ring.priors[5:8], WANT[0][:3], atol=1e-6)
+            np.testing.assert_allclose(ring.values[5:8], WANT[1][:3], atol=1e-6)
+            assert await read_frame(reader) is None  # every answer given: the server closed
+            assert not Path(offer.path).exists()
+            ring.close()
+            writer.close()
 
     asyncio.run(main())
 
