@@ -52,12 +52,12 @@ built a 70-float priors list, since removed):
   ("shared") adds 0.2 to 0.36 us a request (1 to 4096 waiters, medians of 7 and 9, uvloop,
   measured while another process kept the machine busy: "shared" itself took 1.9 to 2.7 us, 6.1
   with one waiter; 2026-12-01).
-- The transports side by side (2026-12-01, ``--modes "" --repeats 5 --threads 1``, four runs on a
-  machine that other jobs kept at load 2.3 to 7, so ratios only; each figure the median over the
+- The transports side by side (2026-12-01, ``--modes "" --repeats 5 --threads 1``, five runs on a
+  machine that other jobs kept at load 2 to 7, so ratios only; each figure the median over the
   runs of each run's median, the range of those medians in brackets), rows a second through a
-  server process over in-process, waves of 24: at 16 requesters the ring 0.87 (0.80 to 1.02), the
-  socket 0.74 (0.71 to 0.84); at 256 the ring 0.90 (0.81 to 0.94), the socket 0.76 (0.73 to 0.77);
-  at 1,024 the ring 0.89 (0.76 to 0.95), the socket 0.75 (0.68 to 0.80). One requester is bound by
+  server process over in-process, waves of 24: at 16 requesters the ring 0.88 (0.80 to 1.02), the
+  socket 0.73 (0.71 to 0.84); at 256 the ring 0.89 (0.81 to 0.94), the socket 0.76 (0.73 to 0.79);
+  at 1,024 the ring 0.89 (0.76 to 0.95), the socket 0.76 (0.68 to 0.80). One requester is bound by
   the round trip either way (0.5 to 0.65: the server's forward pass cannot overlap anything), and
   one row per request pays the notice per row (0.6 to 0.95 at 256 to 4,096 requesters, ring and
   socket alike). Where the rest goes: packing costs the client 0.5 to 0.8 us a row, the server
