@@ -45,6 +45,10 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key."""
 
 
+# train.ray_address: empty, "auto", or a head node's HOST:PORT, optionally as a Ray client address.
+_RAY_ADDRESS = re.compile(r"|auto|(ray://)?[A-Za-z0-9_.\-]+:\d{1,5}")
+
+
 def _check(cond: bool, key: str, valid: str, value: object) -> None:
     if not cond:
         raise ConfigError(f"{key} = {value!r} is not valid: {valid}")
@@ -143,9 +147,18 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
     # about 340 bytes: the default about 22 MB an engine.
     cache: int = 65536
+    # Policy-based inference from the bids (blobnet.infer): deal this many times more deals than
+    # dets and keep dets of them, weighted by how likely the network finds each seat's bid in each;
+    # 1: uniform deals.
+    infer: int = 1
+    # Leaves with at most this many tricks left are scored by solving the determinized deal
+    # exactly (blobnet.endgame) instead of by the network; 0: never.
+    solve: int = 0
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
+        _check(self.infer >= 1, "search.infer", "at least 1 (1: uniform deals)", self.infer)
+        _check(0 <= self.solve <= 3, "search.solve", "0..3 tricks (the exact solution's cost grows fast)", self.solve)
         _check(self.sims >= 1, "search.sims", "at least 1 simulation", self.sims)
         _check(self.leaves >= 1, "search.leaves", "at least 1 leaf in flight", self.leaves)
         _check(self.c_puct > 0, "search.c_puct", "a positive number", self.c_puct)
@@ -203,6 +216,12 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     rounds_per_iteration: int = 1000  # self-play rounds each iteration
     concurrency: int = 64  # games live at once in self-play, in all processes together
     workers: int = 1  # self-play processes: this one and workers - 1 helpers, each with its own batcher
+    # Where self-play and the matches run: "local" (this process and helper processes, clients.pool)
+    # or "ray" (workers Ray actors, on every machine of a Ray cluster; clients.raypool).
+    backend: str = "local"
+    # The Ray cluster of backend "ray": "" starts a Ray on this machine for the run; "auto" joins the
+    # one `ray start` runs here; "HOST:PORT" (or "ray://HOST:PORT") joins that head node.
+    ray_address: str = ""
     replay_size: int = 200_000  # rows kept in the replay buffer (two per searched decision, blobnet.replay)
     batch_size: int = 512  # learner minibatch
     steps_per_iteration: int = 200  # learner steps after each self-play phase
@@ -220,6 +239,11 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         for key in ("iterations", "rounds_per_iteration", "concurrency", "workers", "replay_size", "batch_size"):
             v = getattr(self, key)
             _check(v >= 1, f"train.{key}", "at least 1", v)
+        _check(self.backend in ("local", "ray"), "train.backend", '"local" or "ray"', self.backend)
+        valid = '"", "auto", "HOST:PORT" or "ray://HOST:PORT"'
+        _check(_RAY_ADDRESS.fullmatch(self.ray_address) is not None, "train.ray_address", valid, self.ray_address)
+        _check(not self.ray_address or self.backend == "ray", "train.ray_address", 'empty unless train.backend = "ray"',
+               self.ray_address)  # fmt: skip
         _check(self.steps_per_iteration >= 0, "train.steps_per_iteration", "0 or more", self.steps_per_iteration)
         _check(self.warm_start_rounds >= 0, "train.warm_start_rounds", "0 or more", self.warm_start_rounds)
         _check(self.warm_start_steps >= 0, "train.warm_start_steps", "0 or more", self.warm_start_steps)
