@@ -147,18 +147,9 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
     # about 340 bytes: the default about 22 MB an engine.
     cache: int = 65536
-    # Policy-based inference from the bids (blobnet.infer): deal this many times more deals than
-    # dets and keep dets of them, weighted by how likely the network finds each seat's bid in each;
-    # 1: uniform deals.
-    infer: int = 1
-    # Leaves with at most this many tricks left are scored by solving the determinized deal
-    # exactly (blobnet.endgame) instead of by the network; 0: never.
-    solve: int = 0
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
-        _check(self.infer >= 1, "search.infer", "at least 1 (1: uniform deals)", self.infer)
-        _check(0 <= self.solve <= 3, "search.solve", "0..3 tricks (the exact solution's cost grows fast)", self.solve)
         _check(self.sims >= 1, "search.sims", "at least 1 simulation", self.sims)
         _check(self.leaves >= 1, "search.leaves", "at least 1 leaf in flight", self.leaves)
         _check(self.c_puct > 0, "search.c_puct", "a positive number", self.c_puct)

@@ -22,10 +22,6 @@ own-view row already answered, in this wave or before, is not asked again: the n
 (``blobnet.netcache``) of the Search holds the answers, for as long as the evaluator's model does
 not change. The search knows
 the evaluator protocol alone (arrays in, arrays out), never torch or a server.
-
-Two settings change the deals and the leaves: ``infer`` keeps the deals whose bids the network
-finds likely out of ``infer`` times as many (``blobnet.infer``); ``solve`` scores a leaf of the last
-tricks by solving its deal exactly instead of asking the network (``blobnet.endgame``).
 """
 
 from __future__ import annotations
@@ -36,15 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blobnet.cards import MAX_PLAYERS, N_ACTIONS, N_VALUES
+from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import SearchConfig
 from blobnet.deal import deal, rng_state
 from blobnet.encode import WIDTH
 from blobnet.evaluator import Evaluator
 from blobnet.features import encode_state
-from blobnet.infer import bid_rows, bidders, keep_likely
 from blobnet.netcache import NetCache
-from blobnet.position import STATE, pack, pack_view
+from blobnet.position import pack, pack_view
 from blobnet.rules import Round, View
 from blobnet.tree import Trees, W, backup, init_roots, root_visits, select
 
@@ -91,8 +86,7 @@ class Search:
     (tests). ``collisions`` counts descents undone because they met a leaf already waiting in their
     wave. One Search serves many concurrent searches (the games of an engine): each takes a
     ``Trees`` from the Search's free list for its duration. ``kernel_seconds`` adds up the wall
-    time of the compiled stages: "deal" (with ``config.infer``, the wait for the bids' answers too),
-    "select" (descents and the leaves' rows), "backup"."""
+    time of the compiled stages: "deal", "select" (descents and the leaves' rows), "backup"."""
 
     def __init__(self, evaluator: Evaluator, config: SearchConfig, *, deal: Determinize | None = None) -> None:
         self.evaluator = evaluator
@@ -110,11 +104,8 @@ class Search:
 
     @staticmethod
     def rows_per_wave(config: SearchConfig) -> int:
-        """The most rows one request of a search asks the evaluator for: a wave, or the bids of
-        the candidate deals (``config.infer``)."""
-        wave = config.dets * min(config.leaves, config.sims) * (2 if config.root_view else 1)
-        bids = config.dets * config.infer * (MAX_PLAYERS - 1) if config.infer > 1 else 0
-        return max(wave, bids)
+        """The most rows one wave asks the evaluator for."""
+        return config.dets * min(config.leaves, config.sims) * (2 if config.root_view else 1)
 
     def _trees(self, view: View) -> Trees:
         """A free ``Trees`` big enough for a search of ``view``: each simulation adds one node, plus
@@ -160,19 +151,16 @@ class Search:
             p = (1 - cfg.dirichlet_eps) * p + cfg.dirichlet_eps * eta
         clock = self.kernel_seconds
         t0 = time.perf_counter()
-        dets = cfg.dets
-        who = bidders(known, seat)
-        if self.deal is not None:
-            for t in range(dets):
-                trees.roots[t] = pack(self.deal(view, rng))
-        elif cfg.infer == 1 or not len(who):
+        if self.deal is None:
             rs = rng_state(int(rng.integers(2**63)))
-            for t in range(dets):
+            for t in range(cfg.dets):
                 deal(known, seat, rs, trees.roots[t])
         else:
-            evaluations += await self._infer(trees, known, seat, who, rng)
+            for t in range(cfg.dets):
+                trees.roots[t] = pack(self.deal(view, rng))
         t1 = time.perf_counter()
         clock["deal"] += t1 - t0
+        dets = cfg.dets
         init_roots(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, dets,
                    np.asarray(legal, np.int64), p, float(values[0, 0]), seat)  # fmt: skip
         trees.left[:dets] = cfg.sims
@@ -190,7 +178,6 @@ class Search:
                 trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
                 trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
                 cache.keys, cache.priors, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
-                cfg.solve,
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0
@@ -220,23 +207,6 @@ class Search:
         self.simulations += sims
         self.collisions += int(trees.counts[1])
         return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means)
-
-    async def _infer(
-        self, trees: Trees, known: np.ndarray, seat: int, who: np.ndarray, rng: np.random.Generator
-    ) -> int:
-        """Deal ``infer`` x ``dets`` candidates and keep the ``dets`` whose bids the network finds
-        likely (``blobnet.infer``) as the trees' roots; returns the rows it asked for."""
-        dets, k = self.config.dets, self.config.dets * self.config.infer
-        rs = rng_state(int(rng.integers(2**63)))
-        deals = np.empty((k, STATE), np.int64)
-        for i in range(k):
-            deal(known, seat, rs, deals[i])
-        n = k * len(who)
-        rows, mask, target = np.empty((n, WIDTH), np.float32), np.empty((n, N_ACTIONS), np.bool_), np.empty(n, np.int64)
-        bid_rows(deals, who, rows, mask, target)
-        priors, _ = _answers(await self.evaluator.evaluate_many(rows, mask), n)
-        trees.roots[:dets] = deals[keep_likely(priors, target, k, dets, rng)]
-        return n
 
 
 _NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)

@@ -42,7 +42,6 @@ import math
 import numpy as np
 
 from blobnet.cards import N_ACTIONS, N_VALUES
-from blobnet.endgame import in_endgame, solve_values
 from blobnet.features import encode_state
 from blobnet.jit import njit
 from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
@@ -211,14 +210,8 @@ def _undo(node_i: np.ndarray, edge_i: np.ndarray, t: int, node: int, e: int) -> 
 
 @njit(cache=True)
 def _terminal_values(st: np.ndarray, out: np.ndarray, pts: np.ndarray) -> None:
-    """Every seat's normalised value of a finished round, or of an endgame under exact play."""
-    scale = 10.0 + st[CARDS]  # blobnet.encode.value_scale
-    if st[TO_PLAY] >= 0:
-        solve_values(st, out)
-        for s in range(st[PLAYERS]):
-            out[s] /= scale
-        return
     scores(st, pts)
+    scale = 10.0 + st[CARDS]  # blobnet.encode.value_scale
     for s in range(st[PLAYERS]):
         out[s] = pts[s] / scale
 
@@ -264,15 +257,14 @@ def select(
     counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
     key: np.ndarray, ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
-    dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool, solve: int,
+    dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool,
 ) -> tuple[int, int, int]:  # fmt: skip
     """The first half of a wave (module docstring). Returns (leaves, rows, simulations left): the
     leaves written to ``leaves`` (their answer slots), the rows to send written to ``features``
     and ``mask`` (``sent_slot`` maps them to their slots), and the simulations still to start in
     all the trees; counts finished simulations and collisions into ``counts``, the cache's lookups
     into ``cstats``. ``ckeys``, ``cpriors``, ``cvalues``: the network cache (``blobnet.netcache``;
-    no rows: no cache). A position with at most ``solve`` tricks left is scored exactly
-    (``blobnet.endgame``) like a terminal one, without the network."""
+    no rows: no cache)."""
     n_leaves = 0
     n_rows = 0
     n_slots = 0
@@ -308,7 +300,7 @@ def select(
                 if child < 0:
                     child = _new_node(node_i, used, t, node, best, scratch[TO_PLAY])
                     edge_i[t, best, CHILD] = child
-                    if scratch[TO_PLAY] >= 0 and not in_endgame(scratch, solve):
+                    if scratch[TO_PLAY] >= 0:
                         nl = legal(scratch, buf)
                         if nl == 1:  # a forced move: walk on without the network
                             _expand_forced(node_i, node_f, edge_i, edge_f, used, t, child, buf[0])
@@ -339,7 +331,7 @@ def select(
                         leaves[n_leaves, OWN_ROW] = own
                         n_leaves += 1
                         break
-                if scratch[TO_PLAY] < 0 or in_endgame(scratch, solve):  # terminal or solved: values at once
+                if scratch[TO_PLAY] < 0:  # terminal, new or seen before: its values at once
                     _terminal_values(scratch, values, pts)
                     _up(node_i, edge_i, edge_f, t, child, values)
                     counts[0] += 1

@@ -11,9 +11,7 @@ import pytest
 from blobnet.cards import BID0, N_ACTIONS, N_CARDS, N_VALUES
 from blobnet.config import ConfigError, SearchConfig
 from blobnet.encode import OFFSETS
-from blobnet.endgame import solve_values
 from blobnet.evaluator import FreeEvaluator
-from blobnet.position import apply, pack
 from blobnet.rules import Round, View
 from blobnet.search import Search, SearchResult, choose_action
 
@@ -324,39 +322,6 @@ def test_endgame_choices_match_an_exhaustive_solver():
         agree += values[pick] >= best - 1e-9
         total += 1
     assert agree / total >= 0.95, f"search agreed with the solver on {agree}/{total} endgames"
-
-
-def test_the_compiled_endgame_solver_gives_the_exhaustive_solvers_values():
-    rng = np.random.default_rng(7)
-    out = np.zeros(N_VALUES)
-    checked = 0
-    while checked < 40:
-        r = endgame(rng)
-        if r.to_play is None:
-            continue
-        for a, value in solve(r).items():
-            st = pack(r)
-            apply(st, a)
-            solve_values(st, out)
-            assert out[r.to_play] == pytest.approx(value, abs=1e-9)
-        checked += 1
-
-
-def test_a_search_that_solves_endgames_plays_the_solvers_move():
-    rng = np.random.default_rng(99)
-    total = 0
-    while total < 40:
-        r = endgame(rng)
-        if r.to_play is None or len(r.legal()) < 2:
-            continue
-        values = solve(r)
-        truth = r.clone()
-        cfg = SearchConfig(dets=1, sims=24, leaves=4, solve=3)
-        search = Search(FreeEvaluator(), cfg, deal=lambda view, g, truth=truth: truth.clone())
-        result = run(search.run(r.view(r.to_play), np.random.default_rng(total)))
-        assert result.evaluations == 1  # the root's row: every leaf below it was solved
-        assert values[choose_action(result, 0, rng)] >= max(values.values()) - 1e-9
-        total += 1
 
 
 def test_solver_sees_a_forced_win():
