@@ -111,7 +111,11 @@ def test_page_and_its_files_are_served_with_an_httponly_session_cookie():
                 assert response.status == 200 and response.content_type == kind
             assert (await client.get("/static/secret.py")).status == 404
             config = await get(client, "/api/config")
-            assert config["opponents"] == ["heuristic", "random"] and config["model"] is None and not config["run"]
+            assert (
+                config["opponents"] == ["heuristic", "random", "ismcts"]
+                and config["model"] is None
+                and not config["run"]
+            )
 
     run(go())
 
