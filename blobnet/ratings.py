@@ -160,6 +160,22 @@ class MatchTally:
                     self.pair_points += 1.0 if pts > other else 0.5 if pts == other else 0.0
                     self.comparisons += 1
 
+    def merge(self, other: MatchTally) -> None:
+        """Add the rounds ``other`` tallied: another share of the same match's deals, played
+        elsewhere (``clients.pool``, ``clients.raypool``). Every count is a sum of whole points or
+        half comparisons, so the merged tally is exactly the one a single process would have made
+        from the same rounds, in any order."""
+        if (other.deals, other.players) != (self.deals, self.players):
+            raise ValueError(
+                f"a tally of {other.deals} deals at {other.players} players cannot join one of "
+                f"{self.deals} deals at {self.players} players: they are not shares of one match"
+            )
+        self.score_a = [x + y for x, y in zip(self.score_a, other.score_a)]
+        self.score_b = [x + y for x, y in zip(self.score_b, other.score_b)]
+        self.made = [self.made[0] + other.made[0], self.made[1] + other.made[1]]
+        self.pair_points += other.pair_points
+        self.comparisons += other.comparisons
+
     def result(self, seconds: float = 0.0) -> MatchResult:
         """The match's ``MatchResult`` once every deal has been played twice."""
         deals, players = self.deals, self.players

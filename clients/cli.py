@@ -40,13 +40,12 @@ from blobnet.config import (
     load_config,
 )  # fmt: skip
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import ENGINES, make_net
-from blobnet.player import aclose_player
+from blobnet.net import ENGINES, BlobNet, make_net
+from blobnet.player import NetworkPlayer, Player
 from blobnet.ratings import MatchResult, format_report
 from blobnet.replay import Examples
 from blobnet.status import STATUS_FILE, Status
-from clients.match import play_match
-from clients.players import parse_player
+from clients.players import BotSeat, NetworkSeat, SeatSpec, arrays_of, parse_player
 from clients.pool import BatcherSpec, EvaluatorSpec, FreeSpec, RemoteSpec, SelfPlayPool
 from clients.remote import RemoteEvaluator
 from clients.terminal import play_command
@@ -109,7 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     ar.add_argument("--players", type=int, default=4)
     ar.add_argument("--cards", type=int, default=5)
     ar.add_argument("--rounds", type=int, default=2000, help="rounds played; each deal is played twice, mirrored")
-    ar.add_argument("--concurrency", type=int, default=128, help="tables live at once")
+    ar.add_argument("--concurrency", type=int, default=128, help="tables live at once, in all processes together")
+    ar.add_argument(
+        "--workers", type=int, default=0, help="processes the deals are split over (default: one per CPU core)"
+    )
     ar.add_argument("--seed", type=int, default=0)
     ar.add_argument("--json", action="store_true")
 
@@ -149,6 +151,11 @@ def default_workers(args: argparse.Namespace) -> int:
     GPU or a separate server does the forward passes, and one engine keeps them busy."""
     if args.server or args.device != "cpu":
         return 1
+    return _cores()
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -222,23 +229,37 @@ def selfplay_command(args: argparse.Namespace) -> int:
 
 
 # -- blobnet arena ------------------------------------------------------------------------------------
+def _seat(player: Player, spec: str, seed: int) -> SeatSpec:
+    """What another process needs to build ``player`` (parsed from ``spec`` with ``seed``)."""
+    if isinstance(player, NetworkPlayer) and isinstance(player.model, BlobNet):
+        weights = arrays_of(player.model.state_dict())
+        return NetworkSeat(preset=player.model.config.name, weights=weights, search=player.search, seed=seed)
+    return BotSeat(spec, seed)
+
+
 def arena_command(args: argparse.Namespace) -> int:
-    """``blobnet arena``: parse both players, play the match, print the report (and ``--json``)."""
-    a = parse_player(args.a, seed=2 * args.seed)
-    b = parse_player(args.b, seed=2 * args.seed + 1)
+    """``blobnet arena``: parse both players, play the match with its deals split over ``--workers``
+    processes (``SelfPlayPool.split_match``: the merged result is the whole match's), print the
+    report (and ``--json``)."""
+    if args.workers < 0:
+        raise ValueError(f"--workers {args.workers}: give 1 or more processes (0: one per CPU core)")
+    seats = []
+    for spec, seed in ((args.a, 2 * args.seed), (args.b, 2 * args.seed + 1)):
+        player = parse_player(spec, seed=seed)  # names a bad player before any process starts
+        seats.append(_seat(player, spec, seed))
     step = max(1, args.rounds // 20)
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int) -> None:  # of this process's share
         if sys.stderr.isatty() and (done % step == 0 or done == total):
-            print(f"\r{done}/{total} rounds", end="" if done < total else "\n", file=sys.stderr, flush=True)
+            print(f"\r{done}/{total} rounds here", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     async def match() -> MatchResult:
+        pool = SelfPlayPool(args.workers or _cores())
         try:
-            return await play_match(a, b, players=args.players, cards=args.cards, rounds=args.rounds, seed=args.seed,
-                                    concurrency=args.concurrency, on_round=progress)  # fmt: skip
+            return await pool.split_match(*seats, players=args.players, cards=args.cards, rounds=args.rounds,
+                                          seed=args.seed, concurrency=args.concurrency, on_round=progress)  # fmt: skip
         finally:
-            await aclose_player(a)
-            await aclose_player(b)
+            pool.close()
 
     result = _interruptible(match())
     print(format_report(result, a=args.a, b=args.b, players=args.players, cards=args.cards), flush=True)

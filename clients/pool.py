@@ -13,10 +13,15 @@ alone. A helper gets the weights as numpy arrays with each run, plays its share,
 its examples (in the order it produced them), its stats and its batcher's batch counts; the
 caller's sink receives this process's rounds as they finish, then each helper's in order.
 
-The helpers also play arena matches (``match``), so a trainer's evaluation matches run side by
-side on both cores: a match is described by seat specs (``clients.players``: a bot by name, or a
-network's weights with its search), played by ``clients.match.play_match`` in the helper, and its
-``MatchResult`` comes back.
+The helpers also play arena matches: ``match`` plays one in a helper, so a trainer's evaluation
+matches run side by side on both cores; ``split_match`` splits one match's deals over every
+worker (deal ``w, w + N, ...`` on worker ``w``) and merges the shares' tallies, so its interval and
+Elo are those of the whole match (``MatchTally.merge`` is exact). A match is described by seat
+specs (``clients.players``: a bot by name, or a network's weights with its search), played by
+``clients.match.play_deals``, and its tally comes back.
+
+``EnginePool`` is what the trainer asks of its engines; ``clients.raypool.RayPool`` offers the
+same over Ray actors, and reuses this module's jobs and replies.
 
 What crosses the pipe is typed: the jobs and replies below are tagged msgspec structs, matched
 by type on arrival.
@@ -38,9 +43,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
@@ -49,15 +54,19 @@ from blobnet.aio import run_loop
 from blobnet.config import CPU_ENGINE, CPU_SPARSE, GameConfig, SearchConfig
 from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.player import aclose_player
-from blobnet.ratings import MatchResult
+from blobnet.ratings import MatchResult, MatchTally
 from blobnet.replay import Examples
-from clients.match import play_match
+from clients.match import play_deals
 from clients.players import SeatSpec, arrays_of, build_seat, model_with
 from clients.remote import RemoteEvaluator
 from clients.selfplay import EngineError, EngineStats, SelfPlayEngine
 from servers import Batcher
 
-__all__ = ["BatcherSpec", "RemoteSpec", "FreeSpec", "EvaluatorSpec", "Counts", "SelfPlayPool", "split"]
+__all__ = [
+    "BatcherSpec", "RemoteSpec", "FreeSpec", "EvaluatorSpec", "Counts", "EnginePool", "SelfPlayPool", "ShareJob",
+    "ShareDone", "MatchJob", "MatchDone", "batch_counts", "build_evaluator", "merge_match", "play_match_job",
+    "play_share", "split",
+]  # fmt: skip
 
 _REPORT_SECONDS = 0.1  # a helper reports its counts this often while it plays
 
@@ -89,8 +98,9 @@ EvaluatorSpec = BatcherSpec | RemoteSpec | FreeSpec
 
 
 # -- what crosses the pipe --------------------------------------------------------------------------
-class _Share(msgspec.Struct, tag="share", frozen=True, kw_only=True):
-    """Play a share of a self-play run."""
+class ShareJob(msgspec.Struct, tag="share", frozen=True, kw_only=True):
+    """Play a share of a self-play run: ``rounds`` rounds of the game ids ``first_game, first_game +
+    game_stride, ...``."""
 
     spec: EvaluatorSpec
     weights: dict[str, np.ndarray] | None
@@ -103,8 +113,8 @@ class _Share(msgspec.Struct, tag="share", frozen=True, kw_only=True):
     game_stride: int
 
 
-class _Match(msgspec.Struct, tag="match", frozen=True, kw_only=True):
-    """Play an arena match."""
+class MatchJob(msgspec.Struct, tag="match", frozen=True, kw_only=True):
+    """Play an arena match, or the share of it made of deals ``first_deal, first_deal + deal_stride, ...``."""
 
     a: SeatSpec
     b: SeatSpec
@@ -113,6 +123,8 @@ class _Match(msgspec.Struct, tag="match", frozen=True, kw_only=True):
     rounds: int
     seed: int
     concurrency: int
+    first_deal: int = 0
+    deal_stride: int = 1
 
 
 class _Stop(msgspec.Struct, tag="stop", frozen=True):
@@ -145,7 +157,7 @@ class _Progress(msgspec.Struct, tag="progress", frozen=True):
     counts: Counts  # this helper's share so far
 
 
-class _ShareDone(msgspec.Struct, tag="share_done", frozen=True, kw_only=True):
+class ShareDone(msgspec.Struct, tag="share_done", frozen=True, kw_only=True):
     examples: Examples | None  # in the order produced; None when none were
     stats: EngineStats | None  # None when no evaluator could be made
     batches: int  # of the helper's batcher (0 for other evaluators)
@@ -153,14 +165,42 @@ class _ShareDone(msgspec.Struct, tag="share_done", frozen=True, kw_only=True):
     error: str | None  # set when the share failed (what it produced is still here)
 
 
-class _MatchDone(msgspec.Struct, tag="match_done", frozen=True):
-    result: MatchResult | None
+class MatchDone(msgspec.Struct, tag="match_done", frozen=True):
+    tally: MatchTally | None  # of the whole match's deals, holding the job's share
     error: str | None
 
 
 def split(total: int, parts: int) -> list[int]:
     """``total`` in ``parts`` shares that differ by at most one, the larger ones first."""
     return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+class EnginePool(Protocol):
+    """The engines a trainer plays with, whichever backend runs them: ``SelfPlayPool`` (this
+    process and helpers) or ``clients.raypool.RayPool`` (Ray actors). The arguments are the
+    ``SelfPlayPool`` methods'."""
+
+    workers: int
+
+    @property
+    def mean_batch(self) -> float: ...
+
+    async def run(
+        self, evaluator: Evaluator, spec: EvaluatorSpec, weights: dict[str, Any] | None, *, search: SearchConfig,
+        game: GameConfig, rounds: int, concurrency: int, seed: int, sink: Callable[[Examples], None] | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> EngineStats: ...  # fmt: skip
+
+    async def match(
+        self, a: SeatSpec, b: SeatSpec, *, players: int, cards: int, rounds: int, seed: int, concurrency: int
+    ) -> MatchResult: ...
+
+    async def split_match(
+        self, a: SeatSpec, b: SeatSpec, *, players: int, cards: int, rounds: int, seed: int, concurrency: int,
+        on_round: Callable[[int, int], None] | None = None,
+    ) -> MatchResult: ...  # fmt: skip
+
+    def close(self, *, now: bool = False) -> None: ...
 
 
 class SelfPlayPool:
@@ -207,7 +247,7 @@ class SelfPlayPool:
         arrays = None if weights is None else arrays_of(weights)
         await self._start(n - 1)
         jobs = [
-            _Share(spec=spec, weights=arrays, search=search, game=game, rounds=r, concurrency=c, seed=seed,
+            ShareJob(spec=spec, weights=arrays, search=search, game=game, rounds=r, concurrency=c, seed=seed,
                    first_game=w, game_stride=n)
             for w, (r, c) in enumerate(shares)
         ]  # fmt: skip
@@ -226,7 +266,7 @@ class SelfPlayPool:
             if counts.rounds != rounds_before:
                 progress()
 
-        batches0, rows0 = _batch_counts(evaluator)
+        batches0, rows0 = batch_counts(evaluator)
         engine = SelfPlayEngine(
             evaluator,
             search=search,
@@ -259,7 +299,7 @@ class SelfPlayPool:
             for _, conn in self._helpers[: n - 1]:
                 conn.send(_Stop())
             for reply in await self._replies(waits):
-                if isinstance(reply, _ShareDone) and reply.examples is not None and sink is not None:
+                if isinstance(reply, ShareDone) and reply.examples is not None and sink is not None:
                     sink(reply.examples)
             raise
         except BaseException:
@@ -268,11 +308,11 @@ class SelfPlayPool:
             self.close(now=True)  # cancelled: end the helpers at once; the next run starts new ones
             raise
         replies = await self._replies(waits)
-        batches, rows = _batch_counts(evaluator)
+        batches, rows = batch_counts(evaluator)
         self.batches, self.rows = batches - batches0, rows - rows0
         errors = []
         for w, reply in enumerate(replies, start=1):
-            assert isinstance(reply, _ShareDone), reply
+            assert isinstance(reply, ShareDone), reply
             if reply.examples is not None and sink is not None:
                 sink(reply.examples)
             if reply.stats is not None:
@@ -300,19 +340,56 @@ class SelfPlayPool:
     ) -> MatchResult:
         """``clients.match.play_match`` of ``a`` against ``b`` in a helper process (in this one when
         the pool has a single worker); returns its ``MatchResult``."""
-        job = _Match(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=concurrency)
+        job = MatchJob(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=concurrency)
+        t0 = time.perf_counter()
         if self.workers < 2:
-            reply = await _play_match(job)
+            reply = await play_match_job(job)
         else:
             await self._start(1)
             conn = self._helpers[0][1]
             conn.send(job)
             loop = asyncio.get_running_loop()
             (reply,) = await self._replies([loop.run_in_executor(None, _receive, conn, _ignore)])
-        assert isinstance(reply, _MatchDone), reply
-        if reply.error is not None or reply.result is None:
-            raise RuntimeError(f"the arena match in a helper process failed: {reply.error}")
-        return reply.result
+        return merge_match([reply], time.perf_counter() - t0)
+
+    async def split_match(
+        self,
+        a: SeatSpec,
+        b: SeatSpec,
+        *,
+        players: int,
+        cards: int,
+        rounds: int,
+        seed: int,
+        concurrency: int,
+        on_round: Callable[[int, int], None] | None = None,
+    ) -> MatchResult:
+        """The match ``match`` plays, its deals split over every worker (this process plays deals
+        ``0, N, 2N, ...``, helper ``w`` deals ``w, w + N, ...``) and ``concurrency`` tables split
+        with them; the shares' tallies merged, so the result is the whole match's.
+        ``on_round(done, total)`` counts this process's share."""
+        if rounds < 1 or concurrency < 1:
+            raise ValueError(f"rounds={rounds}, concurrency={concurrency}: at least 1 round and 1 table")
+        n = min(self.workers, (rounds + 1) // 2, concurrency)
+        jobs = [
+            MatchJob(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=c, first_deal=w,
+                     deal_stride=n)
+            for w, c in enumerate(split(concurrency, n))
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        await self._start(n - 1)
+        for (_, conn), job in zip(self._helpers, jobs[1:]):
+            conn.send(job)
+        loop = asyncio.get_running_loop()
+        waits = [loop.run_in_executor(None, _receive, conn, _ignore) for _, conn in self._helpers[: n - 1]]
+        try:
+            here = await play_match_job(jobs[0], on_round)
+        except BaseException:
+            for wait_reply in waits:
+                wait_reply.cancel()
+            self.close(now=True)
+            raise
+        return merge_match([here, *await self._replies(waits)], time.perf_counter() - t0)
 
     async def _replies(self, waits: list[asyncio.Future[Any]]) -> list[Any]:
         try:
@@ -360,7 +437,7 @@ class SelfPlayPool:
         self._helpers = []
 
 
-def _batch_counts(evaluator: Evaluator) -> tuple[int, int]:
+def batch_counts(evaluator: Evaluator) -> tuple[int, int]:
     """Batches and rows of an in-process batcher so far; (0, 0) for other evaluators."""
     if not isinstance(evaluator, Batcher):
         return 0, 0
@@ -374,7 +451,7 @@ def _ignore(_: Counts) -> None:
 
 def _counts(engine: SelfPlayEngine, evaluator: Evaluator, batches0: int = 0, rows0: int = 0) -> Counts:
     """``engine``'s counts so far, live (its stats add simulations and evaluations only at the end)."""
-    batches, rows = _batch_counts(evaluator)
+    batches, rows = batch_counts(evaluator)
     st = engine.stats
     return Counts(st.rounds, st.searched_decisions, engine.search.simulations, engine.search.evaluations,
                   batches - batches0, rows - rows0)  # fmt: skip
@@ -416,39 +493,59 @@ def _helper_main(conn: Connection) -> None:
                 return
             case _Stop():  # meant for a share that had already finished
                 continue
-            case _Share():
-                conn.send(run_loop(_play_share(job, conn)))
-            case _Match():
-                conn.send(run_loop(_play_match(job)))
+            case ShareJob():
+                conn.send(run_loop(play_share(job, conn)))
+            case MatchJob():
+                conn.send(run_loop(play_match_job(job)))
 
 
-async def _play_match(job: _Match) -> _MatchDone:
+def merge_match(replies: Sequence[Any], seconds: float) -> MatchResult:
+    """The ``MatchResult`` of a match from the replies of its shares (``MatchDone``, in any order);
+    RuntimeError naming a share's failure."""
+    tally = None
+    for reply in replies:
+        assert isinstance(reply, MatchDone), reply
+        if reply.error is not None or reply.tally is None:
+            raise RuntimeError(f"the arena match failed in a worker: {reply.error}")
+        if tally is None:
+            tally = reply.tally
+        else:
+            tally.merge(reply.tally)
+    assert tally is not None, "a match has at least one share"
+    return tally.result(seconds)
+
+
+async def play_match_job(job: MatchJob, on_round: Callable[[int, int], None] | None = None) -> MatchDone:
+    """Play ``job`` (``clients.match.play_deals``); a failure comes back in the reply, not raised."""
     seats = []
     try:
         seats = [build_seat(job.a), build_seat(job.b)]
-        result = await play_match(*seats, players=job.players, cards=job.cards, rounds=job.rounds, seed=job.seed,
-                                  concurrency=job.concurrency)  # fmt: skip
+        tally = await play_deals(*seats, players=job.players, cards=job.cards, rounds=job.rounds, seed=job.seed,
+                                 concurrency=job.concurrency, first_deal=job.first_deal, deal_stride=job.deal_stride,
+                                 on_round=on_round)  # fmt: skip
     except Exception as e:  # noqa: BLE001 - reported to the caller
-        return _MatchDone(None, f"{type(e).__name__}: {e}")
+        return MatchDone(None, f"{type(e).__name__}: {e}")
     finally:
         for seat in seats:
             await aclose_player(seat)
-    return _MatchDone(result, None)
+    return MatchDone(tally, None)
 
 
-async def _play_share(job: _Share, conn: Connection) -> _ShareDone:
+async def play_share(job: ShareJob, conn: Connection | None = None) -> ShareDone:
+    """Play ``job``; a failure comes back in the reply with what was produced. With ``conn`` (a
+    helper's pipe) progress is reported on it every 0.1 s and a ``_Stop`` on it ends the share early."""
     parts: list[Examples] = []
     try:
-        evaluator = await _evaluator(job)
+        evaluator = await build_evaluator(job.spec, job.weights)
     except Exception as e:  # noqa: BLE001 - a server that cannot be reached, weights that do not fit
-        return _ShareDone(examples=None, stats=None, batches=0, rows=0, error=f"no evaluator: {type(e).__name__}: {e}")
+        return ShareDone(examples=None, stats=None, batches=0, rows=0, error=f"no evaluator: {type(e).__name__}: {e}")
 
     def stop_asked(stats: EngineStats) -> None:
-        if conn.poll() and isinstance(conn.recv(), _Stop):  # the caller's own share failed
+        if conn is not None and conn.poll() and isinstance(conn.recv(), _Stop):  # the caller's own share failed
             engine.stop()
 
     async def report() -> None:
-        while True:
+        while conn is not None:
             await asyncio.sleep(_REPORT_SECONDS)
             conn.send(_Progress(_counts(engine, evaluator)))
 
@@ -471,20 +568,21 @@ async def _play_share(job: _Share, conn: Connection) -> _ShareDone:
         error = f"{type(e).__name__}: {e}"
     finally:
         reporter.cancel()
-        batches, rows = _batch_counts(evaluator)
+        batches, rows = batch_counts(evaluator)
         await evaluator.aclose()
     examples = Examples.concat(parts) if parts else None
-    return _ShareDone(examples=examples, stats=engine.stats, batches=batches, rows=rows, error=error)
+    return ShareDone(examples=examples, stats=engine.stats, batches=batches, rows=rows, error=error)
 
 
-async def _evaluator(job: _Share) -> Evaluator:
-    match job.spec:
+async def build_evaluator(spec: EvaluatorSpec, weights: dict[str, np.ndarray] | None) -> Evaluator:
+    """The evaluator ``spec`` describes, holding ``weights`` where it is a batcher."""
+    match spec:
         case FreeSpec():
             return FreeEvaluator()
         case RemoteSpec(address=address):
             return await RemoteEvaluator.connect(address)
-        case BatcherSpec() as spec:
-            model = model_with(spec.preset, job.weights)
+        case BatcherSpec():
+            model = model_with(spec.preset, weights)
             return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device,
                            engine=spec.engine, sparse=spec.sparse)  # fmt: skip
-    raise TypeError(f"not an evaluator spec: {job.spec!r}")
+    raise TypeError(f"not an evaluator spec: {spec!r}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
+import random
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,7 @@ from blobnet.ratings import (
     MAX_ELO,
     EloLadder,
     MatchResult,
+    MatchTally,
     elo_from_score,
     gate,
     lower_bound,
@@ -28,8 +32,9 @@ from blobnet.ratings import (
     t_quantile,
 )  # fmt: skip
 from blobnet.rules import View
-from clients.match import play_match
-from clients.players import batched
+from clients.match import play_deals, play_match
+from clients.players import BotSeat, batched
+from clients.pool import SelfPlayPool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,3 +310,66 @@ def test_a_seeded_match_of_network_players_repeats_even_when_batches_fill_up() -
 
     first, second = once(), once()
     assert (first.diff, first.ci95, first.made_rate_a) == (second.diff, second.ci95, second.made_rate_a)
+
+
+# -- a match split over processes ----------------------------------------------------------------
+
+
+def test_the_merged_shares_of_a_match_give_exactly_the_whole_matchs_result() -> None:
+    rng = random.Random(4)
+    deals, players = 30, 5
+    rounds = []
+    for deal in range(deals):
+        for swapped in (False, True):
+            b_seats = [(s % 2 == 1) != swapped for s in range(players)]
+            made = [rng.random() < 0.4 for _ in range(players)]
+            scores = [10 + rng.randrange(4) if m else 0 for m in made]
+            rounds.append((deal, b_seats, scores, made))
+    whole = MatchTally(deals, players)
+    for r in rounds:
+        whole.add(*r)
+    shares = [MatchTally(deals, players) for _ in range(3)]
+    for r in reversed(rounds):  # another order, each deal in the share of its number mod 3
+        shares[r[0] % 3].add(*r)
+    merged = shares[2]
+    merged.merge(shares[0])
+    merged.merge(shares[1])
+    assert merged.result(1.0) == whole.result(1.0)
+    assert whole.result().ci95[0] < whole.result().ci95[1]  # a real interval, not a degenerate one
+    with pytest.raises(ValueError, match="not shares of one match"):
+        merged.merge(MatchTally(deals + 1, players))
+
+
+def test_a_match_split_over_helper_processes_equals_it_played_in_one() -> None:
+    kw: dict[str, Any] = {"players": 4, "cards": 3, "rounds": 30, "seed": 2, "concurrency": 6}
+    pool = SelfPlayPool(2)
+    try:
+        # Deterministic players: the split match is the one-process match, seconds apart.
+        split = asyncio.run(pool.split_match(BotSeat("heuristic", 1), BotSeat("heuristic", 2), **kw))
+        one = match(HeuristicBot(seed=1), HeuristicBot(seed=2), **kw)
+        assert dataclasses.replace(split, seconds=0.0) == dataclasses.replace(one, seconds=0.0)
+        # Seeded random players: each share is what play_deals plays with the same seeds here.
+        split = asyncio.run(pool.split_match(BotSeat("random", 3), BotSeat("heuristic", 4), **kw))
+    finally:
+        pool.close()
+    shares = [
+        asyncio.run(play_deals(RandomBot(seed=3), HeuristicBot(seed=4), **(kw | {"concurrency": 3}), first_deal=w,
+                               deal_stride=2))
+        for w in range(2)
+    ]  # fmt: skip
+    shares[0].merge(shares[1])
+    assert dataclasses.replace(split, seconds=0.0) == shares[0].result()
+    assert split.rounds == 30 and split.deals == 15 and split.diff < 0
+
+
+def test_arena_command_gives_the_same_result_on_one_worker_or_two() -> None:
+    def arena(workers: int) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "arena", "--a", "heuristic", "--b", "heuristic", "--rounds", "24",
+             "--cards", "3", "--workers", str(workers), "--json"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    one, two = arena(1), arena(2)
+    assert one == two and one["rounds"] == 24 and 0 < one["made_rate_a"] < 1
