@@ -3,11 +3,13 @@ evaluation in the arena, checkpoints that resume exactly.
 
 One iteration: self-play (the engine and the batcher share this event loop; with
 ``train.workers`` > 1, helper processes of ``clients.pool`` play their shares of the rounds on
-the other cores, each with its own batcher) -> the examples join the replay buffer as one segment
-file -> learner steps (``blobnet.learn``) -> the new weights go to the batcher between batches -> arena: the
-candidate against the baselines here and, at the same time, against ``best.pt`` in a helper (the
-gate: it replaces ``best.pt`` only through it) -> metrics row, charts, checkpoint. On a CPU the
-phases alternate; nothing else runs while the learner steps.
+the other cores, each with its own batcher; with ``train.backend = "ray"``, ``train.workers``
+Ray actors of ``clients.raypool`` play every share, on any machine of the cluster) -> the
+examples join the replay buffer as one segment file -> learner steps (``blobnet.learn``) -> the
+new weights go to the batcher between batches -> arena: the candidate against the baselines
+here and, at the same time, against ``best.pt`` in a helper or an actor (the gate: it replaces
+``best.pt`` only through it) -> metrics row, charts, checkpoint. On a CPU the phases alternate;
+nothing else runs while the learner steps.
 
 Randomness: iteration ``i`` draws self-play from seed ``[seed, i]`` and minibatches from
 ``[seed, i, 1]``, so a resumed run repeats exactly what the uninterrupted run would have done.
@@ -46,7 +48,8 @@ from blobnet.replay import Examples, ReplayBuffer
 from blobnet.status import Status
 from clients.match import play_match
 from clients.players import BotSeat, NetworkSeat, arrays_of, bot_name, build_seat, make_bot
-from clients.pool import BatcherSpec, SelfPlayPool
+from clients.pool import BatcherSpec, EnginePool, SelfPlayPool
+from clients.raypool import RayPool
 from servers import Batcher
 
 __all__ = ["Trainer", "METRIC_FIELDS"]
@@ -91,6 +94,13 @@ class Trainer:
         self.ladder = EloLadder()
         self.best_name = "iter_000000"
         self.interrupted: str | None = None
+        # Where self-play and the matches run, chosen once; a missing Ray is named here, before anything runs.
+        train = config.train
+        self.pool: EnginePool = (
+            RayPool(train.workers, address=train.ray_address, device=config.server.device)
+            if train.backend == "ray"
+            else SelfPlayPool(train.workers)
+        )
 
     # -- the run directory ----------------------------------------------------------------
     def prepare(self) -> None:
@@ -182,7 +192,7 @@ class Trainer:
             sparse=server.sparse,
         )
         batcher.set_weights(self.model.state_dict())
-        pool = SelfPlayPool(cfg.train.workers)
+        pool = self.pool
         try:
             while self.iteration < cfg.train.iterations:
                 await self._iteration(batcher, pool)
@@ -208,7 +218,7 @@ class Trainer:
             self.interrupted = sig.name
             task.cancel()
 
-    async def _iteration(self, batcher: Batcher, pool: SelfPlayPool) -> None:
+    async def _iteration(self, batcher: Batcher, pool: EnginePool) -> None:
         cfg = self.cfg
         it = self.iteration + 1
         t0 = time.perf_counter()
@@ -331,7 +341,7 @@ class Trainer:
             a, b, players=arena.players, cards=arena.cards, rounds=rounds, seed=seed, concurrency=arena.concurrency
         )
 
-    async def _evaluate(self, name: str, pool: SelfPlayPool) -> dict[str, MatchResult]:
+    async def _evaluate(self, name: str, pool: EnginePool) -> dict[str, MatchResult]:
         """The candidate against the baseline bots here and, at the same time, against best.pt in
         a helper process (the pool's, so both cores play)."""
         arena = self.cfg.arena
@@ -357,7 +367,7 @@ class Trainer:
         self.ladder.save(self.dir / "elo.json")
         return results
 
-    async def final_report(self, pool: SelfPlayPool) -> dict[str, Any]:
+    async def final_report(self, pool: EnginePool) -> dict[str, Any]:
         """The trained model (best.pt, its default search) against each of ``arena.baselines``:
         every other one here, the rest in a helper process, side by side."""
         arena = self.cfg.arena
