@@ -72,14 +72,15 @@ class Trainer:
         self.cfg = config
         self.resume = resume
         self.status = status
-        names = []
-        for base in config.arena.baselines:  # a bad baseline is named before anything runs
+        # the baseline bots by name (metrics.csv's vs_NAME_*) -> spec; a bad one is named before anything runs
+        self.baselines: dict[str, str] = {}
+        for base in config.arena.baselines:
             try:
                 make_bot(base)
             except ValueError as e:
                 raise ValueError(f"arena.baselines: {e}") from None
-            names.append(bot_name(base))
-        if len(set(names)) < len(names):
+            self.baselines[str(bot_name(base))] = base
+        if len(self.baselines) < len(config.arena.baselines):
             raise ValueError(f"arena.baselines={config.arena.baselines}: name each bot at most once")
         self.ckpt_dir = run_dir / "checkpoints"
         self.replay = ReplayBuffer(run_dir / "replay", config.train.replay_size)
@@ -355,8 +356,7 @@ class Trainer:
         )  # fmt: skip
         results: dict[str, MatchResult] = {}
         try:
-            for base in arena.baselines:
-                key = bot_name(base) or base
+            for key, base in self.baselines.items():
                 results[key] = res = await self._match(candidate, make_bot(base, seed), arena.rounds, seed)
                 self.ladder.record(name, key, res)
             results["best"] = res = await gate_match
@@ -372,7 +372,7 @@ class Trainer:
         every other one here, the rest in a helper process, side by side."""
         arena = self.cfg.arena
         out: dict[str, Any] = {"iterations": self.iteration}
-        if arena.final_rounds == 0 or not arena.baselines:
+        if arena.final_rounds == 0 or not self.baselines:
             return out
         seat = self._seat(load_checkpoint(self.dir / "best.pt")["model"])
         best = build_seat(seat)
@@ -380,13 +380,15 @@ class Trainer:
         results: dict[str, MatchResult] = {}
         kw: dict[str, Any] = {"rounds": arena.final_rounds, "seed": 10_007}
 
+        bases = list(self.baselines.items())
+
         async def here() -> None:
-            for base in arena.baselines[0::2]:
-                results[bot_name(base) or base] = await self._match(best, make_bot(base, seed=1), **kw)
+            for key, base in bases[0::2]:
+                results[key] = await self._match(best, make_bot(base, seed=1), **kw)
 
         async def there() -> None:
-            for base in arena.baselines[1::2]:
-                results[bot_name(base) or base] = await pool.match(
+            for key, base in bases[1::2]:
+                results[key] = await pool.match(
                     seat, BotSeat(base, seed=1), players=arena.players, cards=arena.cards,
                     concurrency=arena.concurrency, **kw,
                 )  # fmt: skip
@@ -399,8 +401,7 @@ class Trainer:
             raise group.exceptions[0] from None
         finally:
             await aclose_player(best)
-        for base in arena.baselines:
-            key = bot_name(base) or base
+        for key, base in bases:
             res = results[key]
             out[key] = res.to_dict()
             lo, hi = res.ci95

@@ -148,7 +148,15 @@ def test_resume_without_a_run_is_refused(tmp_path):
     assert out.returncode == 2 and "no checkpoint" in out.stderr
 
 
-@pytest.mark.parametrize("bad, named", [("search.sims=0", "search.sims"), ("train.lr=-1", "train.lr")])
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        ("search.sims=0", "search.sims"),
+        ("train.lr=-1", "train.lr"),
+        ('arena.baselines=["ismcts:sims=0"]', "arena.baselines: player 'ismcts:sims=0'"),
+        ('arena.baselines=["random","random:"]', "name each bot at most once"),
+    ],
+)
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, bad, named):
     out = train(tmp_path / "run", bad)
     assert out.returncode == 2 and named in out.stderr
