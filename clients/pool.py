@@ -65,7 +65,7 @@ from servers import Batcher
 __all__ = [
     "BatcherSpec", "RemoteSpec", "FreeSpec", "EvaluatorSpec", "Counts", "EnginePool", "SelfPlayPool", "ShareJob",
     "ShareDone", "MatchJob", "MatchDone", "batch_counts", "build_evaluator", "merge_match", "play_match_job",
-    "play_share", "split",
+    "play_share", "split", "check_run", "match_shares",
 ]  # fmt: skip
 
 _REPORT_SECONDS = 0.1  # a helper reports its counts this often while it plays
@@ -175,6 +175,29 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
+def check_run(rounds: int, concurrency: int) -> None:
+    """ValueError unless a self-play run has a round to play and a game to keep live."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: play at least 1 round")
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency}: at least 1 game must be live")
+
+
+def match_shares(
+    a: SeatSpec, b: SeatSpec, *, players: int, cards: int, rounds: int, seed: int, concurrency: int, workers: int
+) -> list[MatchJob]:
+    """A match split over at most ``workers``: share ``w`` of ``N`` plays deals ``w, w + N, ...``
+    with its part of the ``concurrency`` tables."""
+    if rounds < 1 or concurrency < 1:
+        raise ValueError(f"rounds={rounds}, concurrency={concurrency}: at least 1 round and 1 table")
+    n = min(workers, (rounds + 1) // 2, concurrency)
+    return [
+        MatchJob(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=c, first_deal=w,
+                 deal_stride=n)
+        for w, c in enumerate(split(concurrency, n))
+    ]  # fmt: skip
+
+
 class EnginePool(Protocol):
     """The engines a trainer plays with, whichever backend runs them: ``SelfPlayPool`` (this
     process and helpers) or ``clients.raypool.RayPool`` (Ray actors). The arguments are the
@@ -238,10 +261,7 @@ class SelfPlayPool:
         first share with ``evaluator``; helpers build theirs from ``spec`` and ``weights``
         (a state dict, tensors or arrays). Returns the stats of all shares, ``seconds`` being
         the wall time of the whole run."""
-        if rounds < 1:
-            raise ValueError(f"rounds={rounds}: play at least 1 round")
-        if concurrency < 1:
-            raise ValueError(f"concurrency={concurrency}: at least 1 game must be live")
+        check_run(rounds, concurrency)
         n = min(self.workers, concurrency, rounds)
         shares = list(zip(split(rounds, n), split(concurrency, n), strict=True))
         arrays = None if weights is None else arrays_of(weights)
@@ -368,14 +388,9 @@ class SelfPlayPool:
         ``0, N, 2N, ...``, helper ``w`` deals ``w, w + N, ...``) and ``concurrency`` tables split
         with them; the shares' tallies merged, so the result is the whole match's.
         ``on_round(done, total)`` counts this process's share."""
-        if rounds < 1 or concurrency < 1:
-            raise ValueError(f"rounds={rounds}, concurrency={concurrency}: at least 1 round and 1 table")
-        n = min(self.workers, (rounds + 1) // 2, concurrency)
-        jobs = [
-            MatchJob(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=c, first_deal=w,
-                     deal_stride=n)
-            for w, c in enumerate(split(concurrency, n))
-        ]  # fmt: skip
+        jobs = match_shares(a, b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=concurrency,
+                            workers=self.workers)  # fmt: skip
+        n = len(jobs)
         t0 = time.perf_counter()
         await self._start(n - 1)
         for (_, conn), job in zip(self._helpers, jobs[1:]):

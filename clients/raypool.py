@@ -56,6 +56,8 @@ from clients.pool import (
     MatchJob,
     ShareDone,
     ShareJob,
+    check_run,
+    match_shares,
     merge_match,
     play_match_job,
     play_share,
@@ -147,10 +149,7 @@ class RayPool:
         """``clients.pool.SelfPlayPool.run`` with every share in the actors: ``evaluator`` (the
         driver's) plays nothing. ``on_progress`` hears of the rounds as chunks finish; the
         examples reach ``sink`` at the end, in the order of the chunks."""
-        if rounds < 1:
-            raise ValueError(f"rounds={rounds}: play at least 1 round")
-        if concurrency < 1:
-            raise ValueError(f"concurrency={concurrency}: at least 1 game must be live")
+        check_run(rounds, concurrency)
         n = min(self.workers, concurrency, rounds)
         jobs = []
         for w, (share_rounds, live) in enumerate(zip(split(rounds, n), split(concurrency, n))):
@@ -217,14 +216,9 @@ class RayPool:
         """The match ``match`` plays, its deals split over every actor (share ``w`` of ``N``: deals
         ``w, w + N, ...``) and its tables with them; the shares' tallies merged, so the result is
         the whole match's. ``on_round(done, total)`` hears of each share's rounds as it ends."""
-        if rounds < 1 or concurrency < 1:
-            raise ValueError(f"rounds={rounds}, concurrency={concurrency}: at least 1 round and 1 table")
-        n = min(self.workers, (rounds + 1) // 2, concurrency)
-        jobs = [
-            MatchJob(a=a, b=b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=c, first_deal=w,
-                     deal_stride=n)
-            for w, c in enumerate(split(concurrency, n))
-        ]  # fmt: skip
+        jobs = match_shares(a, b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=concurrency,
+                            workers=self.workers)  # fmt: skip
+        n = len(jobs)
         await self._start()
         t0 = time.perf_counter()
         total = 2 * ((rounds + 1) // 2)
