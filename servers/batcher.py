@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -214,35 +214,22 @@ class Batcher:
                 f"packed rows need rows of width {WIDTH} and {N_ACTIONS} actions; this batcher's are "
                 f"{self.width} and {self.n_actions}"
             )
-        r = len(rows)
-        start = 0
-        while start < r:
-            b = self._batch_for(wait)
-            row0 = b.n
-            take = min(r - start, self.max_batch - row0)
-            end = row0 + take
+        for b, start, take, row0 in self._segments(len(rows), wait):
             staged = b.slot.packed
             assert staged is not None  # self.packs: every slot has them
+            end = row0 + take
             staged.bits[row0:end] = rows.bits[start : start + take]
             staged.scalars[row0:end] = rows.scalars[start : start + take]
             staged.legal[row0:end] = rows.legal[start : start + take]
             b.packed.append((row0, take))
-            b.n = end
             b.parts.append((on_done, start, take, row0))
-            start += take
-            if end == self.max_batch:
-                self._seal(b, full=True)
 
     def _place(self, features: np.ndarray, legal: np.ndarray, *, wait: bool) -> list[tuple[Batch, int, int, int]]:
         """Copy rows and masks into the open batch (and the next ones past max_batch). One segment
         per batch: (batch, first row of the request, rows, first row in the batch)."""
         r = check_request(features, legal, self.width, self.n_actions)
         segments = []
-        start = 0
-        while start < r:
-            b = self._batch_for(wait)
-            row0 = b.n
-            take = min(r - start, self.max_batch - row0)
+        for b, start, take, row0 in self._segments(r, wait):
             end = row0 + take
             if take == r:  # the whole request: no slicing of the caller's arrays
                 b.feat[row0:end] = features
@@ -250,12 +237,23 @@ class Batcher:
             else:
                 b.feat[row0:end] = features[start : start + take]
                 b.mask[row0:end] = legal[start : start + take]
-            b.n = end
             segments.append((b, start, take, row0))
-            start += take
-            if end == self.max_batch:
-                self._seal(b, full=True)
         return segments
+
+    def _segments(self, r: int, wait: bool) -> Iterator[tuple[Batch, int, int, int]]:
+        """Where ``r`` rows go: (batch, first row of the request, rows, first row in the batch), in
+        the open batch and the next ones past max_batch. The caller copies each segment before it
+        asks for the next; a batch is counted full and sealed only then."""
+        start = 0
+        while start < r:
+            b = self._batch_for(wait)
+            row0 = b.n
+            take = min(r - start, self.max_batch - row0)
+            yield b, start, take, row0
+            b.n = row0 + take
+            start += take
+            if b.n == self.max_batch:
+                self._seal(b, full=True)
 
     def _batch_for(self, wait: bool) -> Batch:
         """The open batch (a new one if none), its flush scheduled: at once (call_soon), or after
