@@ -62,7 +62,12 @@ built a 70-float priors list, since removed):
   one row per request pays the notice per row (0.6 to 0.95 at 256 to 4,096 requesters, ring and
   socket alike). Where the rest goes: packing costs the client 0.5 to 0.8 us a row, the server
   reads the bits without unpacking (``blobnet.stem.stem_packed``); a second process to schedule
-  on a loaded machine costs what no transport saves.
+  on a loaded machine costs what no transport saves. The same command once more on the machine
+  otherwise idle (load 0.6, one run of 5 repeats, median [range]): at 16 requesters the ring 0.76
+  [0.63 to 0.83], the socket 0.71; at 256 the ring 1.38 [1.03 to 1.57], the socket 1.11; at 1,024
+  the ring 1.01 [0.99 to 1.22], the socket 0.85. Above 1: the server's process computes on the
+  other core while the client encodes, so on two cores the ratio measures the cores as much as
+  the transport.
 - torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
   pass becomes tens to hundreds of times slower (each parallel region waits for a descheduled thread); one
   thread is unaffected. On a shared machine pass ``--threads 1`` (here and to ``python -m servers``);
