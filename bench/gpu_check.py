@@ -1,16 +1,21 @@
-"""The GPU check: one script a CUDA machine runs in at most five minutes.
+"""The GPU check: one script a CUDA machine runs in a few minutes (``make bench-gpu``).
 
-    python -m bench.gpu_check [--device cuda] [--preset small] [--concurrency 256,1024,4096,8192]
-                              [--budget 280] [--out bench/results/gpu]
+    python -m bench.gpu_check [--device cuda] [--preset medium] [--dtype bf16] [--engines 1,2,4,8,15]
+                              [--games-per-engine 256] [--warmup 5] [--window 8]
+                              [--concurrency 1024,4096] [--budget 280] [--out bench/results/gpu]
 
 1. Parity: the same network and inputs on the CPU and on the device; the priors (softmax over the
    legal ids) and values must agree within tolerance (float32 with TF32 off: 1e-4; bfloat16: 3e-2).
 2. Parity through the batcher: ``servers.Batcher(device=...)`` with one batch in flight and with two
    (copy and compute streams overlapping the next batch), many requests at once, against the CPU.
-3. Throughput: the asyncio self-play engine on the device batcher at 256 to 8192 concurrent games,
-   with one and two batches in flight: rounds/min, simulations/s, mean batch (p10-p90), request
-   latency, GPU utilisation and memory (pynvml), CPU use. Points that would overrun ``--budget``
-   seconds are skipped and listed as skipped.
+3. One GPU server fed by many processes: ``python -m servers`` on the device (``--preset`` in
+   ``--dtype``) and 1 to 15 engine processes (``--engines``, each playing ``--games-per-engine``
+   games), each sending its rows packed through a shared-memory ring (the sweep's
+   "processes+server"): rounds/min, simulations/s, mean batch (p10-p90), request latency, GPU
+   utilisation and memory (pynvml), CPU use.
+4. The design card's shape for comparison: one asyncio engine process on an in-process device
+   batcher at ``--concurrency`` games, with one and two batches in flight.
+Points that would overrun ``--budget`` seconds are skipped and listed as skipped.
 
 Writes <date-time>.json and <date-time>.md (date, GPU name, git commit, the tables) under
 bench/results/gpu/ and prints the tables. Exit code 1 when a parity check fails. Without CUDA it
@@ -40,7 +45,7 @@ from bench.common import RESULTS, Timed, batch_spread, git_commit, parse_ints, s
 from bench.monitor import Gpu, Monitor
 from bench.point import CalibrateSpec, PointSpec, engine_window, window_summary
 from bench.report import markdown_table
-from bench.strategies import calibrate
+from bench.strategies import calibrate, run_point
 from blobnet.aio import run_loop
 from blobnet.config import PRESETS
 from blobnet.evaluator import Priors
@@ -51,6 +56,7 @@ __all__ = ["main"]
 
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2}
 TIMING = {256: (3.0, 5.0), 1024: (4.0, 6.0), 4096: (6.0, 8.0), 8192: (8.0, 10.0)}  # games -> warm-up, window
+START_S = 15.0  # what starting a point's processes may take, seconds (the budget's allowance)
 KEPT = (  # a throughput point's figures kept in its row
     "sims_per_s", "evals_per_s", "mean_batch", "batch_p10", "batch_p90", "latency_p50_ms", "latency_p99_ms",
     "gpu_util", "gpu_mem_mb", "cpu_cores", "device_idle_fraction",
@@ -124,7 +130,11 @@ def _point(args: argparse.Namespace, spec: PointSpec, inflight: int, gpu: Gpu | 
 
     async def run(monitor: Monitor) -> dict[str, Any]:
         batcher = Batcher(
-            make_net(spec.preset, seed=0), max_batch=args.max_batch, device=args.device, max_inflight=inflight
+            make_net(spec.preset, seed=0),
+            max_batch=args.max_batch,
+            device=args.device,
+            dtype=args.dtype,
+            max_inflight=inflight,
         )
         ev = Timed(batcher)
         try:
@@ -139,8 +149,50 @@ def _point(args: argparse.Namespace, spec: PointSpec, inflight: int, gpu: Gpu | 
     return out | monitor.report()
 
 
-def throughput(args: argparse.Namespace, gpu: Gpu | None, deadline: float) -> tuple[list[dict[str, Any]], list[str]]:
-    cal = calibrate(CalibrateSpec(players=4, cards=[5], rounds=32, concurrency=16))["5"]
+def _measured(row: dict[str, Any], m: dict[str, Any], sims_per_round: float) -> dict[str, Any]:
+    """A throughput row from a point's figures ``m``; prints it."""
+    row = (
+        row
+        | {"rounds_per_min": 60 * m["sims_per_s"] / sims_per_round}
+        | {k: m.get(k, math.nan) for k in KEPT}
+        | {"error": ""}
+    )
+    where = ", ".join(f"{k}={v}" for k, v in row.items() if k in ("engines", "max_inflight"))
+    print(
+        f"  {where} {row['games']:5d} games: {row['rounds_per_min']:8,.0f} rounds/min, "
+        f"batch {m['mean_batch']:7.1f}, GPU {m['gpu_util']:.0f}%",
+        flush=True,
+    )
+    return row
+
+
+def shared_server(
+    args: argparse.Namespace, sims_per_round: float, deadline: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Step 3: 1 to 15 engine processes sharing one server process on the device."""
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    warmup, window = args.warmup, args.window
+    for n in args.engines:
+        games = n * args.games_per_engine
+        if time.monotonic() + warmup + window + START_S > deadline:
+            skipped.append(f"{n} engines sharing the server: out of time")
+            continue
+        spec = PointSpec(
+            strategy="processes+server", workers=n, concurrency=games, preset=args.preset, max_batch=args.max_batch,
+            warmup=warmup, window=window, server_device=args.device, server_dtype=args.dtype,
+        )  # fmt: skip
+        try:
+            rows.append(_measured({"engines": n, "games": games}, run_point(spec), sims_per_round))
+        except Exception as e:  # noqa: BLE001 - one failed point is recorded, the rest still run
+            rows.append({"engines": n, "games": games, "error": f"{type(e).__name__}: {e}"})
+    return rows, skipped
+
+
+def throughput(
+    args: argparse.Namespace, gpu: Gpu | None, sims_per_round: float, deadline: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Step 4: one engine process on an in-process device batcher."""
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     for inflight in (2, 1):
@@ -155,30 +207,32 @@ def throughput(args: argparse.Namespace, gpu: Gpu | None, deadline: float) -> tu
             except Exception as e:  # noqa: BLE001 - one failed point is recorded, the rest still run
                 rows.append({"max_inflight": inflight, "games": c, "error": f"{type(e).__name__}: {e}"})
                 continue
-            sims_per_round = spec.dets * spec.sims * cal["decisions_per_round"]
-            row = {"max_inflight": inflight, "games": c, "rounds_per_min": 60 * m["sims_per_s"] / sims_per_round}
-            rows.append(row | {k: m[k] for k in KEPT} | {"error": ""})
-            print(
-                f"  max_inflight={inflight} {c:5d} games: {row['rounds_per_min']:8,.0f} rounds/min, "
-                f"batch {m['mean_batch']:7.1f}, GPU {m['gpu_util']:.0f}%",
-                flush=True,
-            )
+            rows.append(_measured({"max_inflight": inflight, "games": c}, m, sims_per_round))
     return rows, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu for a dry run of the script")
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    p.add_argument("--concurrency", type=parse_ints, default=(256, 1024, 4096, 8192), help="games, comma-separated")
+    p.add_argument("--preset", default="medium", choices=sorted(PRESETS))
+    p.add_argument("--dtype", default="bf16", help="inference precision on the device: bf16, fp16 or float32")
+    p.add_argument("--engines", type=parse_ints, default=(1, 2, 4, 8, 15), help="engine processes, comma-separated")
+    p.add_argument("--games-per-engine", type=int, default=256, help="games each engine process plays at once")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before a shared-server point's window")
+    p.add_argument("--window", type=float, default=8.0, help="seconds a shared-server point is measured")
+    p.add_argument("--concurrency", type=parse_ints, default=(1024, 4096), help="games of the in-process batcher")
     p.add_argument("--max-batch", type=int, default=8192, help="the batcher's rows per forward pass at most")
     p.add_argument("--budget", type=float, default=280.0, help="seconds for the whole check")
     p.add_argument("--out", type=Path, default=RESULTS / "gpu")
     args = p.parse_args(argv)
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         p.error(f"--device {args.device!r}: cuda, cuda:N or cpu")
-    if args.max_batch < 1 or args.budget <= 0:
-        p.error("--max-batch and --budget must be positive")
+    if min(args.max_batch, args.budget, args.games_per_engine, args.window) <= 0 or args.warmup < 0:
+        p.error("--max-batch, --games-per-engine, --budget and --window must be positive, --warmup at least 0")
+    if args.dtype == "float32":
+        args.dtype = None
+    elif args.dtype not in ("bf16", "fp16"):
+        p.error(f"--dtype {args.dtype!r}: bf16, fp16 or float32")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("no GPU: nothing to check", flush=True)
         return 0
@@ -195,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuda": torch.version.cuda,
         "device": args.device,
         "preset": args.preset,
+        "dtype": args.dtype or "float32",
         "python": platform.python_version(),
         "machine": platform.platform(),
     }
@@ -206,9 +261,15 @@ def main(argv: list[str] | None = None) -> int:
             f"values {c['max_diff_values']:.2e} (tolerance {c['tolerance']:g})",
             flush=True,
         )
-    rows, skipped = throughput(args, gpu, deadline)
+    cal = calibrate(CalibrateSpec(players=4, cards=[5], rounds=32, concurrency=16))["5"]
+    search = PointSpec(strategy="asyncio").search()  # every point's search
+    sims_per_round = search.dets * search.sims * cal["decisions_per_round"]
+    print("One server, many engine processes:", flush=True)
+    served, skipped = shared_server(args, sims_per_round, deadline)
+    print("One engine process, in-process batcher:", flush=True)
+    rows, skipped_here = throughput(args, gpu, sims_per_round, deadline)
     meta["seconds"] = time.monotonic() - t0
-    result = {"meta": meta, "parity": checks, "throughput": rows, "skipped": skipped}
+    result = {"meta": meta, "parity": checks, "served": served, "throughput": rows, "skipped": skipped + skipped_here}
     args.out.mkdir(parents=True, exist_ok=True)
     base = args.out / stamp()
     base.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -220,9 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 PARITY_COLUMNS = ["check", "max |diff| priors", "max |diff| values", "tolerance", "result"]
-THROUGHPUT_COLUMNS = [  # (column, key in a throughput row); "p10-p90" joins two
-    ("batches in flight", "max_inflight"),
-    ("games", "games"),
+FIGURES = [  # (column, key in a throughput row) after the columns that say where; "p10-p90" joins two
     ("rounds/min", "rounds_per_min"),
     ("sims/s", "sims_per_s"),
     ("mean batch", "mean_batch"),
@@ -249,20 +308,34 @@ def _markdown(result: dict[str, Any]) -> str:
         + ["ok" if c["ok"] else "FAIL"]
         for c in result["parity"]
     ]
-    throughput_rows = [[_throughput_cell(r, key) for _, key in THROUGHPUT_COLUMNS] for r in result["throughput"]]
+    served = [("engine processes", "engines"), ("games", "games"), *FIGURES]
+    in_process = [("batches in flight", "max_inflight"), ("games", "games"), *FIGURES]
+
+    def table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
+        return markdown_table(
+            [name for name, _ in columns], [[_throughput_cell(r, k) for _, k in columns] for r in rows]
+        )
+
     out = [
         f"# GPU check, {m['date']}",
         "",
-        f"- GPU: {m['gpu']}; commit `{m['commit']}`; torch {m['torch']}, CUDA {m['cuda']}; preset `{m['preset']}`",
+        f"- GPU: {m['gpu']}; commit `{m['commit']}`; torch {m['torch']}, CUDA {m['cuda']}",
+        f"- network: preset `{m['preset']}` in {m['dtype']}; 4 players, 5 cards, a 3 x 30 search",
         f"- took {m['seconds']:.0f} s",
         "",
         "## CPU against the device",
         "",
         markdown_table(PARITY_COLUMNS, parity_rows),
         "",
-        "## Self-play on the device batcher (4 players, 5 cards, 3 x 30 search)",
+        "## One server on the device, many engine processes",
         "",
-        markdown_table([name for name, _ in THROUGHPUT_COLUMNS], throughput_rows),
+        "Each engine process sends its rows packed through a shared-memory ring; the server batches all of them.",
+        "",
+        table(served, result["served"]),
+        "",
+        "## One engine process on an in-process device batcher",
+        "",
+        table(in_process, result["throughput"]),
     ]
     if result["skipped"]:
         out += ["", "Skipped (time budget): " + "; ".join(result["skipped"])]

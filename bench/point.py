@@ -63,6 +63,8 @@ class PointSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_batch: int = 4096  # the batcher's rows per forward pass at most
     thread_timeout: float = 0.005  # "threads": seconds a request waits for its batch to fill
     server_threads: int = 1  # "processes+server": torch threads of the server
+    server_device: str = "cpu"  # "processes+server": the server's device (cpu, cuda[:N])
+    server_dtype: str | None = None  # "processes+server": its inference precision (None: float32; bf16, fp16)
 
     def check(self) -> None:
         for name in ("concurrency", "workers", "dets", "sims", "leaves", "max_batch", "server_threads"):

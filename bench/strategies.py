@@ -75,9 +75,10 @@ from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.net import make_net
 from blobnet.search import Search
 from clients.pool import BatcherSpec, EvaluatorSpec, RemoteSpec, SelfPlayPool
-from clients.remote import RemoteEvaluator
+from clients.remote import RING_ROWS, RemoteEvaluator
 from clients.selfplay import SelfPlayEngine
 from servers import Batcher
+from servers.shm import MAX_RING_ROWS
 
 __all__ = ["STRATEGIES", "POINTS", "BATCHED", "ENGINE_EVALUATORS", "COMMANDS", "run_point", "calibrate", "raw_rates"]
 
@@ -332,6 +333,9 @@ def _server(spec: PointSpec) -> Iterator[str]:
             str(spec.max_batch),
             "--threads",
             str(spec.server_threads),
+            "--device",
+            spec.server_device,
+            *(["--dtype", spec.server_dtype] if spec.server_dtype else []),
         ]
         server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         try:
@@ -345,15 +349,23 @@ def _server(spec: PointSpec) -> Iterator[str]:
                 server.wait()
 
 
+def ring_rows(spec: PointSpec) -> int:
+    """Ring slots for one engine of ``spec``: room for every row its games can have in flight (each
+    search's waves of ``dets x leaves``, twice with the searcher's own view), at least the default."""
+    games = -(-spec.concurrency // spec.workers)
+    return min(MAX_RING_ROWS, max(RING_ROWS, 2 * games * spec.dets * spec.leaves))
+
+
 def _server_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
     """The "processes+server": a pool of engines asking one server process."""
 
     async def main(address: str) -> dict[str, Any]:
-        remote = await RemoteEvaluator.connect(address, shm=True)  # the helpers' too: a unix address asks for it
+        remote = await RemoteEvaluator.connect(address, shm=True, ring_rows=ring_rows(spec))  # the helpers' too
         local = Timed(remote)
         try:
             before = partial(remote.stats, reset=True)
-            samples, latency = await _pool_window(spec, monitor, local, RemoteSpec(address), None, before)
+            helpers = RemoteSpec(address, ring_rows=ring_rows(spec))
+            samples, latency = await _pool_window(spec, monitor, local, helpers, None, before)
             served = await remote.stats()
         finally:
             await local.aclose()

@@ -58,7 +58,7 @@ from blobnet.ratings import MatchResult, MatchTally
 from blobnet.replay import Examples
 from clients.match import play_deals
 from clients.players import SeatSpec, arrays_of, build_seat, model_with
-from clients.remote import RemoteEvaluator
+from clients.remote import RING_ROWS, RemoteEvaluator
 from clients.selfplay import EngineError, EngineStats, SelfPlayEngine
 from servers import Batcher
 
@@ -85,9 +85,11 @@ class BatcherSpec(msgspec.Struct, tag="batcher", frozen=True, kw_only=True):
 
 
 class RemoteSpec(msgspec.Struct, tag="remote", frozen=True):
-    """A ``clients.remote.RemoteEvaluator`` connected to the server at ``address``."""
+    """A ``clients.remote.RemoteEvaluator`` connected to the server at ``address``; over a unix:PATH
+    address its rows travel through a shared-memory ring of ``ring_rows`` slots."""
 
     address: str
+    ring_rows: int = RING_ROWS
 
 
 class FreeSpec(msgspec.Struct, tag="free", frozen=True):
@@ -594,8 +596,8 @@ async def build_evaluator(spec: EvaluatorSpec, weights: dict[str, np.ndarray] | 
     match spec:
         case FreeSpec():
             return FreeEvaluator()
-        case RemoteSpec(address=address):
-            return await RemoteEvaluator.connect(address)
+        case RemoteSpec(address=address, ring_rows=ring_rows):
+            return await RemoteEvaluator.connect(address, ring_rows=ring_rows)
         case BatcherSpec():
             model = model_with(spec.preset, weights)
             return Batcher(model, max_batch=spec.max_batch, mode=spec.mode, dtype=spec.dtype, device=spec.device,

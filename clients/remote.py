@@ -58,7 +58,9 @@ from servers.wire import (
     tune_socket,
 )
 
-__all__ = ["RemoteEvaluator"]
+__all__ = ["RemoteEvaluator", "RING_ROWS"]
+
+RING_ROWS = 65536  # a client's shared-memory ring, slots: the rows of 2,700 searches' waves of 24 in flight
 
 
 class _Frame(Shared):
@@ -211,7 +213,8 @@ class RemoteEvaluator:
     """Evaluator client of ``python -m servers``. Make one with ``await RemoteEvaluator.connect(address)``.
 
     width, n_actions, n_values: the server's, from its greeting. max_rows: rows per frame at most.
-    transport: "shm" or "socket", where the rows travel (module docstring)."""
+    transport: "shm" or "socket", where the rows travel (module docstring); ring_rows: the ring's
+    slots (0 on the socket)."""
 
     width: int
     n_actions: int
@@ -236,6 +239,7 @@ class RemoteEvaluator:
         self._reason: str | None = None  # set once the connection is unusable, and why
         self._stage: _SocketStage | _RingStage | None = None
         self.transport = "socket"
+        self.ring_rows = 0
 
     @classmethod
     async def connect(
@@ -246,7 +250,7 @@ class RemoteEvaluator:
         timeout: float = 10.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         shm: bool | None = None,
-        ring_rows: int = 65536,
+        ring_rows: int = RING_ROWS,
     ) -> RemoteEvaluator:
         """Connect to "unix:PATH" or "tcp:HOST:PORT" and wait for the server's greeting. shm: rows
         through a shared-memory ring of ``ring_rows`` slots (579 bytes each, memory taken as the
@@ -276,7 +280,7 @@ class RemoteEvaluator:
                         ring = Ring.attach(answer.path, answer.rows, self.n_actions, self.n_values)
                         self._write(ShmAttached())
                         self._stage = _RingStage(self, ring)
-                        self.transport = "shm"
+                        self.transport, self.ring_rows = "shm", answer.rows
                     elif shm:
                         raise EvaluatorClosed(f"the server serves no shared memory here: {answer.reason}")
             except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import subprocess
@@ -348,7 +349,8 @@ def test_gpu_check_exits_cleanly_without_a_gpu() -> None:
 
 
 def test_gpu_check_dry_run_on_the_cpu_checks_parity_and_keeps_to_its_budget(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--preset", "tiny", "--concurrency", "8"]
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--preset", "tiny"]
+    cmd += ["--engines", "1", "--concurrency", "8"]
     proc = subprocess.run(
         [*cmd, "--budget", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -356,4 +358,18 @@ def test_gpu_check_dry_run_on_the_cpu_checks_parity_and_keeps_to_its_budget(tmp_
     (md,) = tmp_path.glob("*.md")
     text = md.read_text()
     assert text.count("| ok |") == 4 and "FAIL" not in text  # the network twice, the batcher twice
-    assert "Skipped (time budget): 8 games, max_inflight=2: out of time" in text
+    assert "Skipped (time budget): 1 engines sharing the server: out of time; 8 games, max_inflight=2" in text
+
+
+def test_gpu_check_dry_run_measures_engine_processes_sharing_one_server(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--preset", "tiny", "--dtype", "float32"]
+    cmd += ["--engines", "2", "--games-per-engine", "4", "--warmup", "0.5", "--window", "1", "--concurrency", "8"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (js,) = tmp_path.glob("*.json")
+    result = json.loads(js.read_text())
+    assert result["meta"]["dtype"] == "float32" and not result["skipped"]
+    (served,) = result["served"]
+    assert (served["engines"], served["games"], served["error"]) == (2, 8, "")
+    assert served["rounds_per_min"] > 0 and served["mean_batch"] >= 1
+    assert [r["max_inflight"] for r in result["throughput"]] == [2, 1]

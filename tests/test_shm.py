@@ -25,6 +25,7 @@ from blobnet.encode import WIDTH, encode_rounds
 from blobnet.net import make_net
 from blobnet.rules import Round
 from blobnet.stem import stem_packed, stem_rows
+from clients.pool import RemoteSpec, build_evaluator
 from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluatorClosed
 from servers.backends import unpack_torch
@@ -165,7 +166,10 @@ def test_answers_through_shared_memory_equal_the_in_process_batcher(engine: str,
         async with asyncio.timeout(30), serving(NET, max_batch=128, engine=engine, sparse=sparse) as (_, address):
             local = Batcher(NET, max_batch=128, engine=engine, sparse=sparse)
             remote = await RemoteEvaluator.connect(address, ring_rows=100, max_rows=40)
-            assert remote.transport == "shm"
+            assert (remote.transport, remote.ring_rows) == ("shm", 100)
+            built = await build_evaluator(RemoteSpec(address, ring_rows=64), None)  # a pool helper's
+            assert isinstance(built, RemoteEvaluator) and (built.transport, built.ring_rows) == ("shm", 64)
+            await built.aclose()
             await remote.stats()  # a round trip: the server has read ShmAttached
             assert rings_of(os.getpid()) == []  # unlinked once the client had mapped it
             want = await local.evaluate_many(x, m)
