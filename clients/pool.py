@@ -309,10 +309,18 @@ class SelfPlayPool:
 
             return on_thread
 
+        def helper_done(reply: asyncio.Future[Any]) -> None:
+            if reply.cancelled():
+                return
+            if reply.exception() is not None or getattr(reply.result(), "error", None) is not None:
+                engine.stop()  # a helper failed: end this share with its rounds in progress, the run with the error
+
         waits = [
             loop.run_in_executor(None, _receive, conn, relay(w))
             for w, (_, conn) in enumerate(self._helpers[: n - 1], start=1)
         ]
+        for wait_reply in waits:
+            wait_reply.add_done_callback(helper_done)
         try:
             stats = await engine.run(shares[0][0])
         except EngineError:

@@ -116,7 +116,10 @@ def test_a_game_failing_here_stops_the_helpers_and_keeps_what_they_produced(pool
 
 
 def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
+    """At once: this process's share (here one that would take hours) ends with the rounds it is
+    playing, and keeps their examples."""
     pool = SelfPlayPool(2)
+    kept: list[Examples] = []
     try:
 
         def kill_helper(done: int) -> None:
@@ -124,11 +127,14 @@ def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
             if done >= 1 and proc.is_alive():
                 proc.kill()
 
+        async def doomed() -> None:
+            async with asyncio.timeout(120):
+                await pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=10**7,
+                               concurrency=2, seed=0, sink=kept.append, on_progress=kill_helper)  # fmt: skip
+
         with pytest.raises(EngineError, match="died"):
-            asyncio.run(
-                pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=400,
-                         concurrency=2, seed=0, on_progress=kill_helper)
-            )  # fmt: skip
+            asyncio.run(doomed())
+        assert kept  # the rounds this process finished
         stats = asyncio.run(
             pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=4,
                      concurrency=2, seed=0)
