@@ -48,6 +48,7 @@ from blobnet.status import STATUS_FILE, Status
 from clients.players import BotSeat, NetworkSeat, SeatSpec, arrays_of, parse_player
 from clients.pool import BatcherSpec, EvaluatorSpec, FreeSpec, RemoteSpec, SelfPlayPool
 from clients.remote import RemoteEvaluator
+from clients.selfplay import check_opponents
 from clients.terminal import play_command
 from clients.train import Trainer
 from clients.web import web_command
@@ -86,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="small", help="network preset when no checkpoint is given")
     sp.add_argument("--server", help="use a running server (unix:PATH or tcp:HOST:PORT) instead of an in-process one")
     sp.add_argument("--free", action="store_true", help="a free evaluator: the search-only ceiling")
+    sp.add_argument(
+        "--opponent", action="append", default=[], metavar="BOT",
+        help="a bot (heuristic, random, ismcts:sims=1000,c=10) in one seat of every table; repeat for more",
+    )  # fmt: skip
     sp.add_argument("--cache", type=int, default=65536, help="network answers kept per engine (0: no cache)")
     sp.add_argument("--mode", default="auto", choices=["auto", "inline", "thread"], help="CPU forward pass")
     sp.add_argument("--engine", default=CPU_ENGINE, choices=list(ENGINES), help="CPU forward engine")
@@ -163,6 +168,8 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view,
                           cache=args.cache)  # fmt: skip
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
+    opponents = tuple(args.opponent)
+    check_opponents(opponents, game)
     pool = SelfPlayPool(args.workers or default_workers(args))
     weights = None
     remote: RemoteEvaluator | None = None
@@ -195,6 +202,7 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
             seed=args.seed,
             sink=parts.append if args.out else None,
             on_progress=lambda done: status.phase(1, 1, "self-play", done, args.rounds),
+            opponents=opponents,
         )
         avg_batch = pool.mean_batch
         if remote is not None:

@@ -59,7 +59,7 @@ from blobnet.replay import Examples
 from clients.match import play_deals
 from clients.players import SeatSpec, arrays_of, build_seat, model_with
 from clients.remote import RING_ROWS, RemoteEvaluator
-from clients.selfplay import EngineError, EngineStats, SelfPlayEngine
+from clients.selfplay import EngineError, EngineStats, SelfPlayEngine, check_opponents
 from servers import Batcher
 
 __all__ = [
@@ -113,6 +113,7 @@ class ShareJob(msgspec.Struct, tag="share", frozen=True, kw_only=True):
     seed: int
     first_game: int
     game_stride: int
+    opponents: tuple[str, ...] = ()  # bot specs, a seat each at every table (clients.selfplay)
 
 
 class MatchJob(msgspec.Struct, tag="match", frozen=True, kw_only=True):
@@ -213,7 +214,7 @@ class EnginePool(Protocol):
     async def run(
         self, evaluator: Evaluator, spec: EvaluatorSpec, weights: dict[str, Any] | None, *, search: SearchConfig,
         game: GameConfig, rounds: int, concurrency: int, seed: int, sink: Callable[[Examples], None] | None = None,
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int], None] | None = None, opponents: tuple[str, ...] = (),
     ) -> EngineStats: ...  # fmt: skip
 
     async def match(
@@ -258,19 +259,22 @@ class SelfPlayPool:
         seed: int,
         sink: Callable[[Examples], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        opponents: tuple[str, ...] = (),
     ) -> EngineStats:
         """Play ``rounds`` rounds with ``concurrency`` games live in all, this process taking the
         first share with ``evaluator``; helpers build theirs from ``spec`` and ``weights``
-        (a state dict, tensors or arrays). Returns the stats of all shares, ``seconds`` being
-        the wall time of the whole run."""
+        (a state dict, tensors or arrays); ``opponents``: bot specs that take a seat each at every
+        table (``clients.selfplay``). Returns the stats of all shares, ``seconds`` being the wall
+        time of the whole run."""
         check_run(rounds, concurrency)
+        check_opponents(opponents, game)
         n = min(self.workers, concurrency, rounds)
         shares = list(zip(split(rounds, n), split(concurrency, n), strict=True))
         arrays = None if weights is None else arrays_of(weights)
         await self._start(n - 1)
         jobs = [
             ShareJob(spec=spec, weights=arrays, search=search, game=game, rounds=r, concurrency=c, seed=seed,
-                   first_game=w, game_stride=n)
+                   first_game=w, game_stride=n, opponents=opponents)
             for w, (r, c) in enumerate(shares)
         ]  # fmt: skip
         for (_, conn), job in zip(self._helpers, jobs[1:]):
@@ -299,6 +303,7 @@ class SelfPlayPool:
             game_stride=n,
             sink=sink,
             on_progress=lambda _: progress(),
+            opponents=opponents,
         )
         self._local = lambda: _counts(engine, evaluator, batches0, rows0)
         t0 = time.perf_counter()
@@ -584,6 +589,7 @@ async def play_share(job: ShareJob, conn: Connection | None = None) -> ShareDone
         game_stride=job.game_stride,
         sink=parts.append,
         on_progress=stop_asked,
+        opponents=job.opponents,
     )
     error = None
     reporter = asyncio.create_task(report())

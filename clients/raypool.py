@@ -63,7 +63,7 @@ from clients.pool import (
     play_share,
     split,
 )  # fmt: skip
-from clients.selfplay import EngineError, EngineStats
+from clients.selfplay import EngineError, EngineStats, check_opponents
 
 __all__ = ["MAX_TRIES", "EngineActor", "RayPool"]
 
@@ -145,11 +145,13 @@ class RayPool:
         seed: int,
         sink: Callable[[Examples], None] | None = None,
         on_progress: Callable[[int], None] | None = None,
+        opponents: tuple[str, ...] = (),
     ) -> EngineStats:
         """``clients.pool.SelfPlayPool.run`` with every share in the actors: ``evaluator`` (the
         driver's) plays nothing. ``on_progress`` hears of the rounds as chunks finish; the
         examples reach ``sink`` at the end, in the order of the chunks."""
         check_run(rounds, concurrency)
+        check_opponents(opponents, game)
         n = min(self.workers, concurrency, rounds)
         jobs = []
         for w, (share_rounds, live) in enumerate(zip(split(rounds, n), split(concurrency, n))):
@@ -157,7 +159,8 @@ class RayPool:
             done = 0
             for k in pieces:
                 jobs.append(ShareJob(spec=spec, weights=None, search=search, game=game, rounds=k, concurrency=live,
-                                     seed=seed, first_game=w + done * n, game_stride=n))  # fmt: skip
+                                     seed=seed, first_game=w + done * n, game_stride=n,
+                                     opponents=opponents))  # fmt: skip
                 done += k
         await self._start()
         t0 = time.perf_counter()

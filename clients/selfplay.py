@@ -4,13 +4,17 @@ Each game coroutine plays independent rounds or full games on the standard sched
 every decision that has more than one legal action, and hands the finished round's training
 examples to a sink. A new game starts as one ends until N rounds are done. Every evaluation goes
 through the evaluator, so the batch is as large as the number of waiting games.
+
+Opponents (bot specs, ``clients.players.make_bot``: ``heuristic``, ``ismcts:sims=1000``) take one
+seat each at every table, the seats drawn anew each round; the network plays and learns from the
+others, so a run can train against a fixed opponent as well as against itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -18,11 +22,13 @@ import numpy as np
 from blobnet.aio import quiet_gc
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.evaluator import Evaluator
+from blobnet.player import Player, act_async
 from blobnet.replay import Examples, RoundRecord
 from blobnet.rules import Game, Round, choices, standard_schedule
 from blobnet.search import Search, choose_action
+from clients.players import make_bot
 
-__all__ = ["EngineStats", "EngineError", "SelfPlayEngine"]
+__all__ = ["EngineStats", "EngineError", "SelfPlayEngine", "check_opponents"]
 
 
 @dataclass(slots=True)
@@ -70,6 +76,17 @@ class EngineError(RuntimeError):
     """A game raised; the message names its seed so the deal can be replayed."""
 
 
+def check_opponents(opponents: Sequence[str], game: GameConfig) -> None:
+    """ValueError naming a bad bot spec, or too many opponents to leave the network a seat at the
+    smallest table of ``game``."""
+    for spec in opponents:
+        make_bot(spec)
+    if len(opponents) >= min(game.players):
+        raise ValueError(
+            f"{len(opponents)} opponents at tables of {min(game.players)} players: leave the network a seat"
+        )
+
+
 class SelfPlayEngine:
     """Plays ``rounds`` rounds with ``concurrency`` games live at once.
 
@@ -90,9 +107,12 @@ class SelfPlayEngine:
         game_stride: int = 1,
         sink: Callable[[Examples], None] | None = None,
         on_progress: Callable[[EngineStats], None] | None = None,
+        opponents: Sequence[str] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency={concurrency}: at least 1 game must be live")
+        check_opponents(opponents, game)
+        self.opponents = tuple(opponents)
         self.search = Search(evaluator, search)
         self.config = search
         self.game = game
@@ -163,7 +183,14 @@ class SelfPlayEngine:
         stats = self.stats
         temperature = self.config.temperature
         record = RoundRecord()
+        bots: dict[int, Player] = {}
+        if self.opponents:  # seats and seeds from the game's generator: a game replays alone
+            seats = rng.choice(r.players, size=len(self.opponents), replace=False).tolist()
+            bots = {s: make_bot(spec, int(rng.integers(2**63))) for s, spec in zip(seats, self.opponents)}
         for seat in choices(r):
+            if seat in bots:
+                r.play(await act_async(bots[seat], r.view(seat)))  # checked: a bot errs by name
+                continue
             result = await self.search.run(r.view(seat), rng, noise=True)
             stats.searched_decisions += 1
             stats.uniform_targets += result.is_uniform()

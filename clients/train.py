@@ -50,6 +50,7 @@ from clients.match import play_match
 from clients.players import BotSeat, NetworkSeat, arrays_of, bot_name, build_seat, make_bot
 from clients.pool import BatcherSpec, EnginePool, SelfPlayPool
 from clients.raypool import RayPool
+from clients.selfplay import check_opponents
 from servers import Batcher
 
 __all__ = ["Trainer", "METRIC_FIELDS"]
@@ -82,6 +83,10 @@ class Trainer:
             self.baselines[str(bot_name(base))] = base
         if len(self.baselines) < len(config.arena.baselines):
             raise ValueError(f"arena.baselines={config.arena.baselines}: name each bot at most once")
+        try:
+            check_opponents(config.train.opponents, config.game)
+        except ValueError as e:
+            raise ValueError(f"train.opponents: {e}") from None
         self.ckpt_dir = run_dir / "checkpoints"
         self.replay = ReplayBuffer(run_dir / "replay", config.train.replay_size)
         # The learner's device is the server's: on a GPU it steps on its own CUDA stream (``_learn``).
@@ -248,6 +253,7 @@ class Trainer:
             seed=int(np.random.SeedSequence([cfg.train.seed, it]).generate_state(1)[0]),
             sink=parts.append,
             on_progress=lambda done: self.status.phase(it, cfg.train.iterations, "self-play", done, total),
+            opponents=tuple(cfg.train.opponents),
         )
         summary = stats.summary()
         self.replay.add(it, Examples.concat(parts))

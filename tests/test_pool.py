@@ -48,14 +48,16 @@ def test_split_is_even_and_complete():
     assert sum(split(1001, 7)) == 1001
 
 
-def test_the_pool_plays_exactly_the_games_one_engine_plays(pool):
+@pytest.mark.parametrize("opponents", [(), ("ismcts:sims=50", "heuristic")])
+def test_the_pool_plays_exactly_the_games_one_engine_plays(pool, opponents):
     parts: list[Examples] = []
     stats = asyncio.run(
         pool.run(FreeEvaluator(), FreeSpec(), None, search=FAST, game=GAME, rounds=12,
-                 concurrency=4, seed=5, sink=parts.append)
+                 concurrency=4, seed=5, sink=parts.append, opponents=opponents)
     )  # fmt: skip
     alone: list[Examples] = []
-    engine = SelfPlayEngine(FreeEvaluator(), search=FAST, game=GAME, concurrency=4, seed=5, sink=alone.append)
+    engine = SelfPlayEngine(FreeEvaluator(), search=FAST, game=GAME, concurrency=1, seed=5, sink=alone.append,
+                            opponents=opponents)  # fmt: skip
     single = asyncio.run(engine.run(12))
     assert stats.rounds == single.rounds == 12
     assert stats.examples == single.examples == sum(len(p) for p in parts)

@@ -20,7 +20,8 @@ from clients.selfplay import EngineError, SelfPlayEngine
 FAST = SearchConfig(dets=2, sims=8, leaves=2)
 
 
-def play(rounds: int, *, concurrency: int = 4, game: GameConfig | None = None, evaluator=None, seed: int = 0):  # type: ignore[no-untyped-def]
+def play(rounds: int, *, concurrency: int = 4, game: GameConfig | None = None, evaluator=None, seed: int = 0,  # type: ignore[no-untyped-def]
+         opponents: tuple[str, ...] = ()):  # fmt: skip
     parts: list[Examples] = []
     engine = SelfPlayEngine(
         evaluator or FreeEvaluator(),
@@ -29,6 +30,7 @@ def play(rounds: int, *, concurrency: int = 4, game: GameConfig | None = None, e
         concurrency=concurrency,
         seed=seed,
         sink=parts.append,
+        opponents=opponents,
     )
     stats = asyncio.run(engine.run(rounds))
     return stats, Examples.concat(parts)
@@ -102,9 +104,33 @@ def test_a_failing_game_stops_the_engine_with_its_seed_and_keeps_finished_exampl
     assert engine.stats.rounds >= 1 and sum(len(p) for p in parts) == engine.stats.examples
 
 
-@pytest.mark.parametrize("kwargs", [{"concurrency": 0}])
-def test_engine_settings_out_of_range_are_refused(kwargs):
-    with pytest.raises(ValueError, match="concurrency"):
+def test_opponents_take_their_seats_and_only_the_networks_decisions_are_examples():
+    """Three bots at a table of four: one network seat a round, so at most one bid and three plays
+    searched a round (forced moves are not), where four seats search without them."""
+    mixed, ex = play(16, opponents=("heuristic", "ismcts:sims=50", "random"))
+    alone, _ = play(16)
+    assert mixed.rounds == 16 and len(ex) == 2 * mixed.searched_decisions
+    assert 16 <= mixed.searched_decisions <= 16 * (1 + 3) < alone.searched_decisions
+    assert mixed.decisions == alone.decisions == 16 * 4 * (3 + 1)  # every seat's moves are made
+    again, ex2 = play(16, opponents=("heuristic", "ismcts:sims=50", "random"), concurrency=1)
+    assert again.searched_decisions == mixed.searched_decisions  # seats and bots drawn from each game's seed
+    rows = lambda e: np.sort(np.concatenate([e.features, e.value], axis=1), axis=0)  # noqa: E731
+    np.testing.assert_array_equal(rows(ex), rows(ex2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": 1, "opponents": ("heuristic", "chess engine")}, "bot 'chess engine'"),
+        (
+            {"concurrency": 1, "opponents": ("random",) * 4},
+            "4 opponents at tables of 4 players: leave the network a seat",
+        ),
+    ],
+)
+def test_engine_settings_out_of_range_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         SelfPlayEngine(FreeEvaluator(), search=FAST, game=GameConfig(), **kwargs)
 
 

@@ -155,6 +155,11 @@ def test_resume_without_a_run_is_refused(tmp_path):
         ("train.lr=-1", "train.lr"),
         ('arena.baselines=["ismcts:sims=0"]', "arena.baselines: player 'ismcts:sims=0'"),
         ('arena.baselines=["random","random:"]', "name each bot at most once"),
+        ('train.opponents=["nobody"]', "train.opponents: bot 'nobody'"),
+        (
+            'train.opponents=["heuristic","random","ismcts","random"]',
+            "train.opponents: 4 opponents at tables of 4 players",
+        ),
     ],
 )
 def test_bad_config_is_refused_before_anything_is_written(tmp_path, bad, named):
