@@ -72,6 +72,17 @@ def test_tiny_run_writes_its_run_directory(tmp_path):
     assert json.loads((run / "config.json").read_text())["network"]["preset"] == "tiny"
 
 
+def test_a_run_against_fixed_opponents_learns_from_the_network_seats_alone(tmp_path):
+    """Three bots at each table of four: the one network seat makes at most 4 searched decisions a
+    round (one bid, three cards), two examples each."""
+    run = tmp_path / "run"
+    out = train(run, 'train.opponents=["heuristic","random","ismcts:sims=50"]', "train.workers=2", iterations=1)
+    assert out.returncode == 0, out.stderr
+    (row,) = csv.DictReader((run / "metrics.csv").open())
+    assert 0 < int(row["examples"]) <= 16 * 4 * 2
+    assert json.loads((run / "config.json").read_text())["train"]["opponents"][2] == "ismcts:sims=50"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_resume_continues_exactly_where_the_uninterrupted_run_would_be(tmp_path, workers):
     """With 2 workers a helper process plays half the self-play and the gate and final matches."""
