@@ -350,10 +350,10 @@ def _server(spec: PointSpec) -> Iterator[str]:
 
 
 def ring_rows(spec: PointSpec) -> int:
-    """Ring slots for one engine of ``spec``: room for every row its games can have in flight (each
-    search's waves of ``dets x leaves``, twice with the searcher's own view), at least the default."""
+    """Ring slots for one engine of ``spec``: room for every row its games can have in flight (a
+    wave of each one's search), at least the default."""
     games = -(-spec.concurrency // spec.workers)
-    return min(MAX_RING_ROWS, max(RING_ROWS, 2 * games * spec.dets * spec.leaves))
+    return min(MAX_RING_ROWS, max(RING_ROWS, games * Search.rows_per_wave(spec.search())))
 
 
 def _server_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:

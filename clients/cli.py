@@ -48,7 +48,6 @@ from blobnet.status import STATUS_FILE, Status
 from clients.players import BotSeat, NetworkSeat, SeatSpec, arrays_of, parse_player
 from clients.pool import BatcherSpec, EvaluatorSpec, FreeSpec, RemoteSpec, SelfPlayPool
 from clients.remote import RemoteEvaluator
-from clients.selfplay import check_opponents
 from clients.terminal import play_command
 from clients.train import Trainer
 from clients.web import web_command
@@ -168,8 +167,7 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view,
                           cache=args.cache)  # fmt: skip
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
-    opponents = tuple(args.opponent)
-    check_opponents(opponents, game)
+    opponents = tuple(args.opponent)  # pool.run names a bad one before any process starts
     pool = SelfPlayPool(args.workers or default_workers(args))
     weights = None
     remote: RemoteEvaluator | None = None

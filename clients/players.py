@@ -27,7 +27,8 @@ from blobnet.player import EvaluatorFactory, NetworkPlayer, Player, load_player
 from servers import Batcher
 
 __all__ = [
-    "BOTS", "BotSeat", "NetworkSeat", "SeatSpec", "arrays_of", "batched", "bot_name", "build_seat", "make_bot",
+    "BOTS", "BotSeat", "NetworkSeat", "SeatSpec", "arrays_of", "batched", "bot_maker", "bot_name", "build_seat",
+    "make_bot",
     "model_with", "parse_player",
 ]  # fmt: skip
 
@@ -83,15 +84,26 @@ def bot_name(spec: str) -> str | None:
 def make_bot(spec: str, seed: int | None = None) -> Player:
     """The bot of a spec: ``random``, ``heuristic``, ``ismcts`` or ``ismcts:sims=1000,c=10``, seeded
     with ``seed``. ValueError naming what is wrong."""
+    return bot_maker(spec)(seed)
+
+
+def bot_maker(spec: str) -> Callable[[int | None], Player]:
+    """``make_bot`` with the spec read once: a function of the seed, for a caller that makes many
+    bots of one spec. ValueError naming a bad name or setting now, a value the bot refuses when
+    it is made."""
     name = bot_name(spec)
     if name is None:
         raise ValueError(f"bot {spec!r}: use one of {', '.join(BOTS)} (ismcts takes :sims=1000,c=10)")
     make, keys = BOTS[name]
     settings = _settings(spec, spec.partition(":")[2], keys)
-    try:
-        return make(seed, **settings)
-    except ValueError as e:
-        raise ValueError(f"player {spec!r}: {e}") from None
+
+    def build(seed: int | None) -> Player:
+        try:
+            return make(seed, **settings)
+        except ValueError as e:
+            raise ValueError(f"player {spec!r}: {e}") from None
+
+    return build
 
 
 def batched(device: str = "cpu") -> EvaluatorFactory:

@@ -317,7 +317,7 @@ class SelfPlayPool:
         def helper_done(reply: asyncio.Future[Any]) -> None:
             if reply.cancelled():
                 return
-            if reply.exception() is not None or getattr(reply.result(), "error", None) is not None:
+            if reply.exception() is not None or reply.result().error is not None:  # a ShareDone
                 engine.stop()  # a helper failed: end this share with its rounds in progress, the run with the error
 
         waits = [

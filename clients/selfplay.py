@@ -5,7 +5,7 @@ every decision that has more than one legal action, and hands the finished round
 examples to a sink. A new game starts as one ends until N rounds are done. Every evaluation goes
 through the evaluator, so the batch is as large as the number of waiting games.
 
-Opponents (bot specs, ``clients.players.make_bot``: ``heuristic``, ``ismcts:sims=1000``) take one
+Opponents (bot specs, ``clients.players.bot_maker``: ``heuristic``, ``ismcts:sims=1000``) take one
 seat each at every table, the seats drawn anew each round; the network plays and learns from the
 others, so a run can train against a fixed opponent as well as against itself.
 """
@@ -26,7 +26,7 @@ from blobnet.player import Player, act_async
 from blobnet.replay import Examples, RoundRecord
 from blobnet.rules import Game, Round, choices, standard_schedule
 from blobnet.search import Search, choose_action
-from clients.players import make_bot
+from clients.players import bot_maker
 
 __all__ = ["EngineStats", "EngineError", "SelfPlayEngine", "check_opponents"]
 
@@ -76,15 +76,17 @@ class EngineError(RuntimeError):
     """A game raised; the message names its seed so the deal can be replayed."""
 
 
-def check_opponents(opponents: Sequence[str], game: GameConfig) -> None:
-    """ValueError naming a bad bot spec, or too many opponents to leave the network a seat at the
-    smallest table of ``game``."""
-    for spec in opponents:
-        make_bot(spec)
+def check_opponents(opponents: Sequence[str], game: GameConfig) -> list[Callable[[int | None], Player]]:
+    """Each opponent's ``bot_maker`` (one bot made of each, to try it); ValueError naming a bad bot
+    spec, or too many opponents to leave the network a seat at the smallest table of ``game``."""
+    makers = [bot_maker(spec) for spec in opponents]
+    for make in makers:
+        make(0)
     if len(opponents) >= min(game.players):
         raise ValueError(
             f"{len(opponents)} opponents at tables of {min(game.players)} players: leave the network a seat"
         )
+    return makers
 
 
 class SelfPlayEngine:
@@ -111,8 +113,7 @@ class SelfPlayEngine:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency={concurrency}: at least 1 game must be live")
-        check_opponents(opponents, game)
-        self.opponents = tuple(opponents)
+        self._opponents = check_opponents(opponents, game)  # a bot maker per opponent
         self.search = Search(evaluator, search)
         self.config = search
         self.game = game
@@ -184,9 +185,9 @@ class SelfPlayEngine:
         temperature = self.config.temperature
         record = RoundRecord()
         bots: dict[int, Player] = {}
-        if self.opponents:  # seats and seeds from the game's generator: a game replays alone
-            seats = rng.choice(r.players, size=len(self.opponents), replace=False).tolist()
-            bots = {s: make_bot(spec, int(rng.integers(2**63))) for s, spec in zip(seats, self.opponents)}
+        if self._opponents:  # seats and seeds from the game's generator: a game replays alone
+            seats = rng.choice(r.players, size=len(self._opponents), replace=False).tolist()
+            bots = {s: make(int(rng.integers(2**63))) for s, make in zip(seats, self._opponents)}
         for seat in choices(r):
             if seat in bots:
                 r.play(await act_async(bots[seat], r.view(seat)))  # checked: a bot errs by name
