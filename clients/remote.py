@@ -3,10 +3,14 @@
 ``RemoteEvaluator`` batches the way the batcher does: every row submitted in one event-loop iteration
 (``evaluate_many``, a wave at once) goes into one frame (the first submit schedules the send with
 ``call_soon``; a frame that reaches ``max_rows`` is sent at once), and every waiter of a frame
-awaits one shared future (``servers.waiting.wait``). The server (``python -m servers``;
-servers/wire.py has the wire format) answers with one reply per batch the rows landed in. Each
-reply's priors (rows, n_actions) and values are copied into the frame's own result arrays, of
-which each request gets its slices.
+awaits one shared future (``servers.waiting.wait``). One exception to waiting for the iteration's
+end: while the server has none of this client's rows to compute, a frame leaves as soon as it
+holds ``eager_rows`` rows, so the server computes it while the rest of the iteration's rows are
+staged, and those requesters wake (and stage their next rows) while the server computes the rest:
+with few requesters, client and server then work at the same time instead of taking turns. The
+server (``python -m servers``; servers/wire.py has the wire format) answers with one reply per
+batch the rows landed in. Each reply's priors (rows, n_actions) and values are copied into the
+frame's own result arrays, of which each request gets its slices.
 
 Where the rows travel is chosen once, at ``connect``, one staging class each:
 - ``_RingStage`` (a unix:PATH server, the default there): rows are packed (blobnet.compact, 267
@@ -61,6 +65,7 @@ from servers.wire import (
 __all__ = ["RemoteEvaluator", "RING_ROWS"]
 
 RING_ROWS = 65536  # a client's shared-memory ring, slots: the rows of 2,700 searches' waves of 24 in flight
+EAGER_ROWS = 128  # a frame leaves at this size when the server has nothing of ours (module docstring)
 
 
 class _Frame(Shared):
@@ -212,7 +217,8 @@ class _RingStage:
 class RemoteEvaluator:
     """Evaluator client of ``python -m servers``. Make one with ``await RemoteEvaluator.connect(address)``.
 
-    width, n_actions, n_values: the server's, from its greeting. max_rows: rows per frame at most.
+    width, n_actions, n_values: the server's, from its greeting. max_rows: rows per frame at most;
+    eager_rows: the size at which a frame leaves early while the server has none of ours (module docstring).
     transport: "shm" or "socket", where the rows travel (module docstring); ring_rows: the ring's
     slots (0 on the socket)."""
 
@@ -221,10 +227,15 @@ class RemoteEvaluator:
     n_values: int
     model_version = 0  # a server keeps its model for life (blobnet.evaluator)
 
-    def __init__(self, *, max_rows: int = 1024, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, *, max_rows: int = 1024, eager_rows: int = EAGER_ROWS, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows={max_rows}: must be at least 1")
+        if eager_rows < 1:
+            raise ValueError(f"eager_rows={eager_rows}: must be at least 1")
         self.max_rows = max_rows
+        self.eager_rows = eager_rows
         self._reader = FrameReader(self._on_frame, max_frame)
         self._decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)  # type: ignore[arg-type]
         self._encoder = msgspec.msgpack.Encoder()
@@ -247,6 +258,7 @@ class RemoteEvaluator:
         address: str,
         *,
         max_rows: int = 1024,
+        eager_rows: int = EAGER_ROWS,
         timeout: float = 10.0,
         max_frame: int = DEFAULT_MAX_FRAME,
         shm: bool | None = None,
@@ -261,7 +273,7 @@ class RemoteEvaluator:
         kind, host, port = parse_address(address)
         if shm and kind != "unix":
             raise ValueError(f"shm=True needs a unix:PATH server, not {address!r}")
-        self = cls(max_rows=max_rows, max_frame=max_frame)
+        self = cls(max_rows=max_rows, eager_rows=eager_rows, max_frame=max_frame)
         loop = self._loop
         async with asyncio.timeout(timeout):
             if kind == "unix":
@@ -338,7 +350,7 @@ class RemoteEvaluator:
             f.n = i0 + take
             segments.append((f, off + start, i0, take))
             start += take
-            if f.n == self.max_rows:
+            if f.n == self.max_rows or (f.n >= self.eager_rows and not self._inflight):
                 self._send(f)
         priors: list[np.ndarray] = []
         values: list[np.ndarray] = []

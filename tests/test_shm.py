@@ -200,16 +200,20 @@ def test_answers_through_shared_memory_equal_the_in_process_batcher(engine: str,
     sizes=st.lists(st.lists(st.integers(1, 70), min_size=1, max_size=6), min_size=1, max_size=3),
     ring=st.integers(8, 48),
     max_rows=st.integers(1, 32),
+    eager=st.integers(1, 40),
 )
 def test_fuzzed_request_sizes_and_concurrent_clients_get_their_own_answers(
-    sizes: list[list[int]], ring: int, max_rows: int
+    sizes: list[list[int]], ring: int, max_rows: int, eager: int
 ) -> None:
     """Each client (one list of sizes) sends its requests at once, some larger than its ring."""
     x, m = ROWS
 
     async def main() -> None:
         async with asyncio.timeout(30), serving(NET, max_batch=32) as (_, address):
-            clients = [await RemoteEvaluator.connect(address, ring_rows=ring, max_rows=max_rows) for _ in sizes]
+            clients = [
+                await RemoteEvaluator.connect(address, ring_rows=ring, max_rows=max_rows, eager_rows=eager)
+                for _ in sizes
+            ]
             jobs, offsets = [], []
             for c, reqs in zip(clients, sizes, strict=True):
                 for j, k in enumerate(reqs):

@@ -151,6 +151,38 @@ def test_remote_requesters_get_their_own_rows_back() -> None:
     asyncio.run(main())
 
 
+def test_a_frame_leaves_early_only_while_the_server_has_none_of_the_clients_rows() -> None:
+    """Eight requests of 4 rows in one loop iteration, eager_rows 10: the first three (12 rows) leave
+    at once, the server having nothing of this client's; the other 20 rows wait for the iteration's
+    end, although they pass 10, because those 12 are then being computed."""
+    rows = np.stack([row(i) for i in range(32)])
+    legal = mask(*[[1, 2 + i] for i in range(32)])
+
+    async def main() -> None:
+        async with asyncio.timeout(20), serving(Echo()) as (_, address):
+            remote = await RemoteEvaluator.connect(address, eager_rows=10)
+            frames: list[int] = []
+            write = remote._write
+
+            def spy(msg: Message) -> None:
+                if isinstance(msg, Request):
+                    frames.append(len(msg.ids))
+                write(msg)
+
+            remote._write = spy  # type: ignore[method-assign]
+            requests = (remote.evaluate_many(rows[i : i + 4], legal[i : i + 4]) for i in range(0, 32, 4))
+            got = await asyncio.gather(*requests)
+            assert frames == [12, 20]
+            for j, (p, v) in enumerate(got):
+                for i in range(4):
+                    check((p[i], v[i]), expected(rows[4 * j + i], [1, 2 + 4 * j + i]))
+            await remote.aclose()
+
+    asyncio.run(main())
+    with pytest.raises(ValueError, match="eager_rows=0"):
+        asyncio.run(RemoteEvaluator.connect("unix:/nonexistent", eager_rows=0))
+
+
 def test_a_frame_the_server_splits_over_batches_comes_back_whole_and_in_order() -> None:
     rng = np.random.default_rng(8)
     feats = rng.random((20, W)).astype(np.float32)
