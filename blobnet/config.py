@@ -147,13 +147,9 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
     # about 340 bytes: the default about 22 MB an engine.
     cache: int = 65536
-    # "dets": a tree per determinization; "infoset": one tree over the searcher's information sets,
-    # each of its dets x sims simulations in a deal of its own (blobnet.tree)
-    tree: str = "dets"
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
-        _check(self.tree in ("dets", "infoset"), "search.tree", '"dets" or "infoset"', self.tree)
         _check(self.sims >= 1, "search.sims", "at least 1 simulation", self.sims)
         _check(self.leaves >= 1, "search.leaves", "at least 1 leaf in flight", self.leaves)
         _check(self.c_puct > 0, "search.c_puct", "a positive number", self.c_puct)

@@ -28,10 +28,10 @@ import os
 import numpy as np
 
 from blobnet.bots import Bot
-from blobnet.cards import N_ACTIONS
+from blobnet.cards import BID0, N_ACTIONS
 from blobnet.deal import below, deal, rng_state
 from blobnet.jit import njit
-from blobnet.position import STATE, TO_PLAY, action_bit, apply, legal, pack_view, popcount, scores
+from blobnet.position import STATE, TO_PLAY, apply, legal, pack_view, popcount, scores
 from blobnet.rules import View
 
 __all__ = ["ISMCTSBot", "search", "DEFAULT_SIMS", "DEFAULT_C"]
@@ -39,6 +39,13 @@ __all__ = ["ISMCTSBot", "search", "DEFAULT_SIMS", "DEFAULT_C"]
 DEFAULT_SIMS = 1000  # simulations a decision: about 7.4 points a round against three RandomBots at 4 x 5
 DEFAULT_C = 10.0  # UCB1's exploration constant, in points (a made bid of 0 scores 10)
 _MAX_DEPTH = 64  # actions left in a round at most: 8 bids + 52 cards, and the root
+
+
+@njit(cache=True, inline="always")
+def _bit(a: int) -> int:
+    """An action's bit in a legal-action mask: the card itself, or the bid. A node's children are
+    all bids or all cards, so the two never share a mask."""
+    return a if a < BID0 else a - BID0
 
 
 @njit(cache=True)
@@ -72,13 +79,13 @@ def search(
                 break
             mask = 0
             for i in range(k):
-                mask |= 1 << action_bit(moves[i])
+                mask |= 1 << _bit(moves[i])
             tried = 0
             best = -1
             best_u = -np.inf
             ch = first[node]
             while ch >= 0:
-                b = 1 << action_bit(action[ch])
+                b = 1 << _bit(action[ch])
                 if mask & b:
                     tried |= b
                     u = total[ch] / n[ch] + c * math.sqrt(math.log(avail[ch]) / n[ch])
@@ -91,7 +98,7 @@ def search(
                 a = -1
                 j = below(rs, popcount(untried))
                 for i in range(k):
-                    if untried >> action_bit(moves[i]) & 1:
+                    if untried >> _bit(moves[i]) & 1:
                         if j == 0:
                             a = moves[i]
                             break
@@ -108,7 +115,7 @@ def search(
                 break
             ch = first[node]
             while ch >= 0:  # every child legal in this deal was available to the choice
-                if mask >> action_bit(action[ch]) & 1:
+                if mask >> _bit(action[ch]) & 1:
                     avail[ch] += 1
                 ch = sibling[ch]
             apply(st, action[best])

@@ -179,20 +179,19 @@ def load_player(
     leaves: int | None = None,
     c_puct: float | None = None,
     root_view: bool | None = None,
-    tree: str | None = None,
     seed: int | None = None,
     evaluator: EvaluatorFactory = direct,
     max_batch: int = 1024,
 ) -> NetworkPlayer:
     """A ``NetworkPlayer`` over the network in checkpoint ``path`` (``blobnet.checkpoint.load_model``)
-    searching ``dets`` determinizations x ``sims`` simulations; ``leaves``, ``c_puct``,
-    ``root_view`` and ``tree`` default to ``SearchConfig``'s. A missing or foreign file raises
+    searching ``dets`` determinizations x ``sims`` simulations; ``leaves``, ``c_puct`` and
+    ``root_view`` default to ``SearchConfig``'s. A missing or foreign file raises
     ``CheckpointError`` (a ValueError)."""
     fields: dict[str, Any] = {"dets": dets, "sims": sims}
-    for key, value in (("leaves", leaves), ("c_puct", c_puct), ("root_view", root_view), ("tree", tree)):
+    for key, value in (("leaves", leaves), ("c_puct", c_puct), ("root_view", root_view)):
         if value is not None:
             fields[key] = value
     search = SearchConfig(**fields)  # ConfigError (a ValueError) names a bad value
     model = load_model(path)
-    name = f"{path} ({search.dets}x{search.sims}{', one tree' if search.tree == 'infoset' else ''})"
+    name = f"{path} ({search.dets}x{search.sims})"
     return NetworkPlayer(model, search, seed, evaluator=evaluator, max_batch=max_batch, name=name)

@@ -43,7 +43,7 @@ __all__ = [
     "STATE", "NO_TRUMP", "PLAYERS", "CARDS", "TRUMP", "DEALER", "TO_PLAY", "N_BIDS", "BID_TOTAL", "LEADER",
     "TRICK_LEN", "WIN_SEAT", "WIN_CARD", "TRICKS_DONE", "IN_GAME", "ROUND_INDEX", "SCHED_LEN", "CARDS_LATER",
     "HAND", "BIDS", "WON", "PLAYED", "VOIDS", "TOTALS", "TRICK", "pack", "pack_view", "unpack", "legal",
-    "apply", "scores", "popcount", "SUIT", "action_bit",
+    "apply", "scores", "popcount", "SUIT",
 ]  # fmt: skip
 
 P = MAX_PLAYERS
@@ -65,13 +65,6 @@ SUIT = np.array(SUIT_MASKS, dtype=np.int64)  # the 13-card mask of each suit, fo
 
 
 # -- the compiled rules -------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
-def action_bit(a: int) -> int:
-    """An action's bit in a mask of one decision's legal actions: the card itself, or the bid. A
-    decision's actions are all bids or all cards, so the two never share a mask."""
-    return a if a < BID0 else a - BID0
-
-
 @njit(cache=True)
 def popcount(x: int) -> int:
     """Set bits of a mask in 0..2**63-1 (SWAR: no loop, no product that could wrap)."""

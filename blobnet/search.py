@@ -1,9 +1,7 @@
 """Determinized PUCT search with network priors and values for every seat, in compiled kernels.
 
 One decision: the acting seat's view is dealt out ``dets`` times (``blobnet.deal``: uniform over
-the deals the view allows) and each deal gets its own tree (``blobnet.tree``); with
-``config.tree = "infoset"`` one tree over the searcher's information sets takes all ``dets x sims``
-simulations instead, each in a deal of its own (``blobnet.tree.select_infoset``). The search runs in
+the deals the view allows) and each deal gets its own tree (``blobnet.tree``). The search runs in
 waves: in every tree, up to ``leaves`` simulations descend one after another under virtual loss,
 so each takes a different path; the new leaves of all the trees go to the evaluator in one
 request, and their values are backed up when it answers. A wave is one kernel call that walks
@@ -43,7 +41,7 @@ from blobnet.features import encode_state
 from blobnet.netcache import NetCache
 from blobnet.position import pack, pack_view
 from blobnet.rules import Round, View
-from blobnet.tree import Trees, W, backup, init_roots, root_visits, select, select_infoset
+from blobnet.tree import Trees, W, backup, init_roots, root_visits, select
 
 __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
 
@@ -111,25 +109,16 @@ class Search:
 
     def _trees(self, view: View) -> Trees:
         """A free ``Trees`` big enough for a search of ``view``: each simulation adds one node, plus
-        one for each forced move it walks, at most the moves left in the round. In one tree over
-        information sets, a simulation's new node has at most 52 edges, and so has each last card
-        of another seat it walks."""
+        one for each forced move it walks, at most the moves left in the round."""
         cfg = self.config
         moves_left = view.players * (view.cards + 1) - sum(b is not None for b in view.bids) - len(view.played)
+        nodes = 1 + cfg.sims * max(moves_left, 1)
+        edges = nodes * (view.cards + 1)  # a node has at most cards + 1 legal actions (the bids)
         rows = max(self.rows_per_wave(cfg), 1)
-        if cfg.tree == "infoset":
-            sims = cfg.dets * cfg.sims
-            nodes = 1 + sims * max(moves_left, 1)
-            edges = 52 + sims * (52 * view.players + moves_left)
-            n_trees = 1
-        else:
-            nodes = 1 + cfg.sims * max(moves_left, 1)
-            edges = nodes * (view.cards + 1)  # a node has at most cards + 1 legal actions (the bids)
-            n_trees = cfg.dets
         for i, trees in enumerate(self._free):
-            if trees.fits(n_trees, nodes, edges, rows):
+            if trees.fits(cfg.dets, nodes, edges, rows):
                 return self._free.pop(i)
-        return Trees(n_trees, nodes, edges, rows, WIDTH)
+        return Trees(cfg.dets, nodes, edges, rows, WIDTH)
 
     async def run(self, view: View, rng: np.random.Generator, *, noise: bool = False) -> SearchResult:
         """Search the acting seat's decision. ``rng`` (the caller's) draws the deals' seed and the noise."""
@@ -161,49 +150,35 @@ class Search:
             eta = rng.dirichlet([cfg.dirichlet_alpha] * len(legal))
             p = (1 - cfg.dirichlet_eps) * p + cfg.dirichlet_eps * eta
         clock = self.kernel_seconds
-        infoset = cfg.tree == "infoset"
-        dets = 1 if infoset else cfg.dets
         t0 = time.perf_counter()
         if self.deal is None:
-            rs = rng_state(int(rng.integers(2**63)))  # one tree over information sets deals in its kernel
-            for t in range(0 if infoset else dets):
+            rs = rng_state(int(rng.integers(2**63)))
+            for t in range(cfg.dets):
                 deal(known, seat, rs, trees.roots[t])
-        elif infoset:
-            raise ValueError('search.tree = "infoset" deals in its kernel: a deal stand-in is for "dets"')
         else:
-            for t in range(dets):
+            for t in range(cfg.dets):
                 trees.roots[t] = pack(self.deal(view, rng))
         t1 = time.perf_counter()
         clock["deal"] += t1 - t0
+        dets = cfg.dets
         init_roots(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, dets,
                    np.asarray(legal, np.int64), p, float(values[0, 0]), seat)  # fmt: skip
-        trees.left[:dets] = cfg.dets * cfg.sims if infoset else cfg.sims
+        trees.left[:dets] = cfg.sims
         trees.counts[:] = 0
         per_tree = min(cfg.leaves, cfg.sims)
-        union = trees.union if infoset else trees.union[:0]
         cache = self.cache
-        more = cfg.dets * cfg.sims
+        more = dets * cfg.sims
         while more:
             t0 = time.perf_counter()
             version = getattr(self.evaluator, "model_version", None)
             if version != cache.version:
                 cache.clear(version)
-            if infoset:
-                k, rows, more = select_infoset(
-                    known, rs, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
-                    trees.leaves, trees.features, trees.mask, union, trees.counts, trees.scratch, trees.legal,
-                    trees.values, trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot,
-                    trees.key, cache.keys, cache.priors, cache.values, cache.stats, cfg.dets * per_tree, cfg.c_puct,
-                    seat, cfg.root_view,
-                )  # fmt: skip
-            else:
-                k, rows, more = select(
-                    trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
-                    trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
-                    trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
-                    cache.keys, cache.priors, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat,
-                    cfg.root_view,
-                )  # fmt: skip
+            k, rows, more = select(
+                trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
+                trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
+                trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
+                cache.keys, cache.priors, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
+            )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0
             if not k:
@@ -220,7 +195,7 @@ class Search:
             backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
                    priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask,
                    cache.keys, cache.priors, cache.values, keep, trees.counts, trees.values, view.players,
-                   seat, union)  # fmt: skip
+                   seat)  # fmt: skip
             clock["backup"] += time.perf_counter() - t0
         visits = np.zeros(len(legal), np.int64)
         root_visits(trees.edge_i, dets, len(legal), visits)

@@ -20,18 +20,6 @@ One wave is two kernel calls around one await of the evaluator:
   every seat's value up its path; each edge adds the value of the seat that chose it. The
   searcher's own values come from its own-view row.
 
-One tree over information sets (``select_infoset``, ``config.tree = "infoset"``): a single tree
-(``D`` = 1) whose nodes are the searcher's action sequences, shared by every deal, as in
-information-set MCTS (``blobnet.ismcts``) but with the network's priors and values. Each descent
-deals the hidden cards afresh (``blobnet.deal``), and at each node chooses among the edges legal in
-its deal by PUCT with the edge's availability (the descents that found it legal) in place of the
-parent's visits, so the statistics of all deals add up where the searcher cannot tell them apart.
-A node where another seat plays a card gets an edge for every card that seat might hold as the
-searcher sees it (``_could_play``): the expanding deal's legal cards with the network's priors,
-the others with the mean prior 1 / k; where the legal actions do not depend on the deal (bids,
-the searcher's cards), its legal actions alone. A move is forced without the network only where
-it is forced in every deal (the searcher's or a bid; a seat with one card left).
-
 Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score) is
 replaced on the way back. Values are per seat, normalised round scores (``value_scale``).
 
@@ -42,9 +30,7 @@ Array fields (``D`` trees, ``NC`` nodes and ``EC`` edges a tree at most):
                                         ACTOR (the seat acting here; -1 at a terminal position),
                                         PENDING (1 while waiting for the network), VISITS
     node_f (D, NC) float64              FPU: the value an unvisited edge counts (the node's own)
-    edge_i (D, EC, EDGE_FIELDS) int64   ACTION, CHILD (-1 until visited), N (visits, virtual included),
-                                        AVAIL (one tree over information sets: descents that found
-                                        the action legal; unused by the determinized trees)
+    edge_i (D, EC, EDGE_FIELDS) int64   ACTION, CHILD (-1 until visited), N (visits, virtual included)
     edge_f (D, EC, 2) float64           PRIOR, W (summed value of the seat choosing the edge)
     used (D, 2) int64                   nodes and edges allocated in each tree
 """
@@ -55,37 +41,18 @@ import math
 
 import numpy as np
 
-from blobnet.cards import FULL_DECK, N_ACTIONS, N_VALUES
-from blobnet.deal import deal
+from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.features import encode_state
 from blobnet.jit import njit
 from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
-from blobnet.position import (
-    CARDS,
-    HAND,
-    N_BIDS,
-    PLAYED,
-    PLAYERS,
-    STATE,
-    SUIT,
-    TO_PLAY,
-    VOIDS,
-    action_bit,
-    apply,
-    legal,
-    popcount,
-    scores,
-)
+from blobnet.position import CARDS, PLAYERS, STATE, TO_PLAY, apply, legal, scores
 
-__all__ = [
-    "Trees", "NODE_FIELDS", "EDGE_FIELDS", "init_roots", "select", "select_infoset", "backup", "root_visits",
-    "LEAF_FIELDS",
-]  # fmt: skip
+__all__ = ["Trees", "NODE_FIELDS", "EDGE_FIELDS", "init_roots", "select", "backup", "root_visits", "LEAF_FIELDS"]
 
 PARENT, PEDGE, FIRST, NEDGE, ACTOR, PENDING, VISITS = range(7)
 NODE_FIELDS = 7
-ACTION, CHILD, N, AVAIL = range(4)
-EDGE_FIELDS = 4
+ACTION, CHILD, N = range(3)
+EDGE_FIELDS = 3
 PRIOR, W = range(2)
 # a wave's leaves: (tree, node, its row, the searcher's own-view row or -1)
 TREE, NODE, ROW, OWN_ROW = range(4)
@@ -113,7 +80,6 @@ class Trees:
         self.leaves = np.zeros((rows, LEAF_FIELDS), np.int64)
         self.features = np.zeros((rows, width), np.float32)  # the rows sent to the evaluator
         self.mask = np.zeros((rows, N_ACTIONS), np.bool_)
-        self.union = np.zeros((rows, N_ACTIONS), np.bool_)  # one tree over information sets: a leaf's edges
         # the wave's answer slots: one per distinct row, answered by the evaluator or the cache
         self.slot_key = np.zeros((rows, KEY_LANES), np.int64)
         self.slot_p = np.zeros((rows, N_ACTIONS), np.float32)
@@ -152,7 +118,6 @@ def init_roots(
             edge_i[t, i, ACTION] = actions[i]
             edge_i[t, i, CHILD] = -1
             edge_i[t, i, N] = 0
-            edge_i[t, i, AVAIL] = 0
             edge_f[t, i, PRIOR] = priors[i]
             edge_f[t, i, W] = 0.0
         used[t, 0] = 1
@@ -189,7 +154,6 @@ def _edges(node_i: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray, used: np.
     for e in range(first, first + k):
         edge_i[t, e, CHILD] = -1
         edge_i[t, e, N] = 0
-        edge_i[t, e, AVAIL] = 0
         edge_f[t, e, W] = 0.0
     return first
 
@@ -217,26 +181,6 @@ def _expand(node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: 
         if mask[a]:
             edge_i[t, e, ACTION] = a
             edge_f[t, e, PRIOR] = priors[a]
-            e += 1
-    node_f[t, node] = fpu
-
-
-@njit(cache=True)
-def _expand_union(node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray,
-                  used: np.ndarray, t: int, node: int, union: np.ndarray, mask: np.ndarray, priors: np.ndarray,
-                  fpu: float) -> None:  # fmt: skip
-    """``_expand`` with one edge per action of ``union`` (a superset of ``mask``): the legal ones
-    take their ``priors``, the others the mean prior of the legal ones (module docstring)."""
-    k = 0
-    legal_k = 0
-    for a in range(N_ACTIONS):
-        k += union[a]
-        legal_k += mask[a]
-    e = _edges(node_i, edge_i, edge_f, used, t, node, k)
-    for a in range(N_ACTIONS):
-        if union[a]:
-            edge_i[t, e, ACTION] = a
-            edge_f[t, e, PRIOR] = priors[a] if mask[a] else 1.0 / legal_k
             e += 1
     node_f[t, node] = fpu
 
@@ -400,160 +344,17 @@ def select(
 
 
 @njit(cache=True)
-def _could_play(st: np.ndarray, seat: int, actor: int) -> int:
-    """The cards ``actor`` might hold as ``seat`` sees it (a mask): not ``seat``'s, not played, not
-    of a suit ``actor`` is known to lack."""
-    out = FULL_DECK & ~st[HAND + seat]
-    for s in range(st[PLAYERS]):
-        out &= ~st[PLAYED + s]
-    for u in range(4):
-        if st[VOIDS + actor] >> u & 1:
-            out &= ~SUIT[u]
-    return out
-
-
-@njit(cache=True)
-def _expand_last(node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray,
-                 used: np.ndarray, t: int, node: int, cards: int) -> None:  # fmt: skip
-    """A seat's last card in one tree over information sets: an edge for each card of ``cards``
-    (one of them is its card in any deal), walked on without the network."""
-    k = popcount(cards)
-    e = _edges(node_i, edge_i, edge_f, used, t, node, k)
-    for c in range(52):
-        if cards >> c & 1:
-            edge_i[t, e, ACTION] = c
-            edge_f[t, e, PRIOR] = 1.0 / k
-            e += 1
-    node_f[t, node] = 0.0
-
-
-@njit(cache=True)
-def select_infoset(
-    known: np.ndarray, rs: np.ndarray, node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray,
-    edge_f: np.ndarray, used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray,
-    mask: np.ndarray, union: np.ndarray, counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray,
-    values: np.ndarray, slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
-    sent_slot: np.ndarray, key: np.ndarray, ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray,
-    cstats: np.ndarray, descents: int, c_puct: float, seat: int, root_view: bool,
-) -> tuple[int, int, int]:  # fmt: skip
-    """``select`` for one tree over information sets (module docstring): up to ``descents``
-    descents, each in a fresh deal of what ``seat`` knows (``known``, ``pack_view``; ``rs`` the
-    generator state), in tree 0; each new leaf's edges go to ``union``. A descent that meets a leaf
-    waiting in this wave is undone and counted as a collision (the next one goes on). Returns
-    (leaves, rows, simulations left)."""
-    t = 0
-    n_leaves = 0
-    n_rows = 0
-    n_slots = 0
-    pts = np.zeros(N_VALUES, np.int64)
-    for _ in range(descents):
-        if left[0] == 0:
-            break
-        deal(known, seat, rs, scratch)
-        node = 0
-        while True:
-            nl = legal(scratch, buf)
-            here = 0  # the actions legal in this deal, as bits
-            for i in range(nl):
-                here |= 1 << action_bit(buf[i])
-            first = node_i[t, node, FIRST]
-            k = node_i[t, node, NEDGE]
-            fpu = node_f[t, node]
-            best = -1
-            best_score = -1e9
-            for e in range(first, first + k):
-                if not here >> action_bit(edge_i[t, e, ACTION]) & 1:
-                    continue
-                edge_i[t, e, AVAIL] += 1
-                ne = edge_i[t, e, N]
-                q = edge_f[t, e, W] / ne if ne else fpu
-                s = q + c_puct * edge_f[t, e, PRIOR] * math.sqrt(edge_i[t, e, AVAIL]) / (1 + ne)
-                if s > best_score:
-                    best = e
-                    best_score = s
-            if best < 0:
-                raise ValueError("one tree over information sets: a node has no edge legal in this deal")
-            edge_i[t, best, N] += 1
-            node_i[t, node, VISITS] += 1
-            apply(scratch, edge_i[t, best, ACTION])
-            child = edge_i[t, best, CHILD]
-            if child >= 0 and node_i[t, child, PENDING]:
-                _undo(node_i, edge_i, t, node, best)  # this wave's own leaf: the descent is dropped
-                counts[1] += 1
-                child = -2
-                break
-            actor = scratch[TO_PLAY]
-            if child < 0:
-                child = _new_node(node_i, used, t, node, best, actor)
-                edge_i[t, best, CHILD] = child
-                if actor >= 0:
-                    nl = legal(scratch, buf)
-                    fixed = actor == seat or scratch[N_BIDS] < scratch[PLAYERS]  # legal actions the same in every deal
-                    if nl == 1 and fixed:
-                        _expand_forced(node_i, node_f, edge_i, edge_f, used, t, child, buf[0])
-                        node = child
-                        continue
-                    if popcount(scratch[HAND + actor]) == 1:  # its last card: forced, but not the same in every deal
-                        _expand_last(node_i, node_f, edge_i, edge_f, used, t, child, _could_play(scratch, seat, actor))
-                        node = child
-                        continue
-                    node_i[t, child, PENDING] = 1
-                    r = n_rows
-                    encode_state(scratch, actor, features[r])
-                    mask[r] = False
-                    for i in range(nl):
-                        mask[r, buf[i]] = True
-                    if fixed:
-                        union[n_leaves] = mask[r]
-                    else:
-                        union[n_leaves] = False
-                        cards = _could_play(scratch, seat, actor)
-                        for c in range(52):
-                            if cards >> c & 1:
-                                union[n_leaves, c] = True
-                    slot, sent = _place(features, mask, r, ACTING, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                        sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
-                    n_rows += sent
-                    n_slots = max(n_slots, slot + 1)
-                    own = -1
-                    if root_view and actor != seat:
-                        r = n_rows
-                        encode_state(scratch, seat, features[r])
-                        mask[r] = slot_mask[slot]
-                        own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                           sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
-                        n_rows += sent
-                        n_slots = max(n_slots, own + 1)
-                    leaves[n_leaves, TREE] = t
-                    leaves[n_leaves, NODE] = child
-                    leaves[n_leaves, ROW] = slot
-                    leaves[n_leaves, OWN_ROW] = own
-                    n_leaves += 1
-                    break
-            if actor < 0:  # terminal, new or seen before: its values at once
-                _terminal_values(scratch, values, pts)
-                _up(node_i, edge_i, edge_f, t, child, values)
-                counts[0] += 1
-                break
-            node = child
-        if child != -2:
-            left[0] -= 1
-    return n_leaves, n_rows, left[0]
-
-
-@njit(cache=True)
 def backup(
     node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray, used: np.ndarray,
     leaves: np.ndarray, n_leaves: int, priors: np.ndarray, values_in: np.ndarray, sent_slot: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
     ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, keep: bool,
-    counts: np.ndarray, values: np.ndarray, players: int, seat: int, union: np.ndarray,
+    counts: np.ndarray, values: np.ndarray, players: int, seat: int,
 ) -> None:  # fmt: skip
     """The second half of a wave: the evaluator's answers (``priors`` N_ACTIONS wide, ``values_in``,
     one row per row sent) go to their slots, and into the network cache when ``keep``; then each
     leaf of ``leaves[:n_leaves]`` is expanded with its slot's priors and value, and its values are
-    backed up (module docstring). ``union``: each leaf's edges (``select_infoset``), or no rows:
-    the leaf's legal actions (``select``)."""
+    backed up (module docstring)."""
     for i in range(priors.shape[0]):
         s = sent_slot[i]
         slot_p[s] = priors[i]
@@ -564,11 +365,7 @@ def backup(
         t = leaves[j, TREE]
         node = leaves[j, NODE]
         r = leaves[j, ROW]
-        if union.shape[0]:
-            _expand_union(node_i, node_f, edge_i, edge_f, used, t, node, union[j], slot_mask[r], slot_p[r],
-                          slot_v[r, 0])  # fmt: skip
-        else:
-            _expand(node_i, node_f, edge_i, edge_f, used, t, node, slot_mask[r], slot_p[r], slot_v[r, 0])
+        _expand(node_i, node_f, edge_i, edge_f, used, t, node, slot_mask[r], slot_p[r], slot_v[r, 0])
         node_i[t, node, PENDING] = 0
         actor = node_i[t, node, ACTOR]
         for s in range(players):

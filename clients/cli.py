@@ -76,10 +76,6 @@ def _parser() -> argparse.ArgumentParser:
         "--no-root-view", dest="root_view", action="store_false",
         help="value the searching seat's moves from the acting seat's view only (search.root_view=false)",
     )  # fmt: skip
-    sp.add_argument(
-        "--tree", default="dets", choices=["dets", "infoset"],
-        help="a tree per determinization, or one tree over information sets (search.tree)",
-    )  # fmt: skip
     sp.add_argument("--concurrency", type=int, default=256, help="games live at once, in all processes together")
     sp.add_argument(
         "--workers", type=int, default=0, help="engine processes (default: one per CPU core on a CPU, else 1)"
@@ -169,7 +165,7 @@ def _cores() -> int:
 
 async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view,
-                          cache=args.cache, tree=args.tree)  # fmt: skip
+                          cache=args.cache)  # fmt: skip
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
     opponents = tuple(args.opponent)  # pool.run names a bad one before any process starts
     pool = SelfPlayPool(args.workers or default_workers(args))

@@ -51,13 +51,12 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-@pytest.mark.parametrize("tree", ["dets", "infoset"])
-def test_search_finds_the_valuable_card_against_a_misleading_prior(tree):
+def test_search_finds_the_valuable_card_against_a_misleading_prior():
     r = leader_round()
     seat = r.to_play
     target = r.hands[seat][-1]  # the prior points at the lowest card instead
     ev = PlayedCardEvaluator(target)
-    result = run(Search(ev, SearchConfig(dets=2, sims=40, tree=tree)).run(r.view(seat), np.random.default_rng(0)))
+    result = run(Search(ev, SearchConfig(dets=2, sims=40)).run(r.view(seat), np.random.default_rng(0)))
     assert choose_action(result, 0, np.random.default_rng(0)) == target
     assert result.visits[result.actions.index(target)] > sum(result.visits) / 2
 
@@ -158,9 +157,8 @@ class TwoViewsEvaluator(FreeEvaluator):
         return priors, values
 
 
-@pytest.mark.parametrize("tree", ["dets", "infoset"])
 @pytest.mark.parametrize("root_view", [True, False])
-def test_the_searchers_moves_are_valued_from_its_own_view(root_view, tree):
+def test_the_searchers_moves_are_valued_from_its_own_view(root_view):
     """A leaf where another seat acts is evaluated once more from the searching seat's view, and
     the searcher's moves are valued by that row (which holds its hand), not by the acting seat's."""
     r = leader_round()
@@ -168,7 +166,7 @@ def test_the_searchers_moves_are_valued_from_its_own_view(root_view, tree):
     hand = list(r.hands[seat])
     target, decoy = hand[-1], hand[0]
     ev = TwoViewsEvaluator(hand, target, decoy)
-    search = Search(ev, SearchConfig(dets=1, sims=30, leaves=1, root_view=root_view, tree=tree))
+    search = Search(ev, SearchConfig(dets=1, sims=30, leaves=1, root_view=root_view))
     result = run(search.run(r.view(seat), np.random.default_rng(3)))
     assert choose_action(result, 0, np.random.default_rng(0)) == (target if root_view else decoy)
     # with root_view the searcher sees the root and every leaf (its extra row, or its own turn)
@@ -212,46 +210,13 @@ def test_one_search_serving_many_games_looks_from_each_searchers_own_seat():
     assert all(any(hand <= h for hand in onlooking) for h in hands)  # both searches asked
 
 
-@pytest.mark.parametrize("tree", ["dets", "infoset"])
-def test_visit_counts_sum_over_determinizations(tree):
+def test_visit_counts_sum_over_determinizations():
     r = leader_round()
-    cfg = SearchConfig(dets=3, sims=20, leaves=2, tree=tree)
+    cfg = SearchConfig(dets=3, sims=20, leaves=2)
     result = run(Search(FreeEvaluator(), cfg).run(r.view(r.to_play), np.random.default_rng(2)))
     assert sum(result.visits) == cfg.dets * cfg.sims
     assert result.simulations == cfg.dets * cfg.sims
     assert abs(sum(result.policy()) - 1) < 1e-9
-
-
-def test_one_tree_over_information_sets_plays_legally_at_any_table_and_shares_one_root():
-    """Positions at every stage of rounds of 3 to 8 players, trump and no trump: the single tree's
-    descents, each in a deal of its own, only ever take actions legal in their deal (the kernel
-    raises otherwise), every simulation ends at the one root, and a repeat with the same generator
-    searches the same way."""
-    rng = np.random.default_rng(5)
-    ev = FreeEvaluator()
-    cfg = SearchConfig(dets=2, sims=12, leaves=3, tree="infoset")
-    searched = 0
-    for players in range(3, 9):
-        cards = int(rng.integers(1, min(8, 52 // players) + 1))
-        r = Round.deal(players=players, cards=cards, trump=[0, 1, 2, 3, None][players % 5], dealer=0, rng=rng)
-        while r.to_play is not None:
-            view = r.view(r.to_play)
-            result = run(Search(ev, cfg).run(view, np.random.default_rng(searched)))
-            if len(result.actions) > 1:
-                assert result.actions == view.legal_actions()
-                assert sum(result.visits) == result.simulations == cfg.dets * cfg.sims
-                again = run(Search(ev, cfg).run(view, np.random.default_rng(searched)))
-                assert again.visits == result.visits
-                searched += 1
-            r.apply(result.actions[int(np.argmax(result.visits))])
-    assert searched > 40
-
-
-def test_one_tree_over_information_sets_takes_no_deal_stand_in():
-    r = leader_round()
-    search = Search(FreeEvaluator(), SearchConfig(tree="infoset"), deal=lambda view, g: r.clone())
-    with pytest.raises(ValueError, match="infoset"):
-        run(search.run(r.view(r.to_play), np.random.default_rng(0)))
 
 
 def test_dirichlet_noise_changes_root_priors_only_when_asked():
@@ -272,8 +237,7 @@ def test_temperature_zero_picks_most_visited_and_positive_temperature_samples():
 
 
 def test_search_settings_out_of_range_are_refused_by_name():
-    for kwargs, name in [({"sims": 0}, "search.sims"), ({"dets": 0}, "search.dets"), ({"leaves": 0}, "search.leaves"),
-                         ({"tree": "one"}, "search.tree")]:  # fmt: skip
+    for kwargs, name in [({"sims": 0}, "search.sims"), ({"dets": 0}, "search.dets"), ({"leaves": 0}, "search.leaves")]:
         with pytest.raises(ConfigError, match=name):
             SearchConfig(**kwargs)
 
