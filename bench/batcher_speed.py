@@ -13,8 +13,10 @@ same requesters side by side, their runs interleaved (``side_by_side``): an in-p
 (the first of ``--modes``, on the server's engine: ONNX Runtime, sparse first layer) against
 ``python -m servers`` in a subprocess reached by ``clients.remote.RemoteEvaluator`` each way of
 ``--remote``: "shm" (a Unix socket carrying notices, the rows packed in a shared-memory ring),
-"unix" (the rows inside the socket's frames), "tcp"; each remote way's rate over the in-process
-one in the same repeat (``vs_first``: median, min, max); the mean batch size is the server's.
+"shm-late" (the same without eager frames: a frame leaves only at the end of the loop iteration
+that staged its rows, ``clients.remote``), "unix" (the rows inside the socket's frames), "tcp";
+each remote way's rate over the in-process one in the same repeat (``vs_first``: median, min,
+max); the mean batch size is the server's.
 ``--futures`` also times the ways to wake a batch's waiters.
 
 Every measurement warms up first; each figure is the median of ``--repeats`` runs. ``--json``
@@ -68,6 +70,18 @@ built a 70-float priors list, since removed):
   the ring 1.01 [0.99 to 1.22], the socket 0.85. Above 1: the server's process computes on the
   other core while the client encodes, so on two cores the ratio measures the cores as much as
   the transport.
+- Eager frames (2026-12-01, ``--modes "" --repeats 9 --threads 1 --requesters 16 --wave-requesters
+  1,16,64,256 --remote shm,shm-late``, the machine otherwise idle; one run, medians [range]): with
+  few requesters the ring's client and server took turns, each waiting while the other worked; a
+  frame that leaves at 128 rows while the server has none of the client's rows lets them work at
+  once. Waves of 24, ring over in-process: 16 requesters 0.94 [0.57 to 1.11] against 0.71 [0.47 to
+  0.85] without eager frames; 64: 0.74 against 0.78 (the in-process batcher there runs full
+  batches on its worker thread, so it uses both cores too); 256: 1.18 against 1.12; one requester
+  0.32 against 0.31 (a frame smaller than 128 rows leaves at the iteration's end either way). Other
+  runs of ``--remote shm,unix`` the same evening: 16 requesters 0.98, 0.99 and once 0.65; 64 0.79
+  to 0.81; 1,024 1.02. In ``blobnet selfplay --server`` with two engines and the server on the two
+  cores (nothing idle to overlap with) ten alternating runs with and without the change at 16
+  games differed by less than their own spread (535 to 1,353 rounds/min).
 - torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
   pass becomes tens to hundreds of times slower (each parallel region waits for a descheduled thread); one
   thread is unaffected. On a shared machine pass ``--threads 1`` (here and to ``python -m servers``);
@@ -358,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gc", choices=("app", "default"), default="app", help="garbage collector settings")
     p.add_argument(
         "--remote", default="shm,unix", help="ways to reach a server process, measured side by side with the "
-        "in-process batcher: some of shm (unix socket + shared-memory ring), unix, tcp; empty: none"
+        "in-process batcher: some of shm (unix socket + shared-memory ring), shm-late (the ring without eager "
+        "frames), unix, tcp; empty: none"
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch threads here and in the server (default: all)")
     p.add_argument("--server-threads", type=int, default=None, help="torch threads of the server process")
@@ -514,7 +529,8 @@ def run_remote(
 ) -> dict[str, Any]:
     """The in-process batcher (mode ``a.modes``' first) against ``python -m servers`` in a
     subprocess reached each way of ``a.remote`` ("shm": a unix socket with the shared-memory ring;
-    "unix": the same socket, rows inside the frames; "tcp"), side by side."""
+    "shm-late": the ring without eager frames; "unix": the same socket, rows inside the frames;
+    "tcp"), side by side."""
     kinds = [k for k in a.remote.split(",") if k]
     for k in kinds:
         if k not in REMOTES:
@@ -548,8 +564,10 @@ def run_remote(
 
             async def connect(k: str = k) -> Evaluator:
                 address = addresses["tcp" if k == "tcp" else "unix"]
-                ev = await RemoteEvaluator.connect(address, max_rows=a.max_rows, shm=k == "shm")
-                if ev.transport != ("shm" if k == "shm" else "socket"):
+                ring = k.startswith("shm")
+                eager = {"eager_rows": 1 << 62} if k == "shm-late" else {}
+                ev = await RemoteEvaluator.connect(address, max_rows=a.max_rows, shm=ring, **eager)
+                if ev.transport != ("shm" if ring else "socket"):
                     raise RuntimeError(f"asked for {k}, got {ev.transport}")
                 return ev
 
@@ -561,7 +579,7 @@ def run_remote(
     return out
 
 
-REMOTES = ("shm", "unix", "tcp")
+REMOTES = ("shm", "shm-late", "unix", "tcp")
 
 
 @contextlib.contextmanager
