@@ -80,8 +80,9 @@ built a 70-float priors list, since removed):
   0.32 against 0.31 (a frame smaller than 128 rows leaves at the iteration's end either way). Other
   runs of ``--remote shm,unix`` the same evening: 16 requesters 0.98, 0.99 and once 0.65; 64 0.79
   to 0.81; 1,024 1.02. In ``blobnet selfplay --server`` with two engines and the server on the two
-  cores (nothing idle to overlap with) ten alternating runs with and without the change at 16
-  games differed by less than their own spread (535 to 1,353 rounds/min).
+  cores (nothing idle to overlap with), eight alternating pairs of runs at 16 games: medians 1,084
+  rounds/min without eager frames and 957 with, each spread over 535 to 1,353: no difference this
+  machine resolves, perhaps a small loss where no core is idle.
 - torch's OpenMP threads busy-wait: while another process keeps a core busy, a two-thread forward
   pass becomes tens to hundreds of times slower (each parallel region waits for a descheduled thread); one
   thread is unaffected. On a shared machine pass ``--threads 1`` (here and to ``python -m servers``);
