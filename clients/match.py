@@ -109,6 +109,7 @@ async def play_deals(
             done += 1
             if on_round is not None:
                 on_round(done, len(jobs))
+            await asyncio.sleep(0)  # bots never suspend: let the loop run (a cancellation, a helper's failure)
 
     try:
         # The cyclic collector would walk every live search tree again and again: with network

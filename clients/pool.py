@@ -402,7 +402,8 @@ class SelfPlayPool:
         """The match ``match`` plays, its deals split over every worker (this process plays deals
         ``0, N, 2N, ...``, helper ``w`` deals ``w, w + N, ...``) and ``concurrency`` tables split
         with them; the shares' tallies merged, so the result is the whole match's.
-        ``on_round(done, total)`` counts this process's share."""
+        ``on_round(done, total)`` counts this process's share. A helper that fails or dies fails
+        the match at once: this process's share stops, the other helpers are ended."""
         jobs = match_shares(a, b, players=players, cards=cards, rounds=rounds, seed=seed, concurrency=concurrency,
                             workers=self.workers)  # fmt: skip
         n = len(jobs)
@@ -412,14 +413,32 @@ class SelfPlayPool:
             conn.send(job)
         loop = asyncio.get_running_loop()
         waits = [loop.run_in_executor(None, _receive, conn, _ignore) for _, conn in self._helpers[: n - 1]]
+        here = asyncio.ensure_future(play_match_job(jobs[0], on_round))
+        failed: asyncio.Future[asyncio.Future[Any]] = loop.create_future()  # the first helper's reply that failed
+
+        def helper_done(reply: asyncio.Future[Any]) -> None:
+            if reply.cancelled() or failed.done():
+                return
+            if reply.exception() is not None or reply.result().error is not None:  # a MatchDone
+                failed.set_result(reply)
+
+        for wait_reply in waits:
+            wait_reply.add_done_callback(helper_done)
         try:
-            here = await play_match_job(jobs[0], on_round)
+            first: list[asyncio.Future[Any]] = [here, failed]
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+            if failed.done():
+                reply = failed.result()
+                if reply.exception() is not None:
+                    raise reply.exception()  # type: ignore[misc]
+                merge_match([reply.result()], 0.0)  # raises, naming the helper's failure
+            return merge_match([here.result(), *await self._replies(waits)], time.perf_counter() - t0)
         except BaseException:
+            here.cancel()
             for wait_reply in waits:
                 wait_reply.cancel()
             self.close(now=True)
             raise
-        return merge_match([here, *await self._replies(waits)], time.perf_counter() - t0)
 
     async def _replies(self, waits: list[asyncio.Future[Any]]) -> list[Any]:
         try:

@@ -147,6 +147,31 @@ def test_a_helper_that_dies_is_reported_and_the_next_run_starts_a_new_one():
     assert pool._helpers == []
 
 
+def test_a_helper_that_dies_fails_a_split_match_at_once():
+    """This process's share (here one that would take hours) stops when the helper playing the
+    other share dies; the next match starts a new helper."""
+    pool = SelfPlayPool(2)
+    kw = dict(players=4, cards=3, seed=0, concurrency=2)
+    try:
+
+        def kill_helper(done: int, total: int) -> None:
+            proc = pool._helpers[0][0]
+            if done >= 1 and proc.is_alive():
+                proc.kill()
+
+        async def doomed() -> None:
+            async with asyncio.timeout(120):
+                await pool.split_match(BotSeat("random", 1), BotSeat("random", 2), rounds=10**7, on_round=kill_helper,
+                                       **kw)  # fmt: skip
+
+        with pytest.raises(EngineError, match="died"):
+            asyncio.run(doomed())
+        result = asyncio.run(pool.split_match(BotSeat("random", 1), BotSeat("random", 2), rounds=8, **kw))
+        assert result.rounds == 8
+    finally:
+        pool.close()
+
+
 def test_a_match_in_a_helper_equals_the_same_match_played_here(pool):
     net = NetworkSeat(preset="tiny", weights=arrays_of(make_net("tiny", seed=4).state_dict()),
                       search=SearchConfig(dets=2, sims=6, leaves=2), seed=2)  # fmt: skip
