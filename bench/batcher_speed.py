@@ -78,7 +78,8 @@ built a 70-float priors list, since removed):
   0.85] without eager frames; 64: 0.74 against 0.78 (the in-process batcher there runs full
   batches on its worker thread, so it uses both cores too); 256: 1.18 against 1.12; one requester
   0.32 against 0.31 (a frame smaller than 128 rows leaves at the iteration's end either way). Other
-  runs of ``--remote shm,unix`` the same evening: 16 requesters 0.98, 0.99 and once 0.65; 64 0.79
+  runs with eager frames the same evening: 16 requesters 0.99, 0.98, 0.76, 0.68 and 0.65 (the
+  machine's own speed varied: the in-process rate at 64 from 72,000 to 108,000 rows/s); 64 0.79
   to 0.81; 1,024 1.02. In ``blobnet selfplay --server`` with two engines and the server on the two
   cores (nothing idle to overlap with), eight alternating pairs of runs at 16 games: medians 1,084
   rounds/min without eager frames and 957 with, each spread over 535 to 1,353: no difference this
