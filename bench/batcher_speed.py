@@ -114,7 +114,7 @@ from blobnet.config import CPU_ENGINE, CPU_SPARSE, DEFAULT_PRESET
 from blobnet.encode import WIDTH
 from blobnet.evaluator import Evaluator
 from blobnet.net import make_net, resolve_dtype
-from clients.remote import RemoteEvaluator
+from clients.remote import EAGER_ROWS, RemoteEvaluator
 from servers.batcher import Batcher
 from servers.waiting import Shared, collateral, rewait, wait
 
@@ -567,8 +567,8 @@ def run_remote(
             async def connect(k: str = k) -> Evaluator:
                 address = addresses["tcp" if k == "tcp" else "unix"]
                 ring = k.startswith("shm")
-                eager = {"eager_rows": 1 << 62} if k == "shm-late" else {}
-                ev = await RemoteEvaluator.connect(address, max_rows=a.max_rows, shm=ring, **eager)
+                eager = 1 << 62 if k == "shm-late" else EAGER_ROWS
+                ev = await RemoteEvaluator.connect(address, max_rows=a.max_rows, shm=ring, eager_rows=eager)
                 if ev.transport != ("shm" if ring else "socket"):
                     raise RuntimeError(f"asked for {k}, got {ev.transport}")
                 return ev

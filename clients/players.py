@@ -28,8 +28,7 @@ from servers import Batcher
 
 __all__ = [
     "BOTS", "BotSeat", "NetworkSeat", "SeatSpec", "arrays_of", "batched", "bot_maker", "bot_name", "build_seat",
-    "make_bot",
-    "model_with", "parse_player",
+    "make_bot", "model_with", "parse_player",
 ]  # fmt: skip
 
 

@@ -315,9 +315,7 @@ class SelfPlayPool:
             return on_thread
 
         def helper_done(reply: asyncio.Future[Any]) -> None:
-            if reply.cancelled():
-                return
-            if reply.exception() is not None or reply.result().error is not None:  # a ShareDone
+            if _failed(reply):
                 engine.stop()  # a helper failed: end this share with its rounds in progress, the run with the error
 
         waits = [
@@ -417,9 +415,7 @@ class SelfPlayPool:
         failed: asyncio.Future[asyncio.Future[Any]] = loop.create_future()  # the first helper's reply that failed
 
         def helper_done(reply: asyncio.Future[Any]) -> None:
-            if reply.cancelled() or failed.done():
-                return
-            if reply.exception() is not None or reply.result().error is not None:  # a MatchDone
+            if _failed(reply) and not failed.done():
                 failed.set_result(reply)
 
         for wait_reply in waits:
@@ -427,11 +423,8 @@ class SelfPlayPool:
         try:
             first: list[asyncio.Future[Any]] = [here, failed]
             await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
-            if failed.done():
-                reply = failed.result()
-                if reply.exception() is not None:
-                    raise reply.exception()  # type: ignore[misc]
-                merge_match([reply.result()], 0.0)  # raises, naming the helper's failure
+            if failed.done():  # the helper's death raises here, its failure in merge_match
+                merge_match([await failed.result()], 0.0)
             return merge_match([here.result(), *await self._replies(waits)], time.perf_counter() - t0)
         except BaseException:
             here.cancel()
@@ -504,6 +497,12 @@ def _counts(engine: SelfPlayEngine, evaluator: Evaluator, batches0: int = 0, row
     st = engine.stats
     return Counts(st.rounds, st.searched_decisions, engine.search.simulations, engine.search.evaluations,
                   batches - batches0, rows - rows0)  # fmt: skip
+
+
+def _failed(reply: asyncio.Future[Any]) -> bool:
+    """Whether a helper's reply (``_receive``'s future) says its job failed: the helper died, or
+    its ``ShareDone`` or ``MatchDone`` carries an error."""
+    return not reply.cancelled() and (reply.exception() is not None or reply.result().error is not None)
 
 
 def _receive(conn: Connection, on_progress: Callable[[Counts], None]) -> Any:

@@ -62,7 +62,7 @@ from servers.wire import (
     tune_socket,
 )
 
-__all__ = ["RemoteEvaluator", "RING_ROWS"]
+__all__ = ["RemoteEvaluator", "RING_ROWS", "EAGER_ROWS"]
 
 RING_ROWS = 65536  # a client's shared-memory ring, slots: the rows of 2,700 searches' waves of 24 in flight
 EAGER_ROWS = 128  # a frame leaves at this size when the server has nothing of ours (module docstring)
