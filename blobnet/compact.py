@@ -15,12 +15,11 @@ columns alone): eight contiguous columns make a byte without a gather or a branc
 about 0.5 us a row on this machine against 1 us for the flag columns gathered one by one and 1.7 us
 for byte-aligned runs of each field (numba, rows of real positions, 24 to 512 rows a call).
 Why not a list of each row's nonzero entries (about 36 of 654, what the sparse first layer of
-``blobnet.stem`` reads): finding them branches on every entry (0.9 us a row in numba, 4 to 6 us
+``blobnet.stem`` reads): finding them costs a scan of the row (0.7 us a row in numba, 4 to 6 us
 with ``np.nonzero``), and the list varies in length with the position (up to 64 in these rows),
 so a ring of them needs an offset table. The bits are that list already, in column order: the
-sparse first layer walks them (``blobnet.stem.stem_packed``, 1.25 us a row for "small" against
-1.64 to unpack and scan the dense row), and a GPU or a dense engine unpacks them (0.3 to 0.4 us a
-row).
+sparse first layer lists the entries from them (``blobnet.stem.nonzero_packed``), and a GPU or a
+dense engine unpacks them (0.3 to 0.4 us a row).
 
 ``pack_rows`` refuses a row whose flag columns hold anything but 0 or 1, whose scalars are not
 finite, or whose legal mask is empty (ValueError naming the row, the column and its field): what

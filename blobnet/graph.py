@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Graph", "FLOAT", "BOOL"]
+__all__ = ["Graph", "FLOAT"]
 
 # TensorProto.DataType
-FLOAT, BOOL = 1, 9
+FLOAT = 1
 IR_VERSION = 8  # ONNX 1.10 and later: opset 17 needs at least 8
 _ATTR_FLOAT, _ATTR_INT = 1, 2  # AttributeProto.AttributeType
 Value = tuple[str, int, Sequence[int | str]]  # a graph input or output: name, element type, shape
@@ -70,10 +70,9 @@ class Graph:
         self._count = 0
 
     def constant(self, name: str, array: np.ndarray) -> str:
-        """An initializer (float32 or bool) named ``name``; returns the name."""
-        a = np.ascontiguousarray(array)
-        dtype = {np.dtype(np.float32): FLOAT, np.dtype(np.bool_): BOOL}[a.dtype]
-        tensor = b"".join(_int(1, d) for d in a.shape) + _int(2, dtype) + _str(8, name) + _bytes(9, a.tobytes())
+        """A float32 initializer named ``name``; returns the name."""
+        a = np.ascontiguousarray(array, dtype=np.float32)
+        tensor = b"".join(_int(1, d) for d in a.shape) + _int(2, FLOAT) + _str(8, name) + _bytes(9, a.tobytes())
         self._parts.append(_bytes(5, tensor))
         return name
 

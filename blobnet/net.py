@@ -26,13 +26,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from blobnet.cards import N_ACTIONS
 from blobnet.compact import SCALAR_AT, PackedRows
 from blobnet.config import DEFAULT_PRESET, NetConfig, preset
 from blobnet.evaluator import Priors, bad_rows, check_request, row_errors
-from blobnet.graph import BOOL, FLOAT, Graph
-from blobnet.stem import stem_packed, stem_rows
+from blobnet.graph import FLOAT, Graph
+from blobnet.stem import legal_softmax, nonzero_packed, nonzero_rows
 
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
@@ -160,14 +161,27 @@ class Engine:
         if self.sparse:
             assert isinstance(self.model, BlobNet)
             stem = self.model.stem
-            self._wt = stem.weight.detach().float().T.contiguous().numpy()
-            self._bias = stem.bias.detach().float().contiguous().numpy()
+            self._wt = stem.weight.detach().float().T.contiguous()  # (width, hidden): a row per column
+            self._bias = stem.bias.detach().float().contiguous()
+
+    def _entries(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Room for the nonzero entries of ``n`` rows (every entry, at most: only the pages written
+        are ever touched) and their offsets; fresh each call, as worker threads may share the engine."""
+        need = n * self._wt.shape[0]
+        return np.empty(need, np.int64), np.empty(need, np.float32), np.empty(n, np.int64)
+
+    def _bag(self, entries: tuple[np.ndarray, np.ndarray, np.ndarray], k: int) -> np.ndarray:
+        """The first layer (n, hidden) float32 from the ``k`` nonzero entries listed in ``entries``."""
+        cols, vals, offsets = entries
+        with torch.inference_mode():
+            h = F.embedding_bag(torch.from_numpy(cols[:k]), self._wt, torch.from_numpy(offsets), mode="sum",
+                                per_sample_weights=torch.from_numpy(vals[:k]))  # fmt: skip
+            return h.add_(self._bias).numpy()
 
     def first_layer(self, features: np.ndarray) -> np.ndarray:
         """The first layer's output (n, hidden) float32, over the rows' nonzero entries."""
-        out = np.empty((len(features), self._wt.shape[1]), np.float32)
-        stem_rows(features, self._wt, self._bias, out)
-        return out
+        entries = self._entries(len(features))
+        return self._bag(entries, nonzero_rows(features, *entries))
 
     def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
         if not self.sparse:
@@ -176,11 +190,11 @@ class Engine:
 
     def packed(self, rows: PackedRows, mask: np.ndarray) -> Priors:
         """``self(features, mask)`` for rows packed by ``blobnet.compact`` (a sparse engine only):
-        the first layer straight from their bits (``blobnet.stem.stem_packed``), never unpacked."""
+        the first layer straight from their bits (``blobnet.stem.nonzero_packed``), never unpacked."""
         assert self.sparse
-        out = np.empty((len(rows), self._wt.shape[1]), np.float32)
-        stem_packed(rows.bits, rows.scalars, SCALAR_AT, self._wt, self._bias, out)
-        return self.after_first(out, mask)
+        entries = self._entries(len(rows))
+        k = nonzero_packed(rows.bits, rows.scalars, SCALAR_AT, *entries)
+        return self.after_first(self._bag(entries, k), mask)
 
     def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
         """The forward pass from the first layer's output h (n, hidden) float32."""
@@ -189,16 +203,17 @@ class Engine:
 
 
 def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:
-    """``model`` and the softmax of its legal logits as a serialised ONNX graph (opset 17,
-    ``blobnet.graph``), built from its weights: inputs "x" (B, width) float32 (``sparse``: the first
-    layer's output (B, hidden) instead) and "legal" (B, n_actions) bool; outputs "priors" and
-    "values". It is ``forward_rows``, layer by layer; a test holds the two equal."""
+    """``model`` up to its policy logits and its values as a serialised ONNX graph (opset 17,
+    ``blobnet.graph``), built from its weights: input "x" (B, width) float32 (``sparse``: the first
+    layer's output (B, hidden) instead); outputs "logits" (B, n_actions), unmasked, and "values"
+    (B, n_values). With the softmax of the legal logits (``blobnet.stem.legal_softmax``) it is
+    ``forward_rows``, layer by layer; a test holds the two equal."""
     g = Graph()
 
-    def linear(x: str, layer: nn.Module, name: str) -> str:
+    def linear(x: str, layer: nn.Module, name: str, out: str | None = None) -> str:
         assert isinstance(layer, nn.Linear)
         w, b = g.constant(f"{name}.w", _array(layer.weight)), g.constant(f"{name}.b", _array(layer.bias))
-        return g.node("Gemm", [x, w, b], name, transB=1)
+        return g.node("Gemm", [x, w, b], out or name, transB=1)
 
     def norm(x: str, layer: nn.Module, name: str) -> str:
         assert isinstance(layer, nn.LayerNorm)
@@ -211,15 +226,13 @@ def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:
         y = g.node("Relu", [linear(norm(h, block.norm, f"b{i}.norm"), block.fc1, f"b{i}.fc1")])
         h = g.node("Add", [h, linear(y, block.fc2, f"b{i}.fc2")])
     h = g.node("Relu", [norm(h, model.norm, "norm")])
-    lowest = g.constant("lowest", np.array(np.finfo(np.float32).min, np.float32))
-    logits = g.node("Where", ["legal", linear(h, model.policy, "policy"), lowest])
-    g.node("Softmax", [logits], "priors", axis=1)
+    linear(h, model.policy, "policy", "logits")
     v = g.node("Relu", [linear(h, model.value1, "value1")])
     g.node("Sigmoid", [linear(v, model.value2, "value2")], "values")
     width = model.config.hidden if sparse else model.width
     return g.model(
-        inputs=[("x", FLOAT, ["batch", width]), ("legal", BOOL, ["batch", model.n_actions])],
-        outputs=[("priors", FLOAT, ["batch", model.n_actions]), ("values", FLOAT, ["batch", model.n_values])],
+        inputs=[("x", FLOAT, ["batch", width])],
+        outputs=[("logits", FLOAT, ["batch", model.n_actions]), ("values", FLOAT, ["batch", model.n_values])],
     )
 
 
@@ -260,8 +273,11 @@ class OnnxEngine(Engine):
         return self.after_first(x, mask)
 
     def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
-        """The graph's run from its input x: the first layer's output when sparse."""
-        priors, values = self.session.run(None, {"x": h, "legal": mask})
+        """The graph's run from its input x (the first layer's output when sparse), then the softmax
+        of the legal logits."""
+        logits, values = self.session.run(None, {"x": h})
+        priors = np.empty_like(logits)
+        legal_softmax(logits, mask, priors)
         return priors, values
 
 

@@ -25,8 +25,10 @@ import numpy as np
 
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.compact import BIT_BYTES, LEGAL_BYTES, N_SCALARS, PackedRows, pack_rows, unpack_rows
-from blobnet.encode import WIDTH, encode_rounds, value_scale
+from blobnet.encode import WIDTH, value_scale
+from blobnet.features import encode_state
 from blobnet.files import atomic_write_bytes
+from blobnet.position import pack
 from blobnet.rules import Round
 
 __all__ = ["Examples", "PackedExamples", "ReplayBuffer", "RoundRecord"]
@@ -161,10 +163,10 @@ class RoundRecord:
         seat: int = r.to_play  # type: ignore[assignment]
         n = r.players
         onlooker = (seat + 1 + len(self.seats) // 2 % (n - 1)) % n  # len(seats) // 2: decisions so far
-        row = np.empty((1, WIDTH), np.float32)
-        encode_rounds([r], row, seat=onlooker)
+        row = np.empty(WIDTH, np.float32)
+        encode_state(pack(r), onlooker, row)  # the compiled encoder: encode_rounds' numbers, in half the time
         # the onlooker's row keeps the acting seat's legal ids only so its (unused) logits stay finite
-        self.features += (features, row[0])
+        self.features += (features, row)
         self.legals += (actions, actions)
         self.policies += ((actions, shares), (actions, [0.0] * len(actions)))
         self.seats += (seat, onlooker)

@@ -41,7 +41,7 @@ from blobnet.features import encode_state
 from blobnet.netcache import NetCache
 from blobnet.position import pack, pack_view
 from blobnet.rules import Round, View
-from blobnet.tree import Trees, W, backup, init_roots, root_visits, select
+from blobnet.tree import ANSWER_PRIORS, Trees, W, backup, init_roots, root_visits, select
 
 __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
 
@@ -185,18 +185,20 @@ class Search:
                 continue  # every descent of the wave ended at a terminal position
             if rows:
                 answer = await self.evaluator.evaluate_many(trees.features[:rows], trees.mask[:rows])
-                priors, values = _answers(answer, rows)
+                priors, values = _answers(answer, rows, finite=False)  # backup checks for NaN and inf
                 evaluations += rows
             else:  # the cache answered every leaf
                 priors, values = _NO_PRIORS, _NO_VALUES
             # answers that a model swap may have overtaken are used, not kept
             keep = getattr(self.evaluator, "model_version", None) == version
             t0 = time.perf_counter()
-            backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
-                   priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask,
-                   cache.keys, cache.priors, cache.values, keep, trees.counts, trees.values, view.players,
-                   seat)  # fmt: skip
+            wrong = backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
+                           priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v,
+                           trees.slot_mask, cache.keys, cache.priors, cache.values, keep, trees.counts, trees.values,
+                           view.players, seat)  # fmt: skip
             clock["backup"] += time.perf_counter() - t0
+            if wrong:
+                raise ValueError(f"the evaluator's {'priors' if wrong == ANSWER_PRIORS else 'values'} hold NaN or inf")
         visits = np.zeros(len(legal), np.int64)
         root_visits(trees.edge_i, dets, len(legal), visits)
         # the root's edges are the first of every tree's (init_roots); W holds the searcher's values
@@ -213,9 +215,10 @@ _NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)
 _NO_VALUES = np.zeros((0, N_VALUES), np.float32)
 
 
-def _answers(answer: tuple[np.ndarray, np.ndarray], rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _answers(answer: tuple[np.ndarray, np.ndarray], rows: int, *, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """An evaluator's answer, checked before a kernel reads it: the kernels index these arrays
-    without bounds checks, so a wrong shape or a NaN must stop here with a message, not corrupt a tree."""
+    without bounds checks, so a wrong shape or a NaN must stop here with a message, not corrupt a tree.
+    ``finite`` False: the NaN and inf are left to the caller's kernel (``blobnet.tree.backup``)."""
     try:
         priors, values = answer
     except (TypeError, ValueError):
@@ -224,6 +227,6 @@ def _answers(answer: tuple[np.ndarray, np.ndarray], rows: int) -> tuple[np.ndarr
         if not isinstance(a, np.ndarray) or a.shape != (rows, width) or a.dtype != np.float32:
             shape = getattr(a, "shape", None)
             raise ValueError(f"the evaluator's {name} have shape {shape}: expected ({rows}, {width}) float32")
-        if not np.isfinite(a).all():
+        if finite and not np.isfinite(a).all():
             raise ValueError(f"the evaluator's {name} hold NaN or inf")
     return priors, values

@@ -47,7 +47,10 @@ from blobnet.jit import njit
 from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
 from blobnet.position import CARDS, PLAYERS, STATE, TO_PLAY, apply, legal, scores
 
-__all__ = ["Trees", "NODE_FIELDS", "EDGE_FIELDS", "init_roots", "select", "backup", "root_visits", "LEAF_FIELDS"]
+__all__ = [
+    "Trees", "NODE_FIELDS", "EDGE_FIELDS", "init_roots", "select", "backup", "root_visits", "LEAF_FIELDS",
+    "ANSWER_PRIORS", "ANSWER_VALUES",
+]  # fmt: skip
 
 PARENT, PEDGE, FIRST, NEDGE, ACTOR, PENDING, VISITS = range(7)
 NODE_FIELDS = 7
@@ -61,6 +64,8 @@ LEAF_FIELDS = 4
 SIMS, COLLISIONS = range(2)
 # the kinds of row a leaf asks for: the acting seat's, the searcher's own view
 ACTING, OWN = range(2)
+# what backup found wrong with the evaluator's answer (0: nothing)
+ANSWER_PRIORS, ANSWER_VALUES = 1, 2
 
 
 class Trees:
@@ -350,11 +355,20 @@ def backup(
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
     ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, keep: bool,
     counts: np.ndarray, values: np.ndarray, players: int, seat: int,
-) -> None:  # fmt: skip
+) -> int:  # fmt: skip
     """The second half of a wave: the evaluator's answers (``priors`` N_ACTIONS wide, ``values_in``,
     one row per row sent) go to their slots, and into the network cache when ``keep``; then each
     leaf of ``leaves[:n_leaves]`` is expanded with its slot's priors and value, and its values are
-    backed up (module docstring)."""
+    backed up (module docstring). Returns 0; or, having changed nothing, ANSWER_PRIORS or
+    ANSWER_VALUES when that array holds a NaN or an infinity (checked here rather than in Python:
+    a numpy pass over each array cost more per wave than the rest of the wave's Python)."""
+    for i in range(priors.shape[0]):
+        for a in range(priors.shape[1]):
+            if not np.isfinite(priors[i, a]):
+                return ANSWER_PRIORS
+        for a in range(values_in.shape[1]):
+            if not np.isfinite(values_in[i, a]):
+                return ANSWER_VALUES
     for i in range(priors.shape[0]):
         s = sent_slot[i]
         slot_p[s] = priors[i]
@@ -375,6 +389,7 @@ def backup(
             values[seat] = slot_v[own, 0]
         _up(node_i, edge_i, edge_f, t, node, values)
         counts[0] += 1
+    return 0
 
 
 @njit(cache=True)

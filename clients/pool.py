@@ -481,10 +481,7 @@ class SelfPlayPool:
 
 def batch_counts(evaluator: Evaluator) -> tuple[int, int]:
     """Batches and rows of an in-process batcher so far; (0, 0) for other evaluators."""
-    if not isinstance(evaluator, Batcher):
-        return 0, 0
-    st = evaluator.stats()
-    return int(st["batches"]), int(st["rows"])
+    return evaluator.counts() if isinstance(evaluator, Batcher) else (0, 0)
 
 
 def _ignore(_: Counts) -> None:

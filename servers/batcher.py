@@ -296,6 +296,11 @@ class Batcher:
         """Batches, rows, batch-size mean/percentiles/histogram, queue wait, forward time, device idle time."""
         return self._stats.as_dict()
 
+    def counts(self) -> tuple[int, int]:
+        """Batches and rows since the last ``reset_stats``: ``stats()``'s first two, without the
+        summaries it computes (a walk over every batch size: too slow to ask after every round)."""
+        return self._stats.batches, self._stats.rows
+
     def reset_stats(self) -> None:
         self._stats.reset()
 

@@ -399,12 +399,12 @@ def test_stats_count_batches_and_sizes() -> None:
         for n in (1, 3, 8, 8):
             await asyncio.gather(*(one(b, row(i), [0]) for i in range(n)))
         s = b.stats()
-        assert (s["batches"], s["rows"], s["mean_batch"]) == (4, 20, 5.0)
+        assert (s["batches"], s["rows"], s["mean_batch"]) == (4, 20, 5.0) and b.counts() == (4, 20)
         assert (s["p50_batch"], s["p99_batch"], s["max_batch"]) == (3, 8, 8)
         assert s["histogram"] == {"1": 1, "2-3": 1, "4-7": 0, "8": 2}
         assert s["forward_total_s"] > 0 and 0 <= s["device_idle_fraction"] <= 1
         b.reset_stats()
-        assert b.stats()["batches"] == 0
+        assert b.stats()["batches"] == 0 and b.counts() == (0, 0)
         await b.aclose()
 
     run(main)

@@ -15,6 +15,7 @@ from blobnet.encode import WIDTH, encode_rounds
 from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.net import BlobNet, DirectEvaluator, count_params, forward_rows, make_engine, make_net
 from blobnet.rules import random_round
+from blobnet.stem import legal_softmax
 
 
 def _inputs(batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +160,22 @@ def test_the_sparse_first_layer_equals_the_dense_one() -> None:
     x2[:, 7] += 0.25  # not only one-hots: any value of any entry counts
     dense2 = torch.nn.functional.linear(torch.from_numpy(x2), net.stem.weight, net.stem.bias).detach().numpy()
     assert np.abs(engine.first_layer(x2) - dense2).max() < 1e-5
+
+
+def test_the_softmax_over_legal_ids_is_torchs_masked_softmax() -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((64, N_ACTIONS)) * np.array([1.0, 30.0, 1e4, 1e-3])[rng.integers(0, 4, 64), None]
+    logits = logits.astype(np.float32)
+    legal = rng.random((64, N_ACTIONS)) < 0.1
+    legal[0] = False
+    legal[0, 3] = True  # one legal id
+    legal[1] = True  # every id
+    legal[2:, 0] |= ~legal[2:].any(axis=1)  # at least one each
+    want = torch.softmax(torch.from_numpy(logits).masked_fill(~torch.from_numpy(legal), float("-inf")), dim=1).numpy()
+    got = np.empty_like(logits)
+    legal_softmax(logits, legal, got)
+    assert np.abs(got - want).max() < 1e-6
+    assert (got[~legal] == 0).all() and got[0, 3] == 1.0
 
 
 @pytest.mark.parametrize(("name", "sparse"), [("eager", True), ("onnx", False), ("onnx", True)])

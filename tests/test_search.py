@@ -333,6 +333,12 @@ def test_solver_sees_a_forced_win():
     assert solve(r) == {12: 11.0}
 
 
+def _nan_at(k: int, which: str) -> tuple[np.ndarray, np.ndarray]:
+    priors, values = np.full((k, N_ACTIONS), 0.1, np.float32), np.full((k, N_VALUES), 0.5, np.float32)
+    (priors if which == "priors" else values)[k - 1, 0] = np.inf if which == "priors" else np.nan
+    return priors, values
+
+
 @pytest.mark.parametrize(
     ("answer", "named"),
     [
@@ -340,11 +346,20 @@ def test_solver_sees_a_forced_win():
         (lambda k: (np.full((k, 3), 0.1, np.float32), np.zeros((k, N_VALUES), np.float32)), "priors"),
         (lambda k: (np.zeros((k, N_ACTIONS), np.float64), np.zeros((k, N_VALUES), np.float32)), "priors"),
         (lambda k: (np.zeros((k + 1, N_ACTIONS), np.float32), np.zeros((k + 1, N_VALUES), np.float32)), "priors"),
+        (lambda k: _nan_at(k, "priors"), "priors"),
+        (lambda k: _nan_at(k, "values"), "values"),
     ],
 )
-def test_a_bad_answer_from_an_evaluator_is_refused_by_name_before_a_kernel_reads_it(answer, named):
+@pytest.mark.parametrize("at_root", [True, False])
+def test_a_bad_answer_from_an_evaluator_is_refused_by_name_before_a_kernel_reads_it(answer, named, at_root):
+    # at the root (checked in Python) or in a later wave (the NaN and inf checked by the backup kernel)
     class Bad(FreeEvaluator):
+        calls = 0
+
         async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if not at_root and self.calls == 1:
+                return await super().evaluate_many(features, legal)
             return answer(len(legal))
 
     r = leader_round()

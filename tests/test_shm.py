@@ -22,9 +22,9 @@ from test_socket import ENCODER, raw_connect, read_frame, serving
 from blobnet.cards import N_ACTIONS
 from blobnet.compact import SCALAR_AT, SCALAR_COLS, PackedRows, pack_rows, unpack_rows
 from blobnet.encode import WIDTH, encode_rounds
-from blobnet.net import make_net
+from blobnet.net import make_engine, make_net
 from blobnet.rules import Round
-from blobnet.stem import stem_packed, stem_rows
+from blobnet.stem import nonzero_packed, nonzero_rows
 from clients.pool import RemoteSpec, build_evaluator
 from clients.remote import RemoteEvaluator
 from servers import Batcher, EvaluatorClosed
@@ -148,13 +148,14 @@ def test_the_first_layer_from_packed_bits_equals_the_sparse_one_bit_for_bit() ->
     x, m = ROWS
     packed = PackedRows.empty(len(x))
     pack_rows(x, m, packed)
-    rng = np.random.default_rng(4)
-    wt = rng.standard_normal((WIDTH, 96)).astype(np.float32)
-    bias = rng.standard_normal(96).astype(np.float32)
-    want, got = np.empty((len(x), 96), np.float32), np.empty((len(x), 96), np.float32)
-    stem_rows(x, wt, bias, want)
-    stem_packed(packed.bits, packed.scalars, SCALAR_AT, wt, bias, got)
-    assert np.array_equal(got, want)
+    n = len(x)
+    want = (np.empty(n * WIDTH, np.int64), np.empty(n * WIDTH, np.float32), np.empty(n, np.int64))
+    got = (np.empty(n * WIDTH, np.int64), np.empty(n * WIDTH, np.float32), np.empty(n, np.int64))
+    k = nonzero_rows(x, *want)
+    assert nonzero_packed(packed.bits, packed.scalars, SCALAR_AT, *got) == k
+    assert all(np.array_equal(a[:k], b[:k]) for a, b in zip(want, got, strict=True))
+    engine = make_engine("eager", make_net("small", seed=4), sparse=True)
+    assert np.array_equal(engine.packed(packed, m)[0], engine(x, m)[0])
 
 
 @pytest.mark.parametrize("engine, sparse", [("eager", False), ("onnx", True)])
