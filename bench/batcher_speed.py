@@ -567,7 +567,8 @@ def run_remote(
             async def connect(k: str = k) -> Evaluator:
                 address = addresses["tcp" if k == "tcp" else "unix"]
                 ring = k.startswith("shm")
-                eager = 1 << 62 if k == "shm-late" else EAGER_ROWS
+                # a frame leaves at max_rows in any case: eager_rows = max_rows is no eager frame
+                eager = a.max_rows if k == "shm-late" else EAGER_ROWS
                 ev = await RemoteEvaluator.connect(address, max_rows=a.max_rows, shm=ring, eager_rows=eager)
                 if ev.transport != ("shm" if ring else "socket"):
                     raise RuntimeError(f"asked for {k}, got {ev.transport}")

@@ -1,11 +1,10 @@
 """The network's input: one float32 row of ``WIDTH`` per position, seen by one seat: the acting
-seat's (``encode``, ``encode_round``), or any seat's (the search asks the searching seat's view
-of positions where another seat acts, ``encode_rounds(..., seat=)``).
+seat's (``encode``, ``encode_round``), or any seat's (``encode_rounds(..., seat=)``).
 
 Seats are relative to the viewing seat (0 = itself, 1 = next to play after it, ...) and padded to
 8. The layout, field by field, is in docs/ENCODING.md; ``FIELDS`` below is its source of truth.
-The hot path (``encode_round``, called at every leaf of the search) gathers the indices of the
-ones and the scalar entries into lists and writes each list with a single numpy call.
+These are the checked Python encoders: the search and the replay's rows use the compiled one,
+``blobnet.features.encode_state``, which the tests hold equal to these.
 """
 
 from __future__ import annotations
