@@ -43,8 +43,9 @@ class NetCache:
             raise ValueError(f"cache size {size}: give 0 (no cache) or a power of two")
         self.size = size
         self.keys = np.full((size, KEY_LANES), -1, np.int64)  # -1: empty (lanes are never negative)
-        self.priors = np.zeros((size, N_ACTIONS), np.float32)
-        self.values = np.zeros((size, N_VALUES), np.float32)
+        # read only where a key matches: left unwritten (and untouched by the OS) until stored
+        self.priors = np.empty((size, N_ACTIONS), np.float32)
+        self.values = np.empty((size, N_VALUES), np.float32)
         self.stats = np.zeros(3, np.int64)
         self.version: object = None  # the model_version of the evaluator whose answers these are
 

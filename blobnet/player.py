@@ -8,8 +8,9 @@ that, so many tables share one event loop and the network players' evaluations b
 
 ``NetworkPlayer`` searches every decision (``blobnet.search``) at temperature 0 without root
 noise: its strongest play. It asks an evaluator made by its ``evaluator`` factory: on first use on
-the running loop for ``aact`` (one per player and loop, shared by all its tables), and a private
-one on a private event loop for ``act``, so any program can call it. The default factory makes a
+the running loop for ``aact`` (one per player and loop, with one ``Search`` over it that every table
+shares, so its trees and its network cache last from one decision to the next), and a private one
+on a private event loop for ``act``, so any program can call it. The default factory makes a
 ``blobnet.net.DirectEvaluator`` (one forward pass per wave of one search); ``clients.players``
 makes players whose tables share a batcher (``servers.Batcher``), as the arena and the trainer do.
 """
@@ -113,18 +114,22 @@ class NetworkPlayer:
         self.evaluations = 0  # network evaluations asked for by those searches
         self._loop: asyncio.AbstractEventLoop | None = None
         self._evaluator: Evaluator | None = None
+        self._search: Search | None = None  # over self._evaluator
 
-    def _evaluator_on_running_loop(self) -> Evaluator:
-        """This loop's evaluator, made on first use; one left on a finished loop is dropped."""
+    def _search_on_running_loop(self) -> Search:
+        """This loop's search over its evaluator, made on first use (one Search serves every table
+        at once, keeping its trees and its network cache from one decision to the next); one left
+        on a finished loop is dropped."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._evaluator is None:
+        if self._loop is not loop or self._search is None:
             self._evaluator = self.factory(self.model, self.max_batch)
+            self._search = Search(self._evaluator, self.search)
             self._loop = loop
-        return self._evaluator
+        return self._search
 
-    async def _decide(self, evaluator: Evaluator, view: View) -> int:
-        # A Search per decision: its counters then count this decision alone (searches interleave).
-        result = await Search(evaluator, self.search).run(view, self.rng, noise=False)
+    async def _decide(self, search: Search, view: View) -> int:
+        # the result's own counters: searches of other tables interleave on the same Search
+        result = await search.run(view, self.rng, noise=False)
         self.decisions += 1
         self.evaluations += result.evaluations
         return choose_action(result, 0.0, self.rng)
@@ -134,7 +139,7 @@ class NetworkPlayer:
         legal = view.legal_or_raise()
         if len(legal) == 1:
             return legal[0]
-        return await self._decide(self._evaluator_on_running_loop(), view)
+        return await self._decide(self._search_on_running_loop(), view)
 
     def act(self, view: View) -> int:
         """``aact`` on a private event loop with a private evaluator, closed before returning.
@@ -155,7 +160,7 @@ class NetworkPlayer:
         # One search asks at most Search.rows_per_wave evaluations at once: a batch of that size.
         evaluator = self.factory(self.model, Search.rows_per_wave(self.search))
         try:
-            return await self._decide(evaluator, view)
+            return await self._decide(Search(evaluator, self.search), view)
         finally:
             await evaluator.aclose()
 
@@ -163,7 +168,7 @@ class NetworkPlayer:
         """Close the evaluator of the running loop, if this player made one; using the player
         again makes a new one. An evaluator left on a loop that has finished is just dropped."""
         evaluator, loop = self._evaluator, self._loop
-        self._evaluator = self._loop = None
+        self._evaluator = self._loop = self._search = None
         if evaluator is not None and loop is asyncio.get_running_loop():
             await evaluator.aclose()
 

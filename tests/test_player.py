@@ -166,6 +166,26 @@ def test_network_player_plays_a_match_through_one_batcher(tiny_ckpt: Path) -> No
     assert p._evaluator is not batcher
 
 
+def test_a_network_player_keeps_its_search_and_cache_from_one_decision_to_the_next(tiny_ckpt: Path) -> None:
+    # The rows of a decision seen before are answered by the search's network cache: a player
+    # that built a new Search (and cache) per decision would ask the network for all of them again.
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+    v = views_to_decide()[2]
+
+    async def twice() -> tuple[int, int]:
+        try:
+            await p.aact(v)
+            first = p._evaluator.rows  # type: ignore[union-attr]
+            await p.aact(v)
+            return first, p._evaluator.rows - first  # type: ignore[union-attr]
+        finally:
+            await p.aclose()
+
+    first, second = asyncio.run(twice())
+    assert first > 0 and second < first
+    assert p.decisions == 2
+
+
 def test_two_network_players_on_one_model_share_nothing_but_the_weights(tiny_ckpt: Path) -> None:
     model = make_net("tiny", seed=1)
     a = NetworkPlayer(model, SearchConfig(dets=1, sims=4), seed=1, name="a")
