@@ -21,11 +21,14 @@ from bench.point import PointSpec
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher, drive
 from bench.strategies import ENGINE_EVALUATORS, STRATEGIES, run_point
 from bench.sweep import PLANS, QUICK, TINY, Mode, derive, parse, plan_scaling
+from bench.think_time import decision_times, measure
+from bench.think_time import main as think_main
 from blobnet.cards import BID0, N_ACTIONS, N_VALUES
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import WIDTH
 from blobnet.evaluator import FreeEvaluator
 from blobnet.net import DirectEvaluator, make_net
+from blobnet.rules import View
 from blobnet.search import Search
 from servers import Batcher
 
@@ -373,3 +376,38 @@ def test_gpu_check_dry_run_measures_engine_processes_sharing_one_server(tmp_path
     assert (served["engines"], served["games"], served["error"]) == (2, 8, "")
     assert served["rounds_per_min"] > 0 and served["mean_batch"] >= 1
     assert [r["max_inflight"] for r in result["throughput"]] == [2, 1]
+
+
+def test_think_time_times_the_searched_decisions_alone() -> None:
+    class Slow:
+        """Takes 2 ms over every decision; counts what it is asked and what has a choice."""
+
+        def __init__(self) -> None:
+            self.asked = self.choices = 0
+
+        def act(self, view: View) -> int:
+            raise AssertionError("the bench awaits aact")
+
+        async def aact(self, view: View) -> int:
+            legal = view.legal_or_raise()
+            self.asked += 1
+            self.choices += len(legal) > 1
+            await asyncio.sleep(0.002)
+            return legal[0]
+
+    p = Slow()
+    times = asyncio.run(decision_times(p, players=4, cards=3, rounds=3, seed=0))
+    assert p.asked == 3 * 4 * 4  # every decision of three rounds asked (4 bids and 12 cards a round)
+    assert len(times) == p.choices < p.asked  # the forced ones (a seat's last card at least) not timed
+    assert min(times) >= 0.002
+
+
+def test_think_time_reports_every_player_and_refuses_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = asyncio.run(measure(["random", "heuristic"], players=4, cards=3, rounds=2, warmup=1, repeats=2, seed=0))
+    assert [r["spec"] for r in rows] == ["random", "heuristic"]
+    for r in rows:
+        assert len(r["runs_ms"]) == 2 and r["ms"] == pytest.approx(sum(r["runs_ms"]) / 2, abs=2e-3)
+        assert r["ms"] > 0 and r["decisions"] > 0
+    with pytest.raises(SystemExit) as e:
+        think_main(["heuristic", "nonsense:sims=3"])
+    assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
