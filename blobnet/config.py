@@ -147,9 +147,6 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
     # about 340 bytes: the default about 22 MB an engine.
     cache: int = 65536
-    # Self-play's value target for the acting seat: (1 - value_mix) x its round score + value_mix x
-    # the search's root value for it (the mean of what its simulations backed up). 0: the score alone.
-    value_mix: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
@@ -161,7 +158,6 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         _check(self.temperature >= 0, "search.temperature", "0 or more", self.temperature)
         _check(self.cache >= 0 and not self.cache & (self.cache - 1), "search.cache", "0 or a power of two",
                self.cache)  # fmt: skip
-        _check(0 <= self.value_mix <= 1, "search.value_mix", "a number in 0..1", self.value_mix)
 
 
 class NetworkConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

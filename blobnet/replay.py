@@ -79,13 +79,9 @@ class Examples:
         legals: list[list[int]],
         policies: list[tuple[list[int], list[float]]],
         seats: list[int],
-        roots: list[float | None] | None = None,
-        mix: float = 0.0,
     ) -> Examples:
         """One finished round's examples: per decision its features, legal ids, (actions, target
-        shares) and the acting seat; the value targets come from the round's scores. ``roots``:
-        per row, the search's root value for the viewing seat (None: none); where there is one,
-        that seat's own target is ``(1 - mix) * score + mix * root``."""
+        shares) and the acting seat; the value targets come from the round's scores."""
         scores = r.scores()
         n, k = r.players, len(features)
         ex = Examples.empty(k)
@@ -97,9 +93,6 @@ class Examples:
             ex.legal[j, legals[j]] = True
             ex.policy[j, policies[j][0]] = policies[j][1]
             ex.value[j, :n] = [scores[(seats[j] + rel) % n] / scale for rel in range(n)]
-            root = roots[j] if roots is not None and mix else None
-            if root is not None:
-                ex.value[j, 0] = (1 - mix) * ex.value[j, 0] + mix * root
         return ex
 
     @staticmethod
@@ -163,13 +156,10 @@ class RoundRecord:
         self.legals: list[list[int]] = []
         self.policies: list[tuple[list[int], list[float]]] = []
         self.seats: list[int] = []
-        self.roots: list[float | None] = []
 
-    def add(
-        self, r: Round, features: np.ndarray, actions: list[int], shares: list[float], root: float | None = None
-    ) -> None:
-        """The decision of the seat to act in ``r`` (before its move): its root ``features``, the
-        target ``shares`` over the legal ``actions`` and the search's ``root`` value for it."""
+    def add(self, r: Round, features: np.ndarray, actions: list[int], shares: list[float]) -> None:
+        """The decision of the seat to act in ``r`` (before its move): its root ``features`` and
+        the target ``shares`` over the legal ``actions``."""
         seat: int = r.to_play  # type: ignore[assignment]
         n = r.players
         onlooker = (seat + 1 + len(self.seats) // 2 % (n - 1)) % n  # len(seats) // 2: decisions so far
@@ -180,12 +170,10 @@ class RoundRecord:
         self.legals += (actions, actions)
         self.policies += ((actions, shares), (actions, [0.0] * len(actions)))
         self.seats += (seat, onlooker)
-        self.roots += (root, None)
 
-    def examples(self, r: Round, mix: float = 0.0) -> Examples:
-        """The examples, once ``r`` is over; ``mix``: how much of the acting seat's value target
-        is the search's root value (``Examples.from_round``)."""
-        return Examples.from_round(r, self.features, self.legals, self.policies, self.seats, self.roots, mix)
+    def examples(self, r: Round) -> Examples:
+        """The examples, once ``r`` is over."""
+        return Examples.from_round(r, self.features, self.legals, self.policies, self.seats)
 
 
 class ReplayBuffer:

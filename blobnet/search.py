@@ -65,15 +65,6 @@ class SearchResult:
         total = sum(self.visits)
         return [v / total for v in self.visits]
 
-    def root_value(self) -> float | None:
-        """The searching seat's value of the root: the visit-weighted mean of ``values`` (None
-        when nothing was backed up, as for a decision that was not searched)."""
-        if self.values is None:
-            return None
-        seen = [(n, v) for n, v in zip(self.visits, self.values) if v is not None and n]
-        total = sum(n for n, _ in seen)
-        return sum(n * v for n, v in seen) / total if total else None
-
     def is_uniform(self) -> bool:
         """All root actions visited equally: the sign of a search that never looked past the root."""
         return len(self.visits) > 1 and min(self.visits) == max(self.visits)

@@ -196,9 +196,9 @@ class SelfPlayEngine:
             stats.searched_decisions += 1
             stats.uniform_targets += result.is_uniform()
             assert result.features is not None  # a searched decision carries its root features
-            record.add(r, result.features, result.actions, result.policy(), result.root_value())
+            record.add(r, result.features, result.actions, result.policy())
             r.apply(choose_action(result, temperature, rng))
-        ex = record.examples(r, self.config.value_mix)
+        ex = record.examples(r)
         k = len(ex)
         stats.decisions += r.players * (r.cards + 1)  # every bid and every card, forced ones included
         stats.rounds += 1

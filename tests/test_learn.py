@@ -8,11 +8,8 @@ import torch
 
 from blobnet.cards import N_VALUES
 from blobnet.config import GameConfig, TrainConfig
-from blobnet.encode import WIDTH
 from blobnet.learn import cosine_lr, learner_losses, learner_steps, teacher_examples
 from blobnet.net import make_net
-from blobnet.replay import RoundRecord
-from blobnet.rules import Round
 
 
 def test_onlooker_rows_count_in_the_value_loss_alone():
@@ -45,26 +42,6 @@ def test_value_targets_of_the_seats_past_the_table_do_not_count():
     assert float(other) == float(base)
     assert float(everything) != float(base)  # the mask is what excludes them
     assert ex.value_mask.shape == (len(ex), N_VALUES)
-
-
-def test_value_mix_moves_the_acting_seats_own_target_toward_the_root_value_alone():
-    r = Round.deal(players=3, cards=2, trump=1, dealer=0, seed=3)
-    record = RoundRecord()
-    roots = []
-    while r.to_play is not None:
-        view = r.view(r.to_play)
-        legal = view.legal_actions()
-        root = 0.1 * len(roots)  # a different root value per decision
-        roots.append(root)
-        record.add(r, np.zeros(WIDTH, np.float32), legal, [1.0 / len(legal)] * len(legal), root)
-        r.play(legal[0])
-    plain, mixed = record.examples(r), record.examples(r, 0.25)
-    acting = np.arange(0, len(plain), 2)
-    assert np.allclose(mixed.value[acting, 0], 0.75 * plain.value[acting, 0] + 0.25 * np.array(roots))
-    others = np.ones_like(plain.value, bool)
-    others[acting, 0] = False
-    assert np.array_equal(mixed.value[others], plain.value[others])  # other seats, onlookers: the scores
-    assert np.array_equal(record.examples(r, 0.0).value, plain.value)
 
 
 def test_the_schedule_runs_from_lr_down_to_lr_final():

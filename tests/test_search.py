@@ -236,17 +236,6 @@ def test_temperature_zero_picks_most_visited_and_positive_temperature_samples():
     assert picks == {1, 2, 3}
 
 
-def test_root_value_is_the_visit_weighted_mean_of_the_backed_up_values():
-    res = SearchResult([1, 2, 3], [10, 30, 0], 0, 40, values=[0.2, 0.6, None])
-    assert res.root_value() == pytest.approx((10 * 0.2 + 30 * 0.6) / 40)
-    assert SearchResult([5], [1], 0, 0).root_value() is None  # not searched: nothing backed up
-    view = Round.deal(players=4, cards=3, trump=0, dealer=0, seed=1).view(1)
-    result = run(
-        Search(FreeEvaluator(0.25), SearchConfig(dets=2, sims=20, leaves=1)).run(view, np.random.default_rng(0))
-    )
-    assert result.root_value() is not None and 0 <= result.root_value() <= 1
-
-
 def test_search_settings_out_of_range_are_refused_by_name():
     for kwargs, name in [({"sims": 0}, "search.sims"), ({"dets": 0}, "search.dets"), ({"leaves": 0}, "search.leaves")]:
         with pytest.raises(ConfigError, match=name):
