@@ -29,14 +29,15 @@ __all__ = ["nonzero_rows", "nonzero_packed", "legal_softmax"]
 
 @njit(cache=True)
 def nonzero_rows(x: np.ndarray, cols: np.ndarray, vals: np.ndarray, offsets: np.ndarray) -> int:
-    """List the nonzero entries of the rows of ``x`` (n, width) float32: row r's are ``cols`` (int64)
-    and ``vals`` (float32) from ``offsets[r]`` on, in column order; returns how many in all (``cols``
-    and ``vals`` hold at least n * width). The row is read two columns at a time as 64-bit words and
-    the nonzero words found without a branch (a branch on each entry mispredicts at every set one)."""
+    """List the nonzero entries of the rows of ``x`` (n, width) float32, width even (``WIDTH`` is):
+    row r's are ``cols`` (int64) and ``vals`` (float32) from ``offsets[r]`` on, in column order;
+    returns how many in all (``cols`` and ``vals`` hold at least n * width). The row is read two
+    columns at a time as 64-bit words (an odd width cannot be: numba refuses the view) and the
+    nonzero words found without a branch (a branch on each entry mispredicts at every set one)."""
     n, width = x.shape
     half = width // 2
     words = x.view(np.uint64)
-    found = np.empty(half + 1, np.int64)
+    found = np.empty(half, np.int64)
     k = 0
     for r in range(n):
         offsets[r] = k
@@ -46,12 +47,9 @@ def nonzero_rows(x: np.ndarray, cols: np.ndarray, vals: np.ndarray, offsets: np.
         for q in range(half):
             found[m] = q
             m += wr[q] != 0
-        if width % 2:
-            found[m] = half
-            m += xr[width - 1] != 0.0
         for i in range(m):
             c0 = 2 * found[i]
-            for c in range(c0, min(c0 + 2, width)):
+            for c in range(c0, c0 + 2):
                 v = xr[c]
                 cols[k] = c
                 vals[k] = v
