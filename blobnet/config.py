@@ -62,6 +62,7 @@ def _check(cond: bool, key: str, valid: str, value: object) -> None:
 # ONNX Runtime with the first layer over the rows' nonzero entries.
 CPU_ENGINE = "onnx"
 CPU_SPARSE = True
+POLICY_TARGETS = ("visits", "completed_q")  # self-play's policy target (SearchConfig.policy_target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,10 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
     # about 340 bytes: the default about 22 MB an engine.
     cache: int = 65536
+    # Self-play's policy target: "completed_q" (Gumbel MuZero's softmax of the prior's logits plus
+    # the completed action values, blobnet.search.SearchResult.completed_q_policy) or "visits" (the
+    # root's visit shares). At make train's 3 x 30 the first trains the stronger model (README).
+    policy_target: str = "completed_q"
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
@@ -156,6 +161,8 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         _check(self.dirichlet_alpha > 0, "search.dirichlet_alpha", "a positive number", self.dirichlet_alpha)
         _check(0 <= self.dirichlet_eps <= 1, "search.dirichlet_eps", "a number in 0..1", self.dirichlet_eps)
         _check(self.temperature >= 0, "search.temperature", "0 or more", self.temperature)
+        _check(self.policy_target in POLICY_TARGETS, "search.policy_target", " or ".join(POLICY_TARGETS),
+               self.policy_target)  # fmt: skip
         _check(self.cache >= 0 and not self.cache & (self.cache - 1), "search.cache", "0 or a power of two",
                self.cache)  # fmt: skip
 

@@ -60,10 +60,36 @@ class SearchResult:
     # backed up through it (normalised score, ``blobnet.encode.value_scale``; None if never visited)
     priors: list[float] | None = None
     values: list[float | None] | None = None
+    root_value: float | None = None  # the network's value of the root for the searching seat
 
     def policy(self) -> list[float]:
         total = sum(self.visits)
         return [v / total for v in self.visits]
+
+    def completed_q_policy(self, c_visit: float = 50.0, c_scale: float = 0.1) -> list[float]:
+        """Gumbel MuZero's policy target (Danihelka et al. 2022, as ``mctx``'s
+        ``qtransform_completed_by_mix_value``): softmax(log prior + sigma(completed Q)). An action
+        never visited takes the mixed value (the root's network value and the prior-weighted mean of
+        the visited actions' values, weighted 1 : visits), and ``sigma(q) = (c_visit + most visits)
+        * c_scale * q``. The values are not rescaled to their range (``mctx``'s default): they are
+        already on a fixed scale (points over the round's most, 0..1), and a min-max rescale would
+        make a one-hot target of the noise between two near-equal actions. Unlike visit shares, the
+        target keeps the prior where the search says nothing and moves it where the search found
+        a better value, which matters when simulations are few."""
+        if self.priors is None or self.values is None or self.root_value is None:
+            return self.policy()  # not searched: a forced move
+        prior = np.asarray(self.priors, np.float64)
+        visits = np.asarray(self.visits, np.float64)
+        seen = visits > 0
+        q = np.array([v if v is not None else 0.0 for v in self.values])
+        mass = prior[seen].sum()
+        mixed = float((prior[seen] * q[seen]).sum() / mass) if mass > 0 else self.root_value
+        total = visits.sum()
+        v_mix = (self.root_value + total * mixed) / (1 + total)
+        completed = np.where(seen, q, v_mix)
+        logits = np.log(np.maximum(prior, 1e-30)) + (c_visit + visits.max()) * c_scale * completed
+        p = np.exp(logits - logits.max())
+        return (p / p.sum()).tolist()
 
     def is_uniform(self) -> bool:
         """All root actions visited equally: the sign of a search that never looked past the root."""
@@ -208,7 +234,7 @@ class Search:
         self.evaluations += evaluations
         self.simulations += sims
         self.collisions += int(trees.counts[1])
-        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means)
+        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means, float(values[0, 0]))
 
 
 _NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)

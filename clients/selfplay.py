@@ -183,6 +183,7 @@ class SelfPlayEngine:
     async def _play_round(self, r: Round, rng: np.random.Generator) -> None:
         stats = self.stats
         temperature = self.config.temperature
+        completed_q = self.config.policy_target == "completed_q"
         record = RoundRecord()
         bots: dict[int, Player] = {}
         if self._opponents:  # seats and seeds from the game's generator: a game replays alone
@@ -196,7 +197,8 @@ class SelfPlayEngine:
             stats.searched_decisions += 1
             stats.uniform_targets += result.is_uniform()
             assert result.features is not None  # a searched decision carries its root features
-            record.add(r, result.features, result.actions, result.policy())
+            target = result.completed_q_policy() if completed_q else result.policy()
+            record.add(r, result.features, result.actions, target)
             r.apply(choose_action(result, temperature, rng))
         ex = record.examples(r)
         k = len(ex)

@@ -236,8 +236,34 @@ def test_temperature_zero_picks_most_visited_and_positive_temperature_samples():
     assert picks == {1, 2, 3}
 
 
+def test_completed_q_target_moves_the_prior_toward_better_values_and_keeps_it_where_values_agree():
+    # visited actions valued 0.6 and 0.9, the third never visited: the target favours the better one
+    res = SearchResult([1, 2, 3], [20, 10, 0], 0, 30, None, [0.5, 0.3, 0.2], [0.6, 0.9, None], 0.7)
+    target = res.completed_q_policy()
+    assert sum(target) == pytest.approx(1.0)
+    assert target[1] > 0.5 > res.policy()[1]  # visit shares would have taught the worse action
+    # the unvisited action takes the mixed value: (root + 30 x prior-weighted mean) / 31
+    mixed = (0.7 + 30 * (0.5 * 0.6 + 0.3 * 0.9) / 0.8) / 31
+    logits = np.log([0.5, 0.3, 0.2]) + (50 + 20) * 0.1 * np.array([0.6, 0.9, mixed])
+    assert target == pytest.approx((np.exp(logits) / np.exp(logits).sum()).tolist())
+    # equal values everywhere (the unvisited one completed by the same value): the prior itself
+    flat = SearchResult([1, 2, 3], [20, 10, 0], 0, 30, None, [0.5, 0.3, 0.2], [0.6, 0.6, None], 0.6)
+    assert flat.completed_q_policy() == pytest.approx([0.5, 0.3, 0.2])
+    # a forced move carries no search: its target is the one action
+    assert SearchResult([7], [1], 0, 0).completed_q_policy() == [1.0]
+
+
+def test_a_searched_result_carries_the_root_value_the_completed_q_target_needs():
+    r = leader_round()
+    seat = r.to_play
+    result = run(Search(FreeEvaluator(), SearchConfig(dets=2, sims=10)).run(r.view(seat), np.random.default_rng(0)))
+    assert result.root_value is not None
+    assert sum(result.completed_q_policy()) == pytest.approx(1.0)
+
+
 def test_search_settings_out_of_range_are_refused_by_name():
-    for kwargs, name in [({"sims": 0}, "search.sims"), ({"dets": 0}, "search.dets"), ({"leaves": 0}, "search.leaves")]:
+    for kwargs, name in [({"sims": 0}, "search.sims"), ({"dets": 0}, "search.dets"), ({"leaves": 0}, "search.leaves"),
+                         ({"policy_target": "gumbel"}, "search.policy_target")]:  # fmt: skip
         with pytest.raises(ConfigError, match=name):
             SearchConfig(**kwargs)
 

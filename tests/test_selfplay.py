@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -21,11 +22,11 @@ FAST = SearchConfig(dets=2, sims=8, leaves=2)
 
 
 def play(rounds: int, *, concurrency: int = 4, game: GameConfig | None = None, evaluator=None, seed: int = 0,  # type: ignore[no-untyped-def]
-         opponents: tuple[str, ...] = ()):  # fmt: skip
+         opponents: tuple[str, ...] = (), search: SearchConfig = FAST):  # fmt: skip
     parts: list[Examples] = []
     engine = SelfPlayEngine(
         evaluator or FreeEvaluator(),
-        search=FAST,
+        search=search,
         game=game or GameConfig(players=[4], cards=[3]),
         concurrency=concurrency,
         seed=seed,
@@ -64,6 +65,18 @@ def test_value_targets_are_the_round_scores_relative_to_the_viewing_seat():
         r = int(np.argmax(feats[OFFSETS["to_play"] : OFFSETS["to_play"] + 8]))
         assert r in (1, 2, 3)
         np.testing.assert_array_equal(onlooker[:4], [acting[(k - r) % 4] for k in range(4)])
+
+
+def test_the_completed_q_target_changes_the_policy_targets_and_nothing_else():
+    _, plain = play(6, search=msgspec.structs.replace(FAST, policy_target="visits"))
+    _, gumbel = play(6)  # the default target
+    for name in ("features", "legal", "value"):  # the same moves, so the same rows and outcomes
+        assert np.array_equal(getattr(gumbel, name), getattr(plain, name)), name
+    acting = gumbel.policy[0::2]
+    np.testing.assert_allclose(acting.sum(axis=1), 1.0, rtol=1e-5)
+    assert not (gumbel.policy[~gumbel.legal] > 0).any() and (gumbel.policy[1::2] == 0).all()
+    # uniform priors: every legal action keeps some of the target, visited or not
+    assert (acting[gumbel.legal[0::2]] > 0).all() and not np.allclose(acting, plain.policy[0::2])
 
 
 def test_full_games_follow_the_schedule_and_carry_game_context():
