@@ -26,6 +26,7 @@ the evaluator protocol alone (arrays in, arrays out), never torch or a server.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,18 +79,21 @@ class SearchResult:
         a better value, which matters when simulations are few."""
         if self.priors is None or self.values is None or self.root_value is None:
             return self.policy()  # not searched: a forced move
-        prior = np.asarray(self.priors, np.float64)
-        visits = np.asarray(self.visits, np.float64)
-        seen = visits > 0
-        q = np.array([v if v is not None else 0.0 for v in self.values])
-        mass = prior[seen].sum()
-        mixed = float((prior[seen] * q[seen]).sum() / mass) if mass > 0 else self.root_value
-        total = visits.sum()
+        # plain Python: a handful of actions, where numpy's per-call costs would be most of it
+        seen = [(p, q) for p, n, q in zip(self.priors, self.visits, self.values) if n and q is not None]
+        mass = sum(p for p, _ in seen)
+        mixed = sum(p * q for p, q in seen) / mass if mass > 0 else self.root_value
+        total = sum(self.visits)
         v_mix = (self.root_value + total * mixed) / (1 + total)
-        completed = np.where(seen, q, v_mix)
-        logits = np.log(np.maximum(prior, 1e-30)) + (c_visit + visits.max()) * c_scale * completed
-        p = np.exp(logits - logits.max())
-        return (p / p.sum()).tolist()
+        sigma = (c_visit + max(self.visits)) * c_scale
+        logits = [
+            math.log(max(p, 1e-30)) + sigma * (q if n and q is not None else v_mix)
+            for p, n, q in zip(self.priors, self.visits, self.values)
+        ]
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        norm = sum(weights)
+        return [w / norm for w in weights]
 
     def is_uniform(self) -> bool:
         """All root actions visited equally: the sign of a search that never looked past the root."""
