@@ -42,7 +42,7 @@ class Examples:
     the same position seen by another seat, a value-only row.
 
     features (n, WIDTH) float32; legal (n, N_ACTIONS) bool; policy (n, N_ACTIONS) float32, the
-    root visit shares (all 0 in a value-only row); value (n, N_VALUES) float32, the round's final
+    search's policy target (``search.policy_target``; all 0 in a value-only row); value (n, N_VALUES) float32, the round's final
     scores of every seat relative to the viewing seat (index 0 = the viewing seat), divided by
     ``value_scale(cards)``; value_mask (n, N_VALUES) bool, True for the seats at the table (the
     padding seats past the table's size carry no target)."""
@@ -147,7 +147,7 @@ class PackedExamples:
 
 class RoundRecord:
     """One round's examples as its decisions are made. Each decision adds the acting seat's row
-    (features, visit shares) and a value-only row: the same position seen by another seat, in
+    (features, policy target) and a value-only row: the same position seen by another seat, in
     turn each of the others, because the search values a seat's moves from its own view of
     positions where another seat acts (``blobnet.search``)."""
 
