@@ -42,10 +42,10 @@ class Examples:
     the same position seen by another seat, a value-only row.
 
     features (n, WIDTH) float32; legal (n, N_ACTIONS) bool; policy (n, N_ACTIONS) float32, the
-    search's policy target (``search.policy_target``; all 0 in a value-only row); value (n, N_VALUES) float32, the round's final
-    scores of every seat relative to the viewing seat (index 0 = the viewing seat), divided by
-    ``value_scale(cards)``; value_mask (n, N_VALUES) bool, True for the seats at the table (the
-    padding seats past the table's size carry no target)."""
+    search's policy target (``search.policy_target``; all 0 in a value-only row); value (n,
+    N_VALUES) float32, the round's final scores of every seat relative to the viewing seat (index
+    0 = the viewing seat), divided by ``value_scale(cards)``; value_mask (n, N_VALUES) bool, True
+    for the seats at the table (the padding seats past the table's size carry no target)."""
 
     features: np.ndarray
     legal: np.ndarray
