@@ -32,6 +32,7 @@ from blobnet.aio import run_loop
 from blobnet.checkpoint import load_model
 from blobnet.config import (
     CPU_ENGINE,
+    POLICY_TARGETS,
     GameConfig,
     RunConfig,
     SearchConfig,
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--no-root-view", dest="root_view", action="store_false",
         help="value the searching seat's moves from the acting seat's view only (search.root_view=false)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--policy-target", default=SearchConfig().policy_target, choices=POLICY_TARGETS,
+        help="the examples' policy targets (search.policy_target; default %(default)s)",
     )  # fmt: skip
     sp.add_argument("--concurrency", type=int, default=256, help="games live at once, in all processes together")
     sp.add_argument(
@@ -165,7 +170,7 @@ def _cores() -> int:
 
 async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view,
-                          cache=args.cache)  # fmt: skip
+                          cache=args.cache, policy_target=args.policy_target)  # fmt: skip
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
     opponents = tuple(args.opponent)  # pool.run names a bad one before any process starts
     pool = SelfPlayPool(args.workers or default_workers(args))

@@ -16,6 +16,7 @@ from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import OFFSETS, WIDTH
 from blobnet.evaluator import FreeEvaluator
 from blobnet.replay import Examples
+from clients.cli import main
 from clients.selfplay import EngineError, SelfPlayEngine
 
 FAST = SearchConfig(dets=2, sims=8, leaves=2)
@@ -77,6 +78,20 @@ def test_the_completed_q_target_changes_the_policy_targets_and_nothing_else():
     assert not (gumbel.policy[~gumbel.legal] > 0).any() and (gumbel.policy[1::2] == 0).all()
     # uniform priors: every legal action keeps some of the target, visited or not
     assert (acting[gumbel.legal[0::2]] > 0).all() and not np.allclose(acting, plain.policy[0::2])
+
+
+def test_the_selfplay_command_takes_the_policy_target_and_names_a_bad_one(tmp_path, capsys):
+    base = ["selfplay", "--free", "--workers", "1", "--concurrency", "2", "--rounds", "2", "--dets", "1",
+            "--sims", "4", "--json"]  # fmt: skip
+    for target in ("visits", "completed_q"):
+        assert main([*base, "--policy-target", target, "--out", str(tmp_path / f"{target}.npz")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rounds"] == 2
+    shares = [np.load(tmp_path / f"{target}.npz")["policy"][0::2] * 4 for target in ("visits", "completed_q")]
+    assert np.allclose(shares[0], np.round(shares[0]))  # quarters: 4 simulations' visit shares
+    assert not np.allclose(shares[1], np.round(shares[1]))
+    with pytest.raises(SystemExit) as bad:
+        main([*base, "--policy-target", "gumbel"])
+    assert bad.value.code == 2 and "--policy-target" in capsys.readouterr().err
 
 
 def test_full_games_follow_the_schedule_and_carry_game_context():
