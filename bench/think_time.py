@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
         ap.error("--rounds and --repeats must be at least 1, --warmup at least 0")
     try:
-        table = {"players": args.players, "cards": args.cards, "rounds": args.rounds, "seed": args.seed}
-        rows = asyncio.run(measure(args.specs, warmup=args.warmup, repeats=args.repeats, **table))
+        rows = asyncio.run(measure(args.specs, players=args.players, cards=args.cards, rounds=args.rounds,
+                                   warmup=args.warmup, repeats=args.repeats, seed=args.seed))  # fmt: skip
     except ValueError as e:
         ap.error(str(e))
     print(

@@ -28,8 +28,8 @@ def learner_losses(
     """(total, policy, value) losses of one minibatch.
 
     Policy: cross-entropy against the search's policy targets, averaged over the rows that have
-    them (not the value-only rows). Value: squared error over the seats at the table (``value_mask``: the
-    padding seats past the table's size carry no target)."""
+    them (not the value-only rows). Value: squared error over the seats at the table
+    (``value_mask``: the padding seats past the table's size carry no target)."""
     dev = next(model.parameters()).device
     x, legal, target_pi, target_v, mask = (
         torch.from_numpy(a).to(dev, non_blocking=True)

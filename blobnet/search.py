@@ -80,16 +80,14 @@ class SearchResult:
         if self.priors is None or self.values is None or self.root_value is None:
             return self.policy()  # not searched: a forced move
         # plain Python: a handful of actions, where numpy's per-call costs would be most of it
-        seen = [(p, q) for p, n, q in zip(self.priors, self.visits, self.values) if n and q is not None]
+        seen = [(p, q) for p, q in zip(self.priors, self.values) if q is not None]  # None: never visited
         mass = sum(p for p, _ in seen)
         mixed = sum(p * q for p, q in seen) / mass if mass > 0 else self.root_value
         total = sum(self.visits)
         v_mix = (self.root_value + total * mixed) / (1 + total)
         sigma = (c_visit + max(self.visits)) * c_scale
-        logits = [
-            math.log(max(p, 1e-30)) + sigma * (q if n and q is not None else v_mix)
-            for p, n, q in zip(self.priors, self.visits, self.values)
-        ]
+        completed = [v_mix if q is None else q for q in self.values]
+        logits = [math.log(max(p, 1e-30)) + sigma * q for p, q in zip(self.priors, completed)]
         top = max(logits)
         weights = [math.exp(x - top) for x in logits]
         norm = sum(weights)
@@ -173,6 +171,7 @@ class Search:
         mask = np.zeros((1, N_ACTIONS), np.bool_)
         mask[0, legal] = True
         priors, values = _answers(await self.evaluator.evaluate_many(row, mask), 1)
+        root_value = float(values[0, 0])  # the searching seat's (column 0: the acting seat's)
         evaluations = 1
         p = priors[0, legal].astype(np.float64)
         root_priors = p.tolist()
@@ -192,7 +191,7 @@ class Search:
         clock["deal"] += t1 - t0
         dets = cfg.dets
         init_roots(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, dets,
-                   np.asarray(legal, np.int64), p, float(values[0, 0]), seat)  # fmt: skip
+                   np.asarray(legal, np.int64), p, root_value, seat)  # fmt: skip
         trees.left[:dets] = cfg.sims
         trees.counts[:] = 0
         per_tree = min(cfg.leaves, cfg.sims)
@@ -238,7 +237,7 @@ class Search:
         self.evaluations += evaluations
         self.simulations += sims
         self.collisions += int(trees.counts[1])
-        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means, float(values[0, 0]))
+        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means, root_value)
 
 
 _NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)
