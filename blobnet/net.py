@@ -321,17 +321,22 @@ def make_engine(
 
 class DirectEvaluator:
     """The evaluator protocol over ``model`` without a batcher: each call is one forward pass of its
-    own rows, on the caller's thread. What a lone search needs (``blobnet.player.NetworkPlayer.act``);
-    many coroutines sharing a network want ``servers.Batcher`` instead. ``yield_each`` gives the event
-    loop one turn per call, so coroutines sharing this evaluator interleave."""
+    own rows, on the caller's thread. What a lone search needs (``blobnet.player.NetworkPlayer``'s
+    default); many coroutines sharing a network want ``servers.Batcher`` instead. ``yield_each``
+    gives the event loop one turn per call, so coroutines sharing this evaluator interleave.
+    ``engine``: the forward engine (``make_engine``, dense) on one thread; "eager" runs the model as
+    it is (any module of the protocol's shape), the others need a ``BlobNet``."""
 
     model_version = 0  # the model is fixed: for other weights make another DirectEvaluator
 
-    def __init__(self, model: nn.Module, *, yield_each: bool = True) -> None:
+    def __init__(self, model: nn.Module, *, yield_each: bool = True, engine: str = "eager") -> None:
         self.model = model.eval()
         self.width: int | None = getattr(model, "width", None)
         self.n_actions = int(getattr(model, "n_actions", N_ACTIONS))
         self.yield_each = yield_each
+        # One thread where the engine takes a count ("eager" runs on torch's, set process-wide): a
+        # lone search's waves are a few dozen rows, too few to share out.
+        self.engine = make_engine(engine, model, threads=1)
         self.rows = 0  # rows evaluated so far
 
     def run_rows(self, features: np.ndarray, legal: np.ndarray) -> Priors:
@@ -341,7 +346,7 @@ class DirectEvaluator:
         bad = bad_rows(features, legal)
         if bad:
             raise row_errors(bad)
-        probs, values = forward_rows(self.model, np.ascontiguousarray(features), np.ascontiguousarray(legal))
+        probs, values = self.engine(np.ascontiguousarray(features), np.ascontiguousarray(legal))
         self.rows += k
         return probs, values
 

@@ -10,7 +10,8 @@ that, so many tables share one event loop and the network players' evaluations b
 noise: its strongest play. It asks an evaluator made by its ``evaluator`` factory: on first use on
 the running loop for ``aact`` (one per player and loop, with one ``Search`` over it that every table
 shares, so its trees and its network cache last from one decision to the next), and a private one
-on a private event loop for ``act``, so any program can call it. The default factory makes a
+on a private event loop for ``act``, so any program can call it (kept between calls likewise,
+until ``close()``). The default factory makes a
 ``blobnet.net.DirectEvaluator`` (one forward pass per wave of one search); ``clients.players``
 makes players whose tables share a batcher (``servers.Batcher``), as the arena and the trainer do.
 """
@@ -19,18 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import numpy as np
 from torch import nn
 
 from blobnet.checkpoint import load_model
-from blobnet.config import SearchConfig
+from blobnet.config import CPU_ENGINE, SearchConfig
 from blobnet.evaluator import Evaluator
-from blobnet.net import DirectEvaluator
+from blobnet.net import BlobNet, DirectEvaluator
 from blobnet.rules import View
 from blobnet.search import Search, choose_action
 
@@ -41,10 +44,15 @@ __all__ = [
 
 # (model, max_batch) -> an evaluator of that model on the running loop, taking up to max_batch rows at once
 EvaluatorFactory = Callable[[nn.Module, int], Evaluator]
+T = TypeVar("T")
 
 
 def direct(model: nn.Module, max_batch: int) -> Evaluator:
-    """The default ``EvaluatorFactory``: a ``DirectEvaluator`` (no batching across searches)."""
+    """The default ``EvaluatorFactory``: a ``DirectEvaluator`` (no batching across searches). A
+    ``BlobNet`` runs on the CPU's default engine, dense: a lone search's forward passes then use no
+    torch thread pool, whose threads stall a pass while another process holds a core."""
+    if isinstance(model, BlobNet):
+        return DirectEvaluator(model, engine=CPU_ENGINE)
     return DirectEvaluator(model)
 
 
@@ -115,6 +123,11 @@ class NetworkPlayer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._evaluator: Evaluator | None = None
         self._search: Search | None = None  # over self._evaluator
+        # act's own event loop, with its evaluator and search, kept between calls (``close``)
+        self._runner: asyncio.Runner | None = None
+        self._private: tuple[Evaluator, Search] | None = None
+        self._private_lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
 
     def _search_on_running_loop(self) -> Search:
         """This loop's search over its evaluator, made on first use (one Search serves every table
@@ -142,27 +155,53 @@ class NetworkPlayer:
         return await self._decide(self._search_on_running_loop(), view)
 
     def act(self, view: View) -> int:
-        """``aact`` on a private event loop with a private evaluator, closed before returning.
+        """``aact`` on the player's private event loop, which keeps its evaluator and its search
+        (trees and network cache) from one call to the next until ``close()``.
 
         Called from inside a running loop it runs in a helper thread (the caller's loop blocks
-        meanwhile: use ``await aact`` there instead)."""
+        meanwhile: use ``await aact`` there instead). Calls from several threads take turns."""
         legal = view.legal_or_raise()
         if len(legal) == 1:
             return legal[0]
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._act_private(view))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self._act_private(view)).result()
+        return self._on_private_loop(lambda: self._act_private(view))
 
     async def _act_private(self, view: View) -> int:
-        # One search asks at most Search.rows_per_wave evaluations at once: a batch of that size.
-        evaluator = self.factory(self.model, Search.rows_per_wave(self.search))
+        if self._private is None:
+            # One search asks at most Search.rows_per_wave evaluations at once: a batch of that size.
+            evaluator = self.factory(self.model, Search.rows_per_wave(self.search))
+            self._private = (evaluator, Search(evaluator, self.search))
+        return await self._decide(self._private[1], view)
+
+    def _on_private_loop(self, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``coro()`` to its end on the private loop (made on first use), from this thread or,
+        when this thread runs a loop already, from a helper thread."""
+        with self._private_lock:
+            if self._runner is None:
+                self._runner = asyncio.Runner()
+                # a player dropped without close() still ends its loop
+                self._finalizer = weakref.finalize(self, self._runner.close)
+            runner = self._runner
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return runner.run(coro())
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                return pool.submit(lambda: runner.run(coro())).result()
+
+    def close(self) -> None:
+        """Close the evaluator of ``act`` and end its private loop (``act`` again makes new ones).
+        Idempotent; ``aact``'s evaluators are ``aclose``'s."""
+        if self._runner is None:
+            return
+        private, self._private = self._private, None
         try:
-            return await self._decide(Search(evaluator, self.search), view)
+            if private is not None:
+                self._on_private_loop(private[0].aclose)
         finally:
-            await evaluator.aclose()
+            with self._private_lock:
+                if self._finalizer is not None:
+                    self._finalizer()  # closes the runner, once
+                self._runner = self._finalizer = None
 
     async def aclose(self) -> None:
         """Close the evaluator of the running loop, if this player made one; using the player

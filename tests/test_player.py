@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from blobnet.bots import HeuristicBot, RandomBot
-from blobnet.cards import BID0
+from blobnet.cards import BID0, N_ACTIONS
 from blobnet.checkpoint import save_checkpoint
-from blobnet.config import SearchConfig
-from blobnet.net import make_net
-from blobnet.player import NetworkPlayer, aclose_player, act_async, load_player
+from blobnet.config import CPU_ENGINE, SearchConfig
+from blobnet.encode import WIDTH
+from blobnet.net import DirectEvaluator, make_net
+from blobnet.player import NetworkPlayer, aclose_player, act_async, direct, load_player
 from blobnet.rules import Round, View
 from clients.match import play_match
 from clients.players import batched, parse_player
@@ -184,6 +187,48 @@ def test_a_network_player_keeps_its_search_and_cache_from_one_decision_to_the_ne
     first, second = asyncio.run(twice())
     assert first > 0 and second < first
     assert p.decisions == 2
+
+
+def test_act_keeps_its_evaluator_and_search_until_close(tiny_ckpt: Path) -> None:
+    # What aact's test above asks of a player used through the synchronous act alone (a program
+    # without a loop): the second ask of a decision finds its rows in the kept network cache.
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+    v = views_to_decide()[2]
+    p.act(v)
+    evaluator = p._private[0]  # type: ignore[index]
+    first = evaluator.rows  # type: ignore[attr-defined]
+    p.act(v)
+    assert p._private[0] is evaluator  # type: ignore[index]
+    assert 0 < evaluator.rows - first < first  # type: ignore[attr-defined]
+    p.close()
+    p.close()  # idempotent
+    assert p.act(v) in v.legal_actions()  # after close, act makes a new loop and evaluator
+    assert p._private[0] is not evaluator  # type: ignore[index]
+    p.close()
+
+
+def test_a_player_dropped_without_close_ends_its_loop(tiny_ckpt: Path) -> None:
+    p = load_player(tiny_ckpt, dets=2, sims=8, seed=0)
+    p.act(views_to_decide()[0])
+    loop = p._runner.get_loop()  # type: ignore[union-attr]
+    del p
+    gc.collect()
+    assert loop.is_closed()
+
+
+def test_the_default_evaluator_answers_as_the_network_does(tiny_ckpt: Path) -> None:
+    # load_player's default: the CPU engine of the batchers on one thread, not torch as it is
+    model = make_net("tiny", seed=5)
+    rng = np.random.default_rng(1)
+    x = (rng.random((24, WIDTH)) < 0.05).astype(np.float32)
+    legal = rng.random((24, N_ACTIONS)) < 0.15
+    legal[:, BID0] = True
+    want_p, want_v = DirectEvaluator(model).run_rows(x, legal)
+    evaluator = direct(model, 24)
+    priors, values = evaluator.run_rows(x, legal)  # type: ignore[attr-defined]
+    assert evaluator.engine.name == CPU_ENGINE  # type: ignore[attr-defined]
+    np.testing.assert_allclose(priors, want_p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
 
 
 def test_two_network_players_on_one_model_share_nothing_but_the_weights(tiny_ckpt: Path) -> None:
