@@ -216,7 +216,7 @@ def test_a_player_dropped_without_close_ends_its_loop(tiny_ckpt: Path) -> None:
     assert loop.is_closed()
 
 
-def test_the_default_evaluator_answers_as_the_network_does(tiny_ckpt: Path) -> None:
+def test_the_default_evaluator_answers_as_the_network_does() -> None:
     # load_player's default: the CPU engine of the batchers on one thread, not torch as it is
     model = make_net("tiny", seed=5)
     rng = np.random.default_rng(1)
