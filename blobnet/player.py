@@ -126,7 +126,7 @@ class NetworkPlayer:
         # act's own event loop, with its evaluator and search, kept between calls (``close``)
         self._runner: asyncio.Runner | None = None
         self._private: tuple[Evaluator, Search] | None = None
-        self._private_lock = threading.Lock()
+        self._private_lock = threading.RLock()  # close() holds it around _on_private_loop
         self._finalizer: weakref.finalize | None = None
 
     def _search_on_running_loop(self) -> Search:
@@ -191,14 +191,12 @@ class NetworkPlayer:
     def close(self) -> None:
         """Close the evaluator of ``act`` and end its private loop (``act`` again makes new ones).
         Idempotent; ``aact``'s evaluators are ``aclose``'s."""
-        if self._runner is None:
-            return
-        private, self._private = self._private, None
-        try:
-            if private is not None:
-                self._on_private_loop(private[0].aclose)
-        finally:
-            with self._private_lock:
+        with self._private_lock:  # a call of act in another thread finishes first
+            private, self._private = self._private, None
+            try:
+                if private is not None:
+                    self._on_private_loop(private[0].aclose)
+            finally:
                 if self._finalizer is not None:
                     self._finalizer()  # closes the runner, once
                 self._runner = self._finalizer = None
