@@ -234,7 +234,8 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     warm_start_rounds: int = 0
     warm_start_steps: int = 0  # learner steps on that data before the first self-play
     # Bots (player specs: "heuristic", "ismcts:sims=1000,c=10") that take one seat each at every
-    # self-play table, seats drawn each round; the network learns from the other seats' decisions.
+    # self-play table, seats drawn each round (each game, in games mode); the network learns from
+    # the other seats' decisions.
     opponents: list[str] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -6,8 +6,8 @@ examples to a sink. A new game starts as one ends until N rounds are done. Every
 through the evaluator, so the batch is as large as the number of waiting games.
 
 Opponents (bot specs, ``clients.players.bot_maker``: ``heuristic``, ``ismcts:sims=1000``) take one
-seat each at every table, the seats drawn anew each round; the network plays and learns from the
-others, so a run can train against a fixed opponent as well as against itself.
+seat each at every table, drawn anew each round (each game, in games mode); the network plays and
+learns from the others, so a run can train against a fixed opponent as well as against itself.
 """
 
 from __future__ import annotations
@@ -170,25 +170,28 @@ class SelfPlayEngine:
         if cfg.mode == "rounds":
             r = cfg.deal_round(rng)
             self._started += 1
-            await self._play_round(r, rng)
+            await self._play_round(r, rng, self._seat_bots(r.players, rng))
             return
         players = int(rng.choice(cfg.players))
         g = Game(players=players, schedule=standard_schedule(players, cfg.start_cards), rng=rng)
+        bots = self._seat_bots(players, rng)  # a bot keeps its seat for the whole game
         self.stats.games += 1
         while not g.is_over and self._started < self._target:
             self._started += 1
-            await self._play_round(g.round, rng)
+            await self._play_round(g.round, rng, bots)
             g.advance()
 
-    async def _play_round(self, r: Round, rng: np.random.Generator) -> None:
+    def _seat_bots(self, players: int, rng: np.random.Generator) -> dict[int, Player]:
+        """The opponents' seats at a table of ``players`` and a bot of each, drawn from the game's
+        generator, so a game replays alone."""
+        seats = rng.choice(players, size=len(self._opponents), replace=False).tolist() if self._opponents else []
+        return {s: make(int(rng.integers(2**63))) for s, make in zip(seats, self._opponents)}
+
+    async def _play_round(self, r: Round, rng: np.random.Generator, bots: dict[int, Player]) -> None:
         stats = self.stats
         temperature = self.config.temperature
         completed_q = self.config.policy_target == "completed_q"
         record = RoundRecord()
-        bots: dict[int, Player] = {}
-        if self._opponents:  # seats and seeds from the game's generator: a game replays alone
-            seats = rng.choice(r.players, size=len(self._opponents), replace=False).tolist()
-            bots = {s: make(int(rng.integers(2**63))) for s, make in zip(seats, self._opponents)}
         for seat in choices(r):
             if seat in bots:
                 r.play(await act_async(bots[seat], r.view(seat)))  # checked: a bot errs by name

@@ -146,6 +146,22 @@ def test_opponents_take_their_seats_and_only_the_networks_decisions_are_examples
     np.testing.assert_array_equal(rows(ex), rows(ex2))
 
 
+def test_in_games_mode_a_bot_keeps_its_seat_for_the_whole_game(monkeypatch: pytest.MonkeyPatch) -> None:
+    seats: dict[np.random.Generator, set[tuple[int, ...]]] = {}  # a game's generator -> its rounds' bot seats
+    play_round = SelfPlayEngine._play_round
+
+    async def spy(self, r, rng, bots):  # type: ignore[no-untyped-def]
+        seats.setdefault(rng, set()).add(tuple(sorted(bots)))
+        await play_round(self, r, rng, bots)
+
+    monkeypatch.setattr(SelfPlayEngine, "_play_round", spy)
+    game = GameConfig(mode="games", players=[4], start_cards=2)
+    stats, _ = play(60, concurrency=1, game=game, opponents=("random", "random"))
+    assert stats.games >= 6 and len(seats) == stats.games
+    assert all(len(s) == 1 for s in seats.values())  # one pair of seats a game, every round
+    assert len(set().union(*seats.values())) > 1  # drawn for each game
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
