@@ -13,7 +13,7 @@ from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import DEFAULT_PRESET, PRESETS
 from blobnet.encode import WIDTH, encode_rounds
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import BlobNet, DirectEvaluator, count_params, forward_rows, make_engine, make_net
+from blobnet.net import BlobNet, DirectEvaluator, count_params, forward_rows, make_engine, make_net, padded_rows
 from blobnet.rules import random_round
 from blobnet.stem import legal_softmax
 
@@ -98,6 +98,26 @@ def test_half_precision_forward_masks_illegal_ids(dtype: torch.dtype) -> None:
     probs = torch.softmax(logits.float(), dim=1)
     assert torch.all(probs[~legal] == 0.0)
     assert torch.all(torch.isfinite(values.float()))
+
+
+def test_padded_rows_cost_at_most_an_eighth_more_in_few_sizes() -> None:
+    sizes = [padded_rows(n) for n in range(1, 4097)]
+    assert all(n <= m <= n + max(7, n // 8) for n, m in enumerate(sizes, 1))
+    assert len(set(sizes)) <= 64 and padded_rows(1024) == 1024
+
+
+@pytest.mark.parametrize("engine", ["eager", "eager-sparse"])
+@pytest.mark.parametrize("n", [1, 9, 37, 130])
+def test_bf16_forward_pads_its_batch_and_answers_only_the_rows_asked(engine: str, n: int) -> None:
+    net = make_net("tiny", seed=0)
+    low = make_net("tiny", seed=0).to(torch.bfloat16)
+    x, legal = (a.numpy() for a in _inputs(n, seed=n))
+    want = make_engine("eager", net)(x, legal)
+    got = make_engine("eager", low, dtype=torch.bfloat16, sparse=engine.endswith("sparse"))(x, legal)
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape and g.dtype == np.float32
+        assert np.allclose(g, w, atol=2e-2) and not np.array_equal(g, w)
+    assert (got[0][~legal] == 0).all()
 
 
 @pytest.mark.parametrize("kind", ["direct", "free"])
