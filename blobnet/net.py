@@ -141,8 +141,9 @@ def forward_rows(
     n = len(x)
     if dtype is not None:
         rows = padded_rows(n)
-        x = torch.cat([x.to(dtype), x.new_zeros((rows - n, x.shape[1]), dtype=dtype)])
-        m = torch.cat([m, m.new_ones((rows - n, m.shape[1]))])  # a padding row: every id legal, no NaN
+        low, wide = x.new_zeros((rows, x.shape[1]), dtype=dtype), m.new_ones((rows, m.shape[1]))
+        low[:n], wide[:n] = x, m  # a padding row: zeros, every id legal (no NaN)
+        x, m = low, wide
     with torch.inference_mode():
         logits, values = model(x, m)
         return torch.softmax(logits[:n].float(), dim=1).numpy(), values[:n].float().numpy()
