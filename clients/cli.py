@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--cache", type=int, default=65536, help="network answers kept per engine (0: no cache)")
     sp.add_argument("--mode", default="auto", choices=["auto", "inline", "thread"], help="CPU forward pass")
-    sp.add_argument("--engine", default=CPU_ENGINE, choices=list(ENGINES), help="CPU forward engine")
+    sp.add_argument("--engine", choices=list(ENGINES),
+                    help=f"CPU forward engine (default: {CPU_ENGINE} in float32, else eager)")  # fmt: skip
     sp.add_argument(
         "--dense", dest="sparse", action="store_false",
         help="the first layer as one dense product (default: over each row's nonzero entries)",
@@ -187,6 +188,8 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     else:
         model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
         weights = model.state_dict()
+        if args.engine is None:  # onnx runs float32 only
+            args.engine = CPU_ENGINE if args.dtype == "float32" else "eager"
         spec = BatcherSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode,
                            device=args.device, engine=args.engine, sparse=args.sparse)  # fmt: skip
         evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,

@@ -94,6 +94,15 @@ def test_the_selfplay_command_takes_the_policy_target_and_names_a_bad_one(tmp_pa
     assert bad.value.code == 2 and "--policy-target" in capsys.readouterr().err
 
 
+def test_the_selfplay_command_in_bf16_takes_the_engine_that_runs_it(capsys):
+    base = ["selfplay", "--preset", "tiny", "--workers", "1", "--concurrency", "2", "--rounds", "2", "--dets", "1",
+            "--sims", "4", "--dtype", "bfloat16", "--json"]  # fmt: skip
+    assert main(base) == 0  # eager, where the default engine (onnx) runs float32 only
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rounds"] == 2
+    assert main([*base, "--engine", "onnx"]) == 2
+    assert "engine onnx runs float32 only" in capsys.readouterr().err
+
+
 def test_full_games_follow_the_schedule_and_carry_game_context():
     stats, ex = play(20, concurrency=2, game=GameConfig(mode="games", players=[3], start_cards=3))
     assert stats.rounds == 20 and stats.games >= 2
