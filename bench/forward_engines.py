@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     names = a.engines.split(",")
     if "eager" not in names:
         names.insert(0, "eager")  # the reference
-    engines = {}
+    engines, tolerance = {}, {}
     bf16 = copy.deepcopy(model).to(torch.bfloat16)
     for name in names:
         engine, *flags = name.split("-")
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         low = "bf16" in flags
         engines[name] = make_engine(engine, bf16 if low else model, threads=a.threads, sparse="sparse" in flags,
                                     dtype=torch.bfloat16 if low else None)  # fmt: skip
+        tolerance[name] = BF16_TOLERANCE if low else TOLERANCE
     batches = [int(b) for b in a.batches.split(",")]
     rng = np.random.default_rng(0)
     out: dict[str, dict[str, object]] = {}
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         got = engine(features, legal)
         diff = max(float(np.abs(x - y).max()) for x, y in zip(got, reference, strict=True))
         out[name] = {"max_diff": diff, "us_per_row": {}}
-        if diff > (BF16_TOLERANCE if name.endswith("-bf16") else TOLERANCE):
+        if diff > tolerance[name]:
             wrong[name] = diff
     for b in batches:
         times: dict[str, list[float]] = {name: [] for name in engines if name not in wrong}

@@ -347,7 +347,6 @@ class DirectEvaluator:
     model_version = 0  # the model is fixed: for other weights make another DirectEvaluator
 
     def __init__(self, model: nn.Module, *, yield_each: bool = True, engine: str = "eager") -> None:
-        self.model = model.eval()
         self.width: int | None = getattr(model, "width", None)
         self.n_actions = int(getattr(model, "n_actions", N_ACTIONS))
         self.yield_each = yield_each

@@ -188,12 +188,11 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     else:
         model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
         weights = model.state_dict()
-        if args.engine is None:  # onnx runs float32 only
-            args.engine = CPU_ENGINE if args.dtype == "float32" else "eager"
+        engine = args.engine or (CPU_ENGINE if args.dtype == "float32" else "eager")  # onnx runs float32 only
         spec = BatcherSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode,
-                           device=args.device, engine=args.engine, sparse=args.sparse)  # fmt: skip
+                           device=args.device, engine=engine, sparse=args.sparse)  # fmt: skip
         evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
-                            engine=args.engine, sparse=args.sparse)  # fmt: skip
+                            engine=engine, sparse=args.sparse)  # fmt: skip
     parts: list[Examples] = []
     status = Status(enabled=not args.json)
     try:
