@@ -101,13 +101,11 @@ def legal(st: np.ndarray, out: np.ndarray) -> int:
         follow = hand & SUIT[st[TRICK] // 13]
         if follow:
             hand = follow
-    c = 0
-    while hand:
-        if hand & 1:
-            out[k] = c
-            k += 1
-        hand >>= 1
-        c += 1
+    while hand:  # the set bits, lowest first
+        low = hand & -hand
+        out[k] = popcount(low - 1)
+        k += 1
+        hand ^= low
     return k
 
 
