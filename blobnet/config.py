@@ -148,11 +148,6 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
     # about 340 bytes: the default about 22 MB an engine.
     cache: int = 65536
-    # Leaves with at most this many tricks left are valued by solving their determinized deal
-    # exactly (blobnet.endgame), the searcher's own value still from its own view (root_view):
-    # 2 sends about a sixth fewer rows for a few microseconds a leaf; 3 costs about 0.2 ms a
-    # leaf; 0: never.
-    solve: int = 2
     # Self-play's policy target: "completed_q" (Gumbel MuZero's softmax of the prior's logits plus
     # the completed action values, blobnet.search.SearchResult.completed_q_policy) or "visits" (the
     # root's visit shares). At make train's 3 x 30 the first trained a model +0.20 and +0.04 points a
@@ -161,7 +156,6 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     def __post_init__(self) -> None:
         _check(self.dets >= 1, "search.dets", "at least 1 determinization", self.dets)
-        _check(0 <= self.solve <= 3, "search.solve", "0..3 tricks (the exact solution's cost grows fast)", self.solve)
         _check(self.sims >= 1, "search.sims", "at least 1 simulation", self.sims)
         _check(self.leaves >= 1, "search.leaves", "at least 1 leaf in flight", self.leaves)
         _check(self.c_puct > 0, "search.c_puct", "a positive number", self.c_puct)

@@ -19,7 +19,7 @@ from numba import config, njit
 __all__ = ["njit", "KERNEL_MODULES", "clear_stale_cache"]
 
 # the modules whose kernels call one another or read one another's constants
-KERNEL_MODULES = ("cards", "encode", "position", "deal", "features", "netcache", "tree", "ismcts", "endgame")
+KERNEL_MODULES = ("cards", "encode", "position", "deal", "features", "netcache", "tree", "ismcts")
 
 
 def clear_stale_cache(sources: Path, cache: Path) -> bool:

@@ -221,17 +221,16 @@ def load_player(
     leaves: int | None = None,
     c_puct: float | None = None,
     root_view: bool | None = None,
-    solve: int | None = None,
     seed: int | None = None,
     evaluator: EvaluatorFactory = direct,
     max_batch: int = 1024,
 ) -> NetworkPlayer:
     """A ``NetworkPlayer`` over the network in checkpoint ``path`` (``blobnet.checkpoint.load_model``)
-    searching ``dets`` determinizations x ``sims`` simulations; ``leaves``, ``c_puct``,
-    ``root_view`` and ``solve`` default to ``SearchConfig``'s. A missing or foreign file raises
+    searching ``dets`` determinizations x ``sims`` simulations; ``leaves``, ``c_puct`` and
+    ``root_view`` default to ``SearchConfig``'s. A missing or foreign file raises
     ``CheckpointError`` (a ValueError)."""
     fields: dict[str, Any] = {"dets": dets, "sims": sims}
-    for key, value in (("leaves", leaves), ("c_puct", c_puct), ("root_view", root_view), ("solve", solve)):
+    for key, value in (("leaves", leaves), ("c_puct", c_puct), ("root_view", root_view)):
         if value is not None:
             fields[key] = value
     search = SearchConfig(**fields)  # ConfigError (a ValueError) names a bad value

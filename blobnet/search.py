@@ -20,11 +20,8 @@ serves every tree), so no wave is copies of the root; inside a tree, forced move
 without asking the network; a decision with one legal action is not searched. A searcher's
 own-view row already answered, in this wave or before, is not asked again: the network cache
 (``blobnet.netcache``) of the Search holds the answers, for as long as the evaluator's model does
-not change. A leaf of the last ``config.solve`` tricks sends no acting seat's row and is not
-expanded: its deal is solved exactly (``blobnet.endgame``) for the other seats' values, while the
-searcher's own still comes from its own view, which cannot see the deal (valued by the deal, the
-searcher would learn to count on cards it cannot know). The search knows the evaluator protocol
-alone (arrays in, arrays out), never torch or a server.
+not change. The search knows
+the evaluator protocol alone (arrays in, arrays out), never torch or a server.
 """
 
 from __future__ import annotations
@@ -207,10 +204,9 @@ class Search:
                 cache.clear(version)
             k, rows, more = select(
                 trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
-                trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.node_v,
+                trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
                 trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
                 cache.keys, cache.priors, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
-                cfg.solve,
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0
@@ -228,7 +224,7 @@ class Search:
             wrong = backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
                            priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v,
                            trees.slot_mask, cache.keys, cache.priors, cache.values, keep, trees.counts, trees.values,
-                           trees.node_v, view.players, seat)  # fmt: skip
+                           view.players, seat)  # fmt: skip
             clock["backup"] += time.perf_counter() - t0
             if wrong:
                 raise ValueError(f"the evaluator's {'priors' if wrong == ANSWER_PRIORS else 'values'} hold NaN or inf")

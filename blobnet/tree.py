@@ -8,10 +8,7 @@ applies the actions of its path, which costs less than keeping a position per no
 One wave is two kernel calls around one await of the evaluator:
 
 - ``select``: in every tree, up to ``leaves`` descents by PUCT under virtual loss. A descent ends
-  at a terminal position (its scores, backed up at once), at a position of the last ``solve``
-  tricks (every seat's value from ``blobnet.endgame``'s exact solution of the deal, the searcher's
-  own from its own-view row where ``root_view``; no acting seat's row, never expanded; its values
-  worked out once and kept in ``node_v``), at a new leaf (its row is encoded into the batch
+  at a terminal position (backed up at once), at a new leaf (its row is encoded into the batch
   buffer, with its legal mask; where another seat than the searcher acts, a second row, the
   searcher's own view, follows it), or at a leaf already waiting in this wave (the descent is
   undone and the tree sits the rest of the wave out). Forced moves are walked without the network.
@@ -33,8 +30,6 @@ Array fields (``D`` trees, ``NC`` nodes and ``EC`` edges a tree at most):
                                         ACTOR (the seat acting here; -1 at a terminal position),
                                         PENDING (1 while waiting for the network), VISITS
     node_f (D, NC) float64              FPU: the value an unvisited edge counts (the node's own)
-    node_v (D, NC, N_VALUES) float64    a terminal or solved node's values (the searcher's own set
-                                        when its own-view row is answered)
     edge_i (D, EC, EDGE_FIELDS) int64   ACTION, CHILD (-1 until visited), N (visits, virtual included)
     edge_f (D, EC, 2) float64           PRIOR, W (summed value of the seat choosing the edge)
     used (D, 2) int64                   nodes and edges allocated in each tree
@@ -47,7 +42,6 @@ import math
 import numpy as np
 
 from blobnet.cards import N_ACTIONS, N_VALUES
-from blobnet.endgame import in_endgame, solve_values
 from blobnet.features import encode_state
 from blobnet.jit import njit
 from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
@@ -84,7 +78,6 @@ class Trees:
         self.roots = np.zeros((dets, STATE), np.int64)
         self.node_i = np.zeros((dets, nodes, NODE_FIELDS), np.int64)
         self.node_f = np.zeros((dets, nodes), np.float64)
-        self.node_v = np.zeros((dets, nodes, N_VALUES), np.float64)  # a terminal or solved node's values
         self.edge_i = np.zeros((dets, edges, EDGE_FIELDS), np.int64)
         self.edge_f = np.zeros((dets, edges, 2), np.float64)
         self.used = np.zeros((dets, 2), np.int64)
@@ -222,14 +215,8 @@ def _undo(node_i: np.ndarray, edge_i: np.ndarray, t: int, node: int, e: int) -> 
 
 @njit(cache=True)
 def _terminal_values(st: np.ndarray, out: np.ndarray, pts: np.ndarray) -> None:
-    """Every seat's normalised value of a finished round, or of an endgame under exact play."""
-    scale = 10.0 + st[CARDS]  # blobnet.encode.value_scale
-    if st[TO_PLAY] >= 0:
-        solve_values(st, out)
-        for s in range(st[PLAYERS]):
-            out[s] /= scale
-        return
     scores(st, pts)
+    scale = 10.0 + st[CARDS]  # blobnet.encode.value_scale
     for s in range(st[PLAYERS]):
         out[s] = pts[s] / scale
 
@@ -272,18 +259,17 @@ def _place(
 def select(
     roots: np.ndarray, node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray,
     used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray, mask: np.ndarray,
-    counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, node_v: np.ndarray,
+    counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
     key: np.ndarray, ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
-    dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool, solve: int,
+    dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool,
 ) -> tuple[int, int, int]:  # fmt: skip
     """The first half of a wave (module docstring). Returns (leaves, rows, simulations left): the
     leaves written to ``leaves`` (their answer slots), the rows to send written to ``features``
     and ``mask`` (``sent_slot`` maps them to their slots), and the simulations still to start in
     all the trees; counts finished simulations and collisions into ``counts``, the cache's lookups
     into ``cstats``. ``ckeys``, ``cpriors``, ``cvalues``: the network cache (``blobnet.netcache``;
-    no rows: no cache). A position with at most ``solve`` tricks left is a leaf valued by solving
-    its deal (``blobnet.endgame``) and, where ``root_view``, the searcher's own-view row."""
+    no rows: no cache)."""
     n_leaves = 0
     n_rows = 0
     n_slots = 0
@@ -316,31 +302,10 @@ def select(
                     counts[1] += 1
                     child = -2
                     break
-                fresh = child < 0
-                if fresh:
+                if child < 0:
                     child = _new_node(node_i, used, t, node, best, scratch[TO_PLAY])
                     edge_i[t, best, CHILD] = child
-                    endgame = in_endgame(scratch, solve)
-                    if endgame and root_view:  # the deal's values, the searcher's own from its own view
-                        _terminal_values(scratch, node_v[t, child], pts)
-                        nl = legal(scratch, buf)
-                        node_i[t, child, PENDING] = 1
-                        r = n_rows
-                        encode_state(scratch, seat, features[r])
-                        mask[r] = False
-                        for i in range(nl):
-                            mask[r, buf[i]] = True
-                        own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                           sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
-                        n_rows += sent
-                        n_slots = max(n_slots, own + 1)
-                        leaves[n_leaves, TREE] = t
-                        leaves[n_leaves, NODE] = child
-                        leaves[n_leaves, ROW] = -1
-                        leaves[n_leaves, OWN_ROW] = own
-                        n_leaves += 1
-                        break
-                    if scratch[TO_PLAY] >= 0 and not endgame:
+                    if scratch[TO_PLAY] >= 0:
                         nl = legal(scratch, buf)
                         if nl == 1:  # a forced move: walk on without the network
                             _expand_forced(node_i, node_f, edge_i, edge_f, used, t, child, buf[0])
@@ -371,10 +336,9 @@ def select(
                         leaves[n_leaves, OWN_ROW] = own
                         n_leaves += 1
                         break
-                if scratch[TO_PLAY] < 0 or in_endgame(scratch, solve):  # terminal or solved: values at once
-                    if fresh:  # worked out once, when the node is made
-                        _terminal_values(scratch, node_v[t, child], pts)
-                    _up(node_i, edge_i, edge_f, t, child, node_v[t, child])
+                if scratch[TO_PLAY] < 0:  # terminal, new or seen before: its values at once
+                    _terminal_values(scratch, values, pts)
+                    _up(node_i, edge_i, edge_f, t, child, values)
                     counts[0] += 1
                     break
                 node = child
@@ -390,7 +354,7 @@ def backup(
     leaves: np.ndarray, n_leaves: int, priors: np.ndarray, values_in: np.ndarray, sent_slot: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
     ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, keep: bool,
-    counts: np.ndarray, values: np.ndarray, node_v: np.ndarray, players: int, seat: int,
+    counts: np.ndarray, values: np.ndarray, players: int, seat: int,
 ) -> int:  # fmt: skip
     """The second half of a wave: the evaluator's answers (``priors`` N_ACTIONS wide, ``values_in``,
     one row per row sent) go to their slots, and into the network cache when ``keep``; then each
@@ -415,17 +379,12 @@ def backup(
         t = leaves[j, TREE]
         node = leaves[j, NODE]
         r = leaves[j, ROW]
-        node_i[t, node, PENDING] = 0
-        own = leaves[j, OWN_ROW]
-        if r < 0:  # a solved endgame waiting for the searcher's own value alone: kept for later visits
-            node_v[t, node, seat] = slot_v[own, 0]
-            _up(node_i, edge_i, edge_f, t, node, node_v[t, node])
-            counts[0] += 1
-            continue
         _expand(node_i, node_f, edge_i, edge_f, used, t, node, slot_mask[r], slot_p[r], slot_v[r, 0])
+        node_i[t, node, PENDING] = 0
         actor = node_i[t, node, ACTOR]
         for s in range(players):
             values[s] = slot_v[r, (s - actor) % players]
+        own = leaves[j, OWN_ROW]
         if own >= 0:
             values[seat] = slot_v[own, 0]
         _up(node_i, edge_i, edge_f, t, node, values)

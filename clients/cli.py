@@ -81,10 +81,6 @@ def _parser() -> argparse.ArgumentParser:
         "--policy-target", default=SearchConfig().policy_target, choices=POLICY_TARGETS,
         help="the examples' policy targets (search.policy_target; default %(default)s)",
     )  # fmt: skip
-    sp.add_argument(
-        "--solve", type=int, default=SearchConfig().solve,
-        help="solve the deal of leaves with at most this many tricks left (search.solve; default %(default)s)",
-    )  # fmt: skip
     sp.add_argument("--concurrency", type=int, default=256, help="games live at once, in all processes together")
     sp.add_argument(
         "--workers", type=int, default=0, help="engine processes (default: one per CPU core on a CPU, else 1)"
@@ -175,7 +171,7 @@ def _cores() -> int:
 
 async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     search = SearchConfig(dets=args.dets, sims=args.sims, leaves=args.leaves, root_view=args.root_view,
-                          cache=args.cache, policy_target=args.policy_target, solve=args.solve)  # fmt: skip
+                          cache=args.cache, policy_target=args.policy_target)  # fmt: skip
     game = GameConfig(mode="games" if args.games else "rounds", players=[args.players], cards=[args.cards])
     opponents = tuple(args.opponent)  # pool.run names a bad one before any process starts
     pool = SelfPlayPool(args.workers or default_workers(args))

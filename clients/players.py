@@ -54,7 +54,6 @@ BOTS: dict[str, tuple[Callable[..., Player], dict[str, _Setting]]] = {
 # Search settings a network player's spec (``path:dets=3,sims=30``) may give.
 _NETWORK_SETTINGS: dict[str, _Setting] = {
     "dets": _INT, "sims": _INT, "leaves": _INT, "c_puct": _NUMBER, "root_view": (_flag, "true or false"),
-    "solve": _INT,
 }  # fmt: skip
 
 
@@ -163,7 +162,7 @@ def build_seat(spec: SeatSpec) -> Player:
 def parse_player(spec: str, seed: int | None = None, *, device: str = "cpu") -> Player:
     """A player from a command-line string: a bot (``random``, ``heuristic``, ``ismcts`` or
     ``ismcts:sims=1000,c=10``; ``make_bot``), or a checkpoint path optionally followed by search
-    settings, ``runs/x/best.pt:dets=3,sims=30`` (keys: dets, sims, leaves, c_puct, root_view, solve).
+    settings, ``runs/x/best.pt:dets=3,sims=30`` (keys: dets, sims, leaves, c_puct, root_view).
     ``seed`` seeds the player's generator; a network player's tables share a batcher on
     ``device``. ValueError naming what is wrong."""
     spec = spec.strip()

@@ -38,7 +38,6 @@ def test_override_replaces_one_key_and_keeps_the_rest():
     [
         (["search.sims=0"], "search.sims"),
         (["search.dets=-1"], "search.dets"),
-        (["search.solve=-1"], "search.solve"),
         (["train.concurrency=0"], "train.concurrency"),
         (["game.players=[9]"], "game.players"),
         (["game.cards=[14]"], "game.cards"),

@@ -70,13 +70,13 @@ def test_parse_player_knows_the_bots() -> None:
 
 
 def test_parse_player_reads_a_checkpoint_with_settings(tiny_ckpt: Path) -> None:
-    p = parse_player(f"{tiny_ckpt}:dets=2,sims=7,leaves=2,c_puct=2.5,root_view=false,solve=0", seed=3)
+    p = parse_player(f"{tiny_ckpt}:dets=2,sims=7,leaves=2,c_puct=2.5,root_view=false", seed=3)
     assert isinstance(p, NetworkPlayer)
-    assert (p.search.dets, p.search.sims, p.search.leaves, p.search.c_puct, p.search.solve) == (2, 7, 2, 2.5, 0)
+    assert (p.search.dets, p.search.sims, p.search.leaves, p.search.c_puct) == (2, 7, 2, 2.5)
     assert p.search.temperature == 0.0 and not p.search.root_view
     plain = parse_player(str(tiny_ckpt))
     assert isinstance(plain, NetworkPlayer) and (plain.search.dets, plain.search.sims) == (3, 30)
-    assert plain.search.root_view and plain.search.solve == 2
+    assert plain.search.root_view
 
 
 @pytest.mark.parametrize(
@@ -85,10 +85,9 @@ def test_parse_player_reads_a_checkpoint_with_settings(tiny_ckpt: Path) -> None:
         (":dets=two", r"dets='two' is not an integer"),
         (":c_puct=high", r"c_puct='high' is not a number"),
         (":root_view=maybe", r"root_view='maybe' is not true or false"),
-        (":depth=3", r"bad setting 'depth=3'.*keys dets, sims, leaves, c_puct, root_view, solve"),
+        (":depth=3", r"bad setting 'depth=3'.*keys dets, sims, leaves, c_puct, root_view"),
         (":dets", r"bad setting 'dets'"),
         (":dets=0", r"search.dets = 0"),
-        (":solve=4", r"search.solve = 4"),
     ],
 )
 def test_parse_player_names_a_bad_setting(tiny_ckpt: Path, suffix: str, message: str) -> None:

@@ -11,9 +11,7 @@ import pytest
 from blobnet.cards import BID0, N_ACTIONS, N_CARDS, N_VALUES
 from blobnet.config import ConfigError, SearchConfig
 from blobnet.encode import OFFSETS
-from blobnet.endgame import solve_values
 from blobnet.evaluator import FreeEvaluator
-from blobnet.position import apply, pack
 from blobnet.rules import Round, View
 from blobnet.search import Search, SearchResult, choose_action
 
@@ -67,8 +65,8 @@ def test_result_reports_each_actions_root_prior_and_mean_value_for_the_searcher(
     r = leader_round()
     seat = r.to_play
     target = r.hands[seat][-1]
-    cfg = SearchConfig(dets=2, sims=40, solve=0)  # every value the evaluator's
-    result = run(Search(PlayedCardEvaluator(target), cfg).run(r.view(seat), np.random.default_rng(0)))
+    result = run(Search(PlayedCardEvaluator(target), SearchConfig(dets=2, sims=40)).run(r.view(seat),
+                 np.random.default_rng(0)))  # fmt: skip
     assert result.priors is not None and result.values is not None
     k = len(result.actions)
     assert result.priors == pytest.approx([0.6 + 0.4 / k] + [0.4 / k] * (k - 1))  # the evaluator's, unnoised
@@ -336,7 +334,7 @@ def endgame(rng: np.random.Generator) -> Round:
 def test_endgame_choices_match_an_exhaustive_solver():
     rng = np.random.default_rng(2024)
     agree = total = 0
-    cfg = SearchConfig(dets=1, sims=200, leaves=4, solve=0)  # the tree alone, every leaf a terminal one
+    cfg = SearchConfig(dets=1, sims=200, leaves=4)
     while total < 60:
         r = endgame(rng)
         if r.to_play is None or len(r.legal()) < 2:
@@ -359,104 +357,6 @@ def test_solver_sees_a_forced_win():
     for b in (1, 0, 1):
         r.play(BID0 + b)
     assert solve(r) == {12: 11.0}
-
-
-def test_the_compiled_endgame_solver_gives_the_exhaustive_solvers_values():
-    rng = np.random.default_rng(7)
-    out = np.zeros(N_VALUES)
-    checked = 0
-    while checked < 60:
-        r = endgame(rng)
-        if r.to_play is None:
-            continue
-        for a, value in solve(r).items():
-            st = pack(r)
-            apply(st, a)
-            solve_values(st, out)
-            assert out[r.to_play] == pytest.approx(value, abs=1e-9)
-        checked += 1
-
-
-def test_the_solver_scores_a_finished_round():
-    hands = [[12], [0], [1]]
-    r = Round.deal(players=3, cards=1, trump=None, dealer=2, hands=hands)
-    for b in (1, 0, 1):
-        r.play(BID0 + b)
-    r.play(12)
-    r.play(0)
-    r.play(1)
-    out = np.full(N_VALUES, -1.0)
-    solve_values(pack(r), out)
-    assert out[:3].tolist() == [11.0, 10.0, 0.0]
-
-
-def test_a_search_that_solves_endgames_asks_only_for_the_root_and_plays_the_solvers_move():
-    # without the searcher's own view, a solved leaf asks nothing of the network
-    rng = np.random.default_rng(99)
-    total = 0
-    while total < 40:
-        r = endgame(rng)
-        if r.to_play is None or len(r.legal()) < 2:
-            continue
-        values = solve(r)
-        truth = r.clone()
-        cfg = SearchConfig(dets=1, sims=24, leaves=4, solve=3, root_view=False)  # every value the deal's
-        search = Search(FreeEvaluator(), cfg, deal=lambda view, g, truth=truth: truth.clone())
-        result = run(search.run(r.view(r.to_play), np.random.default_rng(total)))
-        assert result.evaluations == 1  # the root's row: every leaf below it was solved
-        assert values[choose_action(result, 0, rng)] >= max(values.values()) - 1e-9
-        total += 1
-
-
-@pytest.mark.parametrize("root_view", [False, True])
-def test_solving_the_last_two_tricks_sends_fewer_rows(root_view):
-    # 4 x 5 with 3 tricks left. With solve=2 a row of the last two tricks is only ever the
-    # searcher's own view (its value, root_view) and, without root_view, there is none.
-    r = leader_round()
-    for _ in range(8):
-        r.play(r.legal()[0])
-    seat = r.to_play
-    own_hand = np.zeros(N_CARDS, bool)
-    own_hand[r.hands[seat]] = True
-
-    class Recording(FreeEvaluator):
-        def __init__(self) -> None:
-            super().__init__()
-            self.endgame_rows: list[np.ndarray] = []  # the hand field of each row of the last two tricks
-
-        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
-            held = features[:, OFFSETS["held"] : OFFSETS["held"] + 8].max(axis=1)  # the fullest hand / cards
-            tricks_left = np.rint(held * features[:, OFFSETS["cards"]] * 17)
-            hands = features[:, OFFSETS["hand"] : OFFSETS["hand"] + N_CARDS] > 0
-            self.endgame_rows += list(hands[tricks_left <= 2])
-            return await super().evaluate_many(features, legal)
-
-    sent = {}
-    for solve_ in (0, 2):
-        ev = Recording()
-        cfg = SearchConfig(dets=3, sims=100, leaves=4, solve=solve_, root_view=root_view)
-        sent[solve_] = run(Search(ev, cfg).run(r.view(seat), np.random.default_rng(0))).evaluations
-        others = [h for h in ev.endgame_rows if (h & ~own_hand).any()]  # rows of another seat's hand
-        if solve_:
-            assert not others and (ev.endgame_rows if root_view else not ev.endgame_rows)
-        else:
-            assert others
-    assert sent[2] < sent[0]
-
-
-def test_a_solved_leaf_takes_the_searchers_own_value_from_its_own_view():
-    # 2 tricks left, the searcher to lead: the evaluator (not the deal) says which card is worth
-    # 1 to whoever plays it, and the searcher's values follow the evaluator
-    r = leader_round()
-    for _ in range(12):
-        r.play(r.legal()[0])
-    seat = r.to_play
-    for target in r.hands[seat]:
-        cfg = SearchConfig(dets=2, sims=40, solve=2)
-        result = run(Search(PlayedCardEvaluator(target), cfg).run(r.view(seat), np.random.default_rng(0)))
-        assert result.values is not None
-        assert result.values[result.actions.index(target)] == pytest.approx(1.0)
-        assert [v for a, v in zip(result.actions, result.values) if a != target] == [pytest.approx(0.0)]
 
 
 def _nan_at(k: int, which: str) -> tuple[np.ndarray, np.ndarray]:

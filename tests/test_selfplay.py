@@ -194,10 +194,10 @@ def test_rounds_below_one_is_refused():
 
 
 def test_a_self_play_smoke_run_passes_numba_bounds_checks(tmp_path):
-    """The compiled kernels (rules, deals, encoding, trees, the endgame solver) recompiled with
-    bounds checking, in a fresh cache, through a full game of 5 players (every hand size from 7
-    down to 1 and back, the game context in every row), then the IS-MCTS baseline: an index bug
-    fails here instead of corrupting memory."""
+    """The compiled kernels (rules, deals, encoding, trees) recompiled with bounds checking, in a
+    fresh cache, through a full game of 5 players (every hand size from 7 down to 1 and back, the
+    game context in every row), then the IS-MCTS baseline: an index bug fails here instead of
+    corrupting memory."""
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     cmd = [sys.executable, "-m", "clients.cli", "selfplay", "--players", "5", "--games", "--dets", "2", "--sims", "12",
            "--leaves", "3", "--concurrency", "2", "--rounds", "19", "--workers", "1", "--free", "--json"]  # fmt: skip
