@@ -289,6 +289,12 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     train: TrainConfig = msgspec.field(default_factory=TrainConfig)
     arena: ArenaConfig = msgspec.field(default_factory=ArenaConfig)
 
+    def __post_init__(self) -> None:
+        # checked here, where both sections are seen, rather than when the batcher starts
+        cpu_onnx = self.server.device == "cpu" and self.server.engine == "onnx"
+        valid = f'"eager" or "compile" with network.dtype = "{self.network.dtype}" (onnx runs float32 only)'
+        _check(self.network.dtype == "float32" or not cpu_onnx, "server.engine", valid, self.server.engine)
+
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "game": GameConfig,

@@ -53,6 +53,16 @@ def test_bad_settings_are_refused_naming_the_key(override, named):
         load_config(ROOT / "configs" / "default.toml", override)
 
 
+def test_a_low_precision_network_on_a_cpu_needs_an_engine_that_runs_it():
+    default = ROOT / "configs" / "default.toml"
+    expected = r"server\.engine = 'onnx' is not valid: \"eager\" or \"compile\" with network\.dtype = \"bfloat16\""
+    with pytest.raises(ConfigError, match=expected):
+        load_config(default, ["network.dtype=bfloat16"])
+    assert load_config(default, ["network.dtype=bfloat16", "server.engine=eager"]).server.engine == "eager"
+    on_gpu = load_config(default, ["network.dtype=bfloat16", "server.device=cuda"])  # runs the model as it is
+    assert on_gpu.network.dtype == "bfloat16" and on_gpu.server.engine == "onnx"
+
+
 def test_unknown_key_in_a_file_lists_the_valid_ones(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("[search]\nsimulations = 10\n")
