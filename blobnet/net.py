@@ -30,14 +30,15 @@ from torch.nn import functional as F
 
 from blobnet.cards import N_ACTIONS
 from blobnet.compact import SCALAR_AT, PackedRows
-from blobnet.config import DEFAULT_PRESET, NetConfig, preset
+from blobnet.config import CPU_ENGINE, DEFAULT_PRESET, NetConfig, preset
 from blobnet.evaluator import Priors, bad_rows, check_request, row_errors
 from blobnet.graph import FLOAT, Graph
 from blobnet.stem import legal_softmax, nonzero_packed, nonzero_rows
 
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
-    "forward_rows", "padded_rows", "DirectEvaluator", "ENGINES", "Engine", "make_engine", "onnx_graph",
+    "forward_rows", "padded_rows", "DirectEvaluator", "ENGINES", "Engine", "make_engine", "cpu_engine_for",
+    "onnx_graph",
 ]  # fmt: skip
 
 
@@ -322,6 +323,12 @@ class CompiledEngine(Engine):
 
 # CPU forward engines by name
 ENGINES: dict[str, type[Engine]] = {"eager": Engine, "onnx": OnnxEngine, "compile": CompiledEngine}
+
+
+def cpu_engine_for(dtype: torch.dtype | str | None) -> str:
+    """The CPU engine that runs a network in ``dtype`` unless told otherwise: ``CPU_ENGINE`` in
+    float32, else eager (the onnx engine runs float32 only)."""
+    return CPU_ENGINE if resolve_dtype(dtype) is None else "eager"
 
 
 def make_engine(

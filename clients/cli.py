@@ -41,7 +41,7 @@ from blobnet.config import (
     load_config,
 )  # fmt: skip
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import ENGINES, BlobNet, make_net
+from blobnet.net import ENGINES, BlobNet, cpu_engine_for, make_net
 from blobnet.player import NetworkPlayer, Player
 from blobnet.ratings import MatchResult, format_report
 from blobnet.replay import Examples
@@ -188,7 +188,7 @@ async def _selfplay(args: argparse.Namespace) -> dict[str, float | int]:
     else:
         model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
         weights = model.state_dict()
-        engine = args.engine or (CPU_ENGINE if args.dtype == "float32" else "eager")  # onnx runs float32 only
+        engine = args.engine or cpu_engine_for(args.dtype)
         spec = BatcherSpec(preset=model.config.name, dtype=args.dtype, max_batch=args.max_batch, mode=args.mode,
                            device=args.device, engine=engine, sparse=args.sparse)  # fmt: skip
         evaluator = Batcher(model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
