@@ -38,7 +38,7 @@ from blobnet.stem import legal_softmax, nonzero_packed, nonzero_rows
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
     "forward_rows", "padded_rows", "DirectEvaluator", "ENGINES", "Engine", "make_engine", "cpu_engine_for",
-    "onnx_graph",
+    "onnx_graph", "ONNX_CHUNK",
 ]  # fmt: skip
 
 
@@ -258,6 +258,13 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
+# Rows a run of the ONNX graph takes at most: a batch runs in slices of this many, so that each
+# layer's output (256 floats a row in the small net: 256 KB a slice) stays in the core's cache for
+# the next layer. Measured on the small net, one thread, a batch of 1,536 rows of sample inputs: 5.1
+# us a row in slices of 192 to 384, against 5.6 to 6.2 in one run (64 rows: 5.5; 128: 5.3).
+ONNX_CHUNK = 256
+
+
 class OnnxEngine(Engine):
     """The model as an ONNX graph (``onnx_graph``, in memory) run by ONNX Runtime's CPU provider with
     ``threads`` threads (default: torch's count); float32 only. Each ``reload`` builds the graph
@@ -289,6 +296,7 @@ class OnnxEngine(Engine):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         graph = onnx_graph(self.model, sparse=self.sparse)  # type: ignore[arg-type]
         self.session = self._ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self._n_values = int(self.session.get_outputs()[1].shape[1])
 
     def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
         x = self.first_layer(features) if self.sparse else features
@@ -296,10 +304,14 @@ class OnnxEngine(Engine):
 
     def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
         """The graph's run from its input x (the first layer's output when sparse), then the softmax
-        of the legal logits."""
-        logits, values = self.session.run(None, {"x": h})
-        priors = np.empty_like(logits)
-        legal_softmax(logits, mask, priors)
+        of the legal logits, ``ONNX_CHUNK`` rows at a time."""
+        n = len(h)
+        priors = np.empty(mask.shape, np.float32)
+        values = np.empty((n, self._n_values), np.float32)
+        for i in range(0, n, ONNX_CHUNK):
+            j = i + ONNX_CHUNK
+            logits, values[i:j] = self.session.run(None, {"x": h[i:j]})
+            legal_softmax(logits, mask[i:j], priors[i:j])
         return priors, values
 
 

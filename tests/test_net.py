@@ -13,7 +13,16 @@ from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import DEFAULT_PRESET, PRESETS
 from blobnet.encode import WIDTH, encode_rounds
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import BlobNet, DirectEvaluator, count_params, forward_rows, make_engine, make_net, padded_rows
+from blobnet.net import (
+    ONNX_CHUNK,
+    BlobNet,
+    DirectEvaluator,
+    count_params,
+    forward_rows,
+    make_engine,
+    make_net,
+    padded_rows,
+)
 from blobnet.rules import random_round
 from blobnet.stem import legal_softmax
 
@@ -202,6 +211,8 @@ def test_the_softmax_over_legal_ids_is_torchs_masked_softmax() -> None:
 def test_every_cpu_engine_answers_what_the_eager_model_does_and_follows_new_weights(name: str, sparse: bool) -> None:
     net = make_net("small", seed=3)
     x, legal = _encoded_rows()
+    reps = ONNX_CHUNK // len(x) + 2  # more rows than ONNX Runtime takes in one run, and a part run
+    x, legal = np.tile(x, (reps, 1)), np.tile(legal, (reps, 1))
     engine = make_engine(name, net, threads=1, sparse=sparse)
     for want, got in zip(forward_rows(net, x, legal), engine(x, legal), strict=True):
         assert got.shape == want.shape and got.dtype == np.float32
