@@ -146,7 +146,7 @@ class SearchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # which cannot see the searcher's hand.
     root_view: bool = True
     # Network answers an engine keeps (blobnet.netcache), a power of two; 0: none. Each costs
-    # about 340 bytes: the default about 22 MB an engine.
+    # 28 bytes: the default about 1.8 MB an engine.
     cache: int = 65536
     # Self-play's policy target: "completed_q" (Gumbel MuZero's softmax of the prior's logits plus
     # the completed action values, blobnet.search.SearchResult.completed_q_policy) or "visits" (the

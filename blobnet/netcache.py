@@ -1,9 +1,13 @@
-"""The network cache: answers (priors, values) to rows already evaluated, keyed by the row's content.
+"""The network cache: answers to rows already evaluated, keyed by the row's content.
 
 KataGo and lc0 keep one. Here rows repeat in two ways: the searching seat's own view after its own
 move is the same in every determinization (its view does not depend on the hidden cards), and a
 position reached by the same public moves is the same row from one decision to the next. A row's
 answer depends on the row alone, so a row met again is answered from here instead of the network.
+The search caches its own-view rows alone (``blobnet.tree``), and reads one number of their
+answers, the viewing seat's own value (column 0 of the values): that number is what an entry keeps,
+4 bytes where the whole answer (70 priors and 8 values) would take 312. A 65,536-entry cache is then
+1.8 MB, not 22, and a lookup or a store touches one cache line of answers instead of six.
 
 The key is three 32-bit lanes hashed over the row's nonzero float32 words, each mixed with its
 index (rows are mostly zeros; murmur3's block step, with multipliers under 2**31 so every product
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.jit import njit
 
 __all__ = ["NetCache", "row_key", "find", "store", "LOOKUPS", "HITS", "COLLISIONS", "KEY_LANES"]
@@ -36,7 +39,7 @@ _SEED = (0x3C6EF372, 0x5851F42D, 0x14057B7E)
 
 
 class NetCache:
-    """``size`` slots of (key, priors, values); ``size`` 0 keeps nothing."""
+    """``size`` slots of (key, value); ``size`` 0 keeps nothing."""
 
     def __init__(self, size: int) -> None:
         if size < 0 or size & (size - 1):
@@ -44,8 +47,7 @@ class NetCache:
         self.size = size
         self.keys = np.full((size, KEY_LANES), -1, np.int64)  # -1: empty (lanes are never negative)
         # read only where a key matches: left unwritten (and untouched by the OS) until stored
-        self.priors = np.empty((size, N_ACTIONS), np.float32)
-        self.values = np.empty((size, N_VALUES), np.float32)
+        self.values = np.empty(size, np.float32)
         self.stats = np.zeros(3, np.int64)
         self.version: object = None  # the model_version of the evaluator whose answers these are
 
@@ -105,14 +107,11 @@ def find(keys: np.ndarray, stats: np.ndarray, key: np.ndarray) -> int:
 
 
 @njit(cache=True)
-def store(
-    keys: np.ndarray, priors: np.ndarray, values: np.ndarray, key: np.ndarray, p: np.ndarray, v: np.ndarray
-) -> None:
-    """Keep the answer (``p``, ``v``) of the row whose key is ``key``, in the slot its key picks."""
+def store(keys: np.ndarray, values: np.ndarray, key: np.ndarray, v: float) -> None:
+    """Keep the value ``v`` of the row whose key is ``key``, in the slot its key picks."""
     size = keys.shape[0]
     if size == 0:
         return
     c = key[0] & (size - 1)
     keys[c] = key
-    priors[c] = p
     values[c] = v

@@ -206,7 +206,7 @@ class Search:
                 trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
                 trees.leaves, trees.features, trees.mask, trees.counts, trees.scratch, trees.legal, trees.values,
                 trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
-                cache.keys, cache.priors, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
+                cache.keys, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0
@@ -223,7 +223,7 @@ class Search:
             t0 = time.perf_counter()
             wrong = backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
                            priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v,
-                           trees.slot_mask, cache.keys, cache.priors, cache.values, keep, trees.counts, trees.values,
+                           trees.slot_mask, cache.keys, cache.values, keep, trees.counts, trees.values,
                            view.players, seat)  # fmt: skip
             clock["backup"] += time.perf_counter() - t0
             if wrong:

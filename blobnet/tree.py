@@ -225,11 +225,12 @@ def _terminal_values(st: np.ndarray, out: np.ndarray, pts: np.ndarray) -> None:
 def _place(
     features: np.ndarray, mask: np.ndarray, r: int, kind: int, n_slots: int, slot_key: np.ndarray,
     slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray, key: np.ndarray,
-    ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
+    ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
 ) -> tuple[int, bool]:  # fmt: skip
     """The answer slot of the row just written to ``features[r]`` (and ``mask[r]``), and whether the
     row is sent. A searcher's own-view row (``kind`` OWN) takes a slot of this wave holding the same
-    row, else a new slot filled from the network cache on a hit; any other row, or one not found, a
+    row, else a new slot whose own value (``slot_v[s, 0]``, all that is read of an own-view row's
+    answer) the network cache fills on a hit; any other row, or one not found, a
     new slot the evaluator's answer to row ``r`` will fill. Only own-view rows are looked up: they
     are what repeats (the searcher's view does not depend on the deal), while an acting seat's row
     holds that seat's hand, which differs from deal to deal (measured: 3% of the cache's hits came
@@ -246,8 +247,7 @@ def _place(
         slot_key[s] = key
         c = find(ckeys, cstats, key)
         if c >= 0:
-            slot_p[s] = cpriors[c]
-            slot_v[s] = cvalues[c]
+            slot_v[s, 0] = cvalues[c]
             return s, False
     else:
         slot_key[s, 0] = -1  # not looked up, not kept
@@ -261,15 +261,15 @@ def select(
     used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray, mask: np.ndarray,
     counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
-    key: np.ndarray, ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
+    key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
     dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool,
 ) -> tuple[int, int, int]:  # fmt: skip
     """The first half of a wave (module docstring). Returns (leaves, rows, simulations left): the
     leaves written to ``leaves`` (their answer slots), the rows to send written to ``features``
     and ``mask`` (``sent_slot`` maps them to their slots), and the simulations still to start in
     all the trees; counts finished simulations and collisions into ``counts``, the cache's lookups
-    into ``cstats``. ``ckeys``, ``cpriors``, ``cvalues``: the network cache (``blobnet.netcache``;
-    no rows: no cache)."""
+    into ``cstats``. ``ckeys``, ``cvalues``: the network cache (``blobnet.netcache``; no rows: no
+    cache)."""
     n_leaves = 0
     n_rows = 0
     n_slots = 0
@@ -318,7 +318,7 @@ def select(
                         for i in range(nl):
                             mask[r, buf[i]] = True
                         slot, sent = _place(features, mask, r, ACTING, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                            sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
+                                            sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
                         n_rows += sent
                         n_slots = max(n_slots, slot + 1)
                         own = -1
@@ -327,7 +327,7 @@ def select(
                             encode_state(scratch, seat, features[r])
                             mask[r] = slot_mask[slot]  # any legal mask will do: that row's priors are unused
                             own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                               sent_slot, key, ckeys, cpriors, cvalues, cstats)  # fmt: skip
+                                               sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
                             n_rows += sent
                             n_slots = max(n_slots, own + 1)
                         leaves[n_leaves, TREE] = t
@@ -353,8 +353,8 @@ def backup(
     node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray, used: np.ndarray,
     leaves: np.ndarray, n_leaves: int, priors: np.ndarray, values_in: np.ndarray, sent_slot: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
-    ckeys: np.ndarray, cpriors: np.ndarray, cvalues: np.ndarray, keep: bool,
-    counts: np.ndarray, values: np.ndarray, players: int, seat: int,
+    ckeys: np.ndarray, cvalues: np.ndarray, keep: bool, counts: np.ndarray, values: np.ndarray, players: int,
+    seat: int,
 ) -> int:  # fmt: skip
     """The second half of a wave: the evaluator's answers (``priors`` N_ACTIONS wide, ``values_in``,
     one row per row sent) go to their slots, and into the network cache when ``keep``; then each
@@ -374,7 +374,7 @@ def backup(
         slot_p[s] = priors[i]
         slot_v[s] = values_in[i]
         if keep and slot_key[s, 0] >= 0:
-            store(ckeys, cpriors, cvalues, slot_key[s], priors[i], values_in[i])
+            store(ckeys, cvalues, slot_key[s], values_in[i, 0])
     for j in range(n_leaves):
         t = leaves[j, TREE]
         node = leaves[j, NODE]

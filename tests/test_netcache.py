@@ -85,9 +85,8 @@ def test_equal_rows_have_equal_keys_and_any_change_changes_the_key():
 def test_a_key_whose_check_lane_differs_is_counted_as_a_collision_and_not_answered():
     cache = NetCache(16)
     key = np.array([3, 11, 12], np.int64)
-    p, v = np.full(N_ACTIONS, 0.5, np.float32), np.ones(N_VALUES, np.float32)
-    store(cache.keys, cache.priors, cache.values, key, p, v)
-    assert find(cache.keys, cache.stats, key) == 3
+    store(cache.keys, cache.values, key, 0.25)
+    assert find(cache.keys, cache.stats, key) == 3 and cache.values[3] == 0.25
     assert find(cache.keys, cache.stats, np.array([3, 11, 13], np.int64)) == -1
     assert find(cache.keys, cache.stats, np.array([19, 11, 12], np.int64)) == -1  # same slot, another key
     assert cache.stats.tolist() == [3, 1, 1]  # lookups, hits, collisions
