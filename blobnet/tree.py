@@ -70,10 +70,11 @@ ANSWER_PRIORS, ANSWER_VALUES = 1, 2
 
 class Trees:
     """The arrays of one search: ``dets`` trees of up to ``nodes`` nodes and ``edges`` edges each,
-    the determinized root positions, the wave's leaves and its rows (features, legal masks) for
-    the evaluator. Allocated once and reused by later searches of the same size or smaller."""
+    the determinized root positions, the wave's leaves and their answer slots (``rows`` at most).
+    Allocated once and reused by later searches of the same size or smaller. The rows a wave sends
+    are not here: the searches of one ``blobnet.search.Search`` share one buffer for them."""
 
-    def __init__(self, dets: int, nodes: int, edges: int, rows: int, width: int) -> None:
+    def __init__(self, dets: int, nodes: int, edges: int, rows: int) -> None:
         self.dets, self.nodes, self.edges, self.rows = dets, nodes, edges, rows
         self.roots = np.zeros((dets, STATE), np.int64)
         self.node_i = np.zeros((dets, nodes, NODE_FIELDS), np.int64)
@@ -83,8 +84,6 @@ class Trees:
         self.used = np.zeros((dets, 2), np.int64)
         self.left = np.zeros(dets, np.int64)  # simulations still to run in each tree
         self.leaves = np.zeros((rows, LEAF_FIELDS), np.int64)
-        self.features = np.zeros((rows, width), np.float32)  # the rows sent to the evaluator
-        self.mask = np.zeros((rows, N_ACTIONS), np.bool_)
         # the wave's answer slots: one per distinct row, answered by the evaluator or the cache
         self.slot_key = np.zeros((rows, KEY_LANES), np.int64)
         self.slot_p = np.zeros((rows, N_ACTIONS), np.float32)

@@ -163,3 +163,19 @@ def test_a_cache_size_not_a_power_of_two_is_refused_by_name(size):
         SearchConfig(cache=size)
     with pytest.raises(ValueError, match="power of two"):
         NetCache(size)
+
+
+def test_concurrent_searches_sharing_one_search_see_what_each_sees_alone():
+    """The searches of one Search share the buffer a wave's rows are written to: a wave's rows are
+    copied by the evaluator before it awaits, so searches whose waves interleave get the answers
+    to their own rows, as each would alone."""
+    vs = views(8)
+    cfg = SearchConfig(dets=3, sims=30, cache=0)
+    alone = [asyncio.run(search_all(Search(RowEvaluator(), cfg), [v], seed=i))[0] for i, v in enumerate(vs)]
+    shared = Search(RowEvaluator(), cfg)
+
+    async def together() -> list[list[int]]:
+        runs = (shared.run(v, np.random.default_rng([i, 0])) for i, v in enumerate(vs))
+        return [r.visits for r in await asyncio.gather(*runs)]
+
+    assert asyncio.run(together()) == alone
