@@ -229,8 +229,8 @@ def _place(
     """The answer slot of the row just written to ``features[r]`` (and ``mask[r]``), and whether the
     row is sent. A searcher's own-view row (``kind`` OWN) takes a slot of this wave holding the same
     row, else a new slot whose own value (``slot_v[s, 0]``, all that is read of an own-view row's
-    answer) the network cache fills on a hit; any other row, or one not found, a
-    new slot the evaluator's answer to row ``r`` will fill. Only own-view rows are looked up: they
+    answer) the network cache fills on a hit; any other row, or one not found, a new slot the
+    evaluator's answer to row ``r`` will fill. Only own-view rows are looked up: they
     are what repeats (the searcher's view does not depend on the deal), while an acting seat's row
     holds that seat's hand, which differs from deal to deal (measured: 3% of the cache's hits came
     from acting rows), and hashing them would cost more than it saves."""
