@@ -214,6 +214,12 @@ class Engine:
         k = nonzero_packed(rows.bits, rows.scalars, SCALAR_AT, *entries)
         return self.after_first(self._bag(entries, k), mask)
 
+    def listed(self, cols: np.ndarray, vals: np.ndarray, offsets: np.ndarray, k: int, mask: np.ndarray) -> Priors:
+        """``self(features, mask)`` for rows already listed (a sparse engine only): ``k`` entries in
+        ``cols`` and ``vals``, row r's first at ``offsets[r]`` (``blobnet.stem.list_rows``)."""
+        assert self.sparse
+        return self.after_first(self._bag((cols, vals, offsets), k), mask)
+
     def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
         """The forward pass from the first layer's output h (n, hidden) float32."""
         assert isinstance(self.model, BlobNet)

@@ -24,7 +24,9 @@ import numpy as np
 
 from blobnet.jit import njit
 
-__all__ = ["nonzero_rows", "nonzero_packed", "legal_softmax"]
+__all__ = ["nonzero_rows", "list_rows", "nonzero_packed", "legal_softmax", "BAD_FEATURES", "BAD_LEGAL"]
+
+BAD_FEATURES, BAD_LEGAL = 1, 2  # list_rows: why a row is not listed (NaN or inf; no legal id)
 
 
 @njit(cache=True)
@@ -55,6 +57,50 @@ def nonzero_rows(x: np.ndarray, cols: np.ndarray, vals: np.ndarray, offsets: np.
                 vals[k] = v
                 k += v != 0.0
     return k
+
+
+@njit(cache=True)
+def list_rows(
+    x: np.ndarray, legal: np.ndarray, cols: np.ndarray, vals: np.ndarray, offsets: np.ndarray, mask: np.ndarray,
+    row0: int, k: int, bad: np.ndarray,
+) -> tuple[int, int]:  # fmt: skip
+    """``nonzero_rows`` appending, for the batcher: the nonzero entries of the rows of ``x`` (n,
+    width) float32, C-contiguous, width even, go to ``cols`` and ``vals`` from entry ``k`` on, row
+    r's first at ``offsets[row0 + r]``, and its ``legal`` (n, n_actions) bool row to ``mask[row0 +
+    r]``; returns the entries in all and the rows not listed. A row holding NaN or inf, or no legal
+    id, lists nothing, its
+    mask gets every id, and ``bad[r]`` says why (BAD_FEATURES or BAD_LEGAL; else 0). ``cols`` and
+    ``vals`` hold at least k + n * width. The batcher lists each request's rows as it takes them,
+    while they are still in the core's cache (``servers.batcher``)."""
+    n, width = x.shape
+    words = x.view(np.uint64)
+    bits = x.view(np.uint32)
+    n_bad = 0
+    for r in range(n):
+        offsets[row0 + r] = k
+        start = k
+        wr = words[r]
+        br = bits[r]
+        xr = x[r]
+        nonfinite = 0
+        for q in range(width // 2):
+            if wr[q] != 0:
+                for c in range(2 * q, 2 * q + 2):
+                    cols[k] = c
+                    vals[k] = xr[c]
+                    k += br[c] != 0
+                    nonfinite |= (br[c] & 0x7F800000) == 0x7F800000
+        any_legal = False
+        mr = mask[row0 + r]
+        for a in range(legal.shape[1]):
+            mr[a] = legal[r, a]
+            any_legal |= legal[r, a]
+        bad[r] = BAD_FEATURES if nonfinite else (0 if any_legal else BAD_LEGAL)
+        if bad[r]:
+            k = start
+            mr[:] = True
+            n_bad += 1
+    return k, n_bad
 
 
 @njit(cache=True)

@@ -78,13 +78,18 @@ def cpu_forward(b: Batch, engine: Engine) -> None:
     fails, the batcher goes on). Never raises."""
     try:
         n = b.n
-        check_rows(b)
+        entries = b.slot.entries
+        if entries is None:  # a listed slot's rows were checked as they were listed
+            check_rows(b)
         model = b.model
         assert model is not None and engine.model is model
         if b.weights is not None:
             model.load_state_dict(b.weights)
             engine.reload()
-        if b.packed:  # every row packed (check_rows unpacked a mixed batch)
+        if entries is not None:
+            cols, vals, offsets = entries
+            priors, values = engine.listed(cols, vals, offsets[:n], b.k, b.mask[:n])
+        elif b.packed:  # every row packed (check_rows unpacked a mixed batch)
             assert b.slot.packed is not None
             rows = b.slot.packed[:n]
             if engine.sparse:

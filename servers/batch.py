@@ -3,7 +3,8 @@
 A ``Batch`` is filled by ``servers.batcher.Batcher`` (feature rows and legal masks copied into its
 ``Slot``), computed by a backend (servers/backends.py), then delivered by the batcher: its waiters
 woken, its ``submit_rows`` callbacks handed ``RowsResult`` slices. ``check_rows`` is the one check
-of a batch's rows every backend makes before its forward pass.
+of a batch's rows every backend makes before its forward pass, but for a listed slot's, which the
+batcher checked as it listed them.
 
 Bad rows are found per batch, vectorised (``blobnet.evaluator.bad_rows``): a row holding NaN or
 inf, or no legal id, is marked in ``Batch.bad`` and neutralised so that the rest of the batch runs.
@@ -62,13 +63,21 @@ class Slot:
     (max_batch, n_actions) bool, and, when ``packed``, packed rows (blobnet.compact, max_batch of
     them: a sparse CPU engine reads them as they are, a GPU unpacks them). ``pinned`` (CUDA): in
     page-locked memory, so that the copies to the device run asynchronously, plus pinned output
-    buffers for the results coming back."""
+    buffers for the results coming back. ``listed`` (a sparse CPU engine): the rows' nonzero
+    entries (``entries``: columns, values, each row's first entry; ``blobnet.stem.list_rows``)
+    take the place of the features, which are then never written; room for every entry of every
+    row, of which only the pages written are ever touched."""
 
-    __slots__ = ("feat", "mask", "feat_t", "mask_t", "priors_out", "values_out", "packed", "packed_t")
+    __slots__ = ("feat", "mask", "feat_t", "mask_t", "priors_out", "values_out", "packed", "packed_t", "entries")
 
     def __init__(
-        self, max_batch: int, width: int, n_actions: int, n_values: int, *, pinned: bool, packed: bool = False
-    ) -> None:
+        self, max_batch: int, width: int, n_actions: int, n_values: int, *, pinned: bool, packed: bool = False,
+        listed: bool = False,
+    ) -> None:  # fmt: skip
+        self.entries: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if listed:
+            self.entries = (np.empty(max_batch * width, np.int64), np.empty(max_batch * width, np.float32),
+                            np.empty(max_batch, np.int64))  # fmt: skip
         self.packed: PackedRows | None = PackedRows.empty(max_batch) if packed and not pinned else None
         self.packed_t: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if pinned and packed:
@@ -95,7 +104,7 @@ class Batch(Shared):
     """One batch: the rows and masks copied so far into its slot, then the results."""
 
     __slots__ = (
-        "slot", "feat", "mask", "n", "packed", "parts", "soon", "due", "state", "full",
+        "slot", "feat", "mask", "n", "k", "packed", "parts", "soon", "due", "state", "full",
         "t0", "t_launch", "model", "weights", "error", "bad", "priors", "values",
     )  # fmt: skip
 
@@ -105,6 +114,7 @@ class Batch(Shared):
         self.feat = slot.feat  # (max_batch, width) float32
         self.mask = slot.mask  # (max_batch, n_actions) bool
         self.n = 0  # rows so far
+        self.k = 0  # entries listed so far (a listed slot)
         self.packed: list[tuple[int, int]] = []  # (row0, count): rows staged in slot.packed
         self.parts: list[tuple[RowsCallback, int, int, int]] = []  # (callback, start, count, row0)
         self.soon = False  # a call_soon flush is scheduled (a max_wait timer may be too)

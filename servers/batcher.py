@@ -12,6 +12,12 @@ the flush rule "flush when every live requester is waiting", without a timer. A 
 only for rows that come from other processes (``submit_rows``, the socket front), whose next frame
 cannot be seen from here.
 
+Behind a sparse CPU engine (its first layer over the rows' nonzero entries, ``blobnet.stem``) the
+staging buffer holds those entries, not the rows: each request's rows are listed, and checked, as
+they are taken, while the caller's buffer is still in the core's cache (``blobnet.stem.list_rows``;
+packed rows by ``nonzero_packed``), instead of copied whole into a buffer of a few MB that the
+forward pass reads twice more, to check the rows and to list them.
+
 The batcher keeps intake, the flush rule and delivery; where the forward pass runs is a backend
 (servers/backends.py), chosen once at construction from ``device`` and ``mode``: "inline", "auto"
 (the CPU default) or "thread" on a CPU, streams on CUDA. Up to ``max_inflight`` batches are
@@ -20,9 +26,10 @@ launched and not yet delivered; the model's weights change between batches, neve
 Every requester of a batch awaits the batch's one shared future (servers/waiting.py says why and
 how a cancelled waiter leaves the rest of its batch undisturbed).
 
-Bad rows (servers/batch.py finds them, per batch): a row holding NaN or inf, or no legal id, fails
-only its own request with a ValueError. A forward pass that raises fails every waiter of that batch
-with ``EvaluationError`` (its ``__cause__`` is the original error); the batcher goes on serving.
+Bad rows (servers/batch.py finds them, per batch; or ``list_rows``, per request): a row holding NaN
+or inf, or no legal id, fails only its own request with a ValueError. A forward pass that raises
+fails every waiter of that batch with ``EvaluationError`` (its ``__cause__`` is the original
+error); the batcher goes on serving.
 Each batch's results are fresh arrays, priors (n, n_actions) and values (n, n_values); each request
 takes its slices (no copy, no Python object per row), and nothing writes into them afterwards.
 """
@@ -41,10 +48,11 @@ import torch
 from torch import nn
 
 from blobnet.cards import N_ACTIONS, N_VALUES
-from blobnet.compact import PackedRows
+from blobnet.compact import SCALAR_AT, PackedRows, unpack_legal
 from blobnet.encode import WIDTH
 from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request, row_errors
 from blobnet.net import make_engine, resolve_dtype
+from blobnet.stem import BAD_LEGAL, list_rows, nonzero_packed
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
 from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot
 from servers.stats import BatcherStats
@@ -126,6 +134,9 @@ class Batcher:
             self._backend.engine = make_engine(
                 engine, self._model, dtype=self.dtype, threads=self._backend.threads, sparse=sparse
             )
+        # stage the rows' nonzero entries, not the rows (module docstring)
+        self.lists = isinstance(self._backend, InlineBackend) and sparse
+        self._bad = np.zeros(max_batch, np.uint8)  # list_rows: why each row of a request is not listed
         self._weights: dict[str, torch.Tensor] | None = None  # set_weights waiting for the next launch
         self.model_version = 0  # set_weights calls so far (blobnet.evaluator: what a cache may keep)
         self._free: list[Slot] = []
@@ -215,6 +226,10 @@ class Batcher:
                 f"{self.width} and {self.n_actions}"
             )
         for b, start, take, row0 in self._segments(len(rows), wait):
+            if self.lists:
+                self._list_packed(b, rows[start : start + take], row0)
+                b.parts.append((on_done, start, take, row0))
+                continue
             staged = b.slot.packed
             assert staged is not None  # self.packs: every slot has them
             end = row0 + take
@@ -231,7 +246,9 @@ class Batcher:
         segments = []
         for b, start, take, row0 in self._segments(r, wait):
             end = row0 + take
-            if take == r:  # the whole request: no slicing of the caller's arrays
+            if self.lists:
+                self._list_rows(b, features[start : start + take], legal[start : start + take], row0)
+            elif take == r:  # the whole request: no slicing of the caller's arrays
                 b.feat[row0:end] = features
                 b.mask[row0:end] = legal
             else:
@@ -239,6 +256,55 @@ class Batcher:
                 b.mask[row0:end] = legal[start : start + take]
             segments.append((b, start, take, row0))
         return segments
+
+    def _list_rows(self, b: Batch, features: np.ndarray, legal: np.ndarray, row0: int) -> None:
+        """List rows (and copy their masks) into ``b`` from its row ``row0`` on: ``_place`` for a
+        listed slot. A bad row lists nothing and is marked in ``b.bad``, its mask every id (as
+        ``servers.batch.check_rows`` neutralises one)."""
+        cols, vals, offsets = b.slot.entries  # type: ignore[misc]
+        bad = self._bad
+        b.k, n_bad = list_rows(np.ascontiguousarray(features), legal, cols, vals, offsets, b.mask, row0, b.k, bad)
+        if n_bad:
+            self._mark_bad(b, row0, {
+                int(i): "legal holds no legal id: a position to evaluate has at least one legal action"
+                if bad[i] == BAD_LEGAL else f"features hold NaN or inf (row of width {self.width})"
+                for i in np.flatnonzero(bad[: len(features)]).tolist()
+            })  # fmt: skip
+
+    def _list_packed(self, b: Batch, rows: PackedRows, row0: int) -> None:
+        """``_list_rows`` for rows packed by ``blobnet.compact``: their entries straight from their
+        bits. A bad row (a NaN or inf scalar, or no legal id: a flag column can hold only 0 or 1)
+        lists nothing and is marked in ``b.bad``."""
+        cols, vals, offsets = b.slot.entries  # type: ignore[misc]
+        take = len(rows)
+        end = row0 + take
+        no_legal = ~rows.legal.any(axis=1)
+        not_finite = ~np.isfinite(rows.scalars).all(axis=1)
+        bad = no_legal | not_finite
+        if bad.any():  # list zeros for them (a copy, on this rare path alone)
+            rows = PackedRows(rows.bits.copy(), rows.scalars.copy(), rows.legal)
+            rows.bits[bad] = 0
+            rows.scalars[bad] = 0.0
+        k = nonzero_packed(rows.bits, rows.scalars, SCALAR_AT, cols[b.k :], vals[b.k :], offsets[row0:end])
+        offsets[row0:end] += b.k
+        b.k += k
+        b.mask[row0:end] = unpack_legal(rows)
+        if bad.any():
+            self._mark_bad(b, row0, {
+                int(i): "features hold NaN or inf" if not_finite[i]
+                else "legal holds no legal id: a position to evaluate has at least one legal action"
+                for i in np.flatnonzero(bad).tolist()
+            })  # fmt: skip
+
+    @staticmethod
+    def _mark_bad(b: Batch, row0: int, bad: dict[int, str]) -> None:
+        """Rows ``row0 + i`` of ``b`` failed alone (``bad``: i -> why): marked in ``b.bad``, their
+        masks every id, so that the batch runs."""
+        if b.bad is None:
+            b.bad = {}
+        for i, why in bad.items():
+            b.bad[row0 + i] = why
+            b.mask[row0 + i] = True
 
     def _segments(self, r: int, wait: bool) -> Iterator[tuple[Batch, int, int, int]]:
         """Where ``r`` rows go: (batch, first row of the request, rows, first row in the batch), in
@@ -319,7 +385,8 @@ class Batcher:
                 raise RuntimeError("the batcher is in use on another event loop")
             self._loop = loop
         slot = self._free.pop() if self._free else Slot(
-            self.max_batch, self.width, self.n_actions, self.n_values, pinned=self._backend.pinned, packed=self.packs
+            self.max_batch, self.width, self.n_actions, self.n_values, pinned=self._backend.pinned,
+            packed=self.packs and not self.lists, listed=self.lists,
         )  # fmt: skip
         b = Batch(loop.create_future(), slot, time.perf_counter())
         self._open = b

@@ -27,7 +27,7 @@ from blobnet.rules import Round
 from blobnet.stem import nonzero_packed, nonzero_rows
 from clients.pool import RemoteSpec, build_evaluator
 from clients.remote import RemoteEvaluator
-from servers import Batcher, EvaluatorClosed
+from servers import Batcher, EvaluatorClosed, RowsResult
 from servers.backends import unpack_torch
 from servers.batch import Batch, Slot, check_rows
 from servers.shm import SHM_DIR, Ring
@@ -358,3 +358,47 @@ def test_a_killed_server_fails_waiting_clients_at_once_and_leaves_no_ring() -> N
             proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def test_a_sparse_engines_batcher_lists_each_request_as_it_takes_it_and_answers_as_its_engine() -> None:
+    """Behind a sparse engine the batcher stages the rows' nonzero entries, listed per request (and
+    per packed submission), not the rows: the answers are the engine's on the same rows, requests
+    split across batches included, and a bad row fails its request alone."""
+    x, m = batch_rows(np.random.default_rng(5), 40)
+    want_p, want_v = make_engine("onnx", NET, sparse=True)(x, m)
+    packed = PackedRows.empty(len(x))
+    pack_rows(x, m, packed)
+    sizes = [1, 7, 3, 9, 5, 15]  # 40 rows, in batches of at most 16: some requests span two
+
+    async def main() -> None:
+        b = Batcher(NET, max_batch=16, engine="onnx", sparse=True, mode="inline")
+        assert b.lists
+        starts = np.cumsum([0, *sizes])
+        got = await asyncio.gather(*(b.evaluate_many(x[s:e], m[s:e]) for s, e in zip(starts, starts[1:])))
+        assert np.abs(np.concatenate([p for p, _ in got]) - want_p).max() < 1e-6
+        assert np.abs(np.concatenate([v for _, v in got]) - want_v).max() < 1e-6
+        results: list[RowsResult] = []
+        b.submit_packed(packed, results.append, wait=False)
+        await asyncio.sleep(0.05)
+        assert sum(r.count for r in results) == len(x) and not any(r.row_errors or r.error for r in results)
+        p = np.concatenate([r.priors for r in sorted(results, key=lambda r: r.start)])  # type: ignore[misc]
+        assert np.abs(p - want_p).max() < 1e-6
+
+        bad_x, bad_m = x[:4].copy(), m[:4].copy()
+        bad_x[1, 0] = np.nan
+        bad_m[3] = False
+        good = asyncio.ensure_future(b.evaluate_many(x[4:6], m[4:6]))
+        with pytest.raises(ValueError, match=r"row 1: features hold NaN or inf.*; row 3: legal holds no legal id"):
+            await b.evaluate_many(bad_x, bad_m)
+        assert np.abs((await good)[0] - want_p[4:6]).max() < 1e-6
+        bad_packed = PackedRows(packed.bits[:3].copy(), packed.scalars[:3].copy(), packed.legal[:3].copy())
+        bad_packed.scalars[0, 0] = np.inf
+        bad_packed.legal[2] = 0
+        results.clear()
+        b.submit_packed(bad_packed, results.append, wait=False)
+        await asyncio.sleep(0.05)
+        assert [sorted(r.row_errors) for r in results] == [[0, 2]]
+        assert np.abs(results[0].priors[1] - want_p[1]).max() < 1e-6  # type: ignore[index]
+        await b.aclose()
+
+    asyncio.run(main())
