@@ -68,10 +68,9 @@ def list_rows(
     width) float32, C-contiguous, width even, go to ``cols`` and ``vals`` from entry ``k`` on, row
     r's first at ``offsets[row0 + r]``, and its ``legal`` (n, n_actions) bool row to ``mask[row0 +
     r]``; returns the entries in all and the rows not listed. A row holding NaN or inf, or no legal
-    id, lists nothing, its
-    mask gets every id, and ``bad[r]`` says why (BAD_FEATURES or BAD_LEGAL; else 0). ``cols`` and
-    ``vals`` hold at least k + n * width. The batcher lists each request's rows as it takes them,
-    while they are still in the core's cache (``servers.batcher``)."""
+    id, lists nothing, its mask gets every id, and ``bad[r]`` says why (BAD_FEATURES or BAD_LEGAL;
+    else 0). ``cols`` and ``vals`` hold at least k + n * width. The batcher lists each request's
+    rows as it takes them, while they are still in the core's cache (``servers.batcher``)."""
     n, width = x.shape
     words = x.view(np.uint64)
     bits = x.view(np.uint32)
