@@ -34,6 +34,7 @@ import numpy as np
 
 from blobnet.cards import N_ACTIONS
 from blobnet.encode import FIELDS, OFFSETS, SCALAR_FIELDS, WIDTH
+from blobnet.evaluator import NO_LEGAL
 from blobnet.jit import njit
 
 __all__ = [
@@ -185,7 +186,7 @@ def _why(row: np.ndarray, legal: np.ndarray) -> str:
     for c in SCALAR_COLS.tolist():
         if not np.isfinite(row[c]):
             return f"feature {c} (field {_field(c)!r}) is {row[c]}: features must be finite"
-    return "legal holds no legal id: a position to evaluate has at least one legal action"
+    return NO_LEGAL
 
 
 def _field(c: int) -> str:

@@ -35,8 +35,12 @@ from blobnet.cards import N_ACTIONS, N_VALUES
 
 __all__ = [
     "Evaluator", "EvaluatorClosed", "EvaluationError", "FreeEvaluator", "Priors", "check_request", "bad_rows",
-    "row_errors",
+    "row_errors", "NO_LEGAL", "NOT_FINITE",
 ]  # fmt: skip
+
+# why a row cannot be evaluated, wherever it is found (here, the batcher, a packed batch)
+NO_LEGAL = "legal holds no legal id: a position to evaluate has at least one legal action"
+NOT_FINITE = "features hold NaN or inf"
 
 # (priors (k, N_ACTIONS) float32, values (k, N_VALUES) float32)
 Priors = tuple[np.ndarray, np.ndarray]
@@ -107,10 +111,10 @@ def bad_rows(features: np.ndarray, legal: np.ndarray) -> dict[int, str]:
     bad: dict[int, str] = {}
     if not legal.any(axis=1).all():
         for r in np.flatnonzero(~legal.any(axis=1)).tolist():
-            bad[r] = "legal holds no legal id: a position to evaluate has at least one legal action"
+            bad[r] = NO_LEGAL
     if not np.isfinite(features).all():
         for r in np.flatnonzero(~np.isfinite(features).all(axis=1)).tolist():
-            bad[r] = f"features hold NaN or inf (row of width {features.shape[1]})"
+            bad[r] = f"{NOT_FINITE} (row of width {features.shape[1]})"
     return bad
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from blobnet.compact import PackedRows, unpack_rows
-from blobnet.evaluator import bad_rows
+from blobnet.evaluator import NO_LEGAL, NOT_FINITE, bad_rows
 from servers.waiting import Shared
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "RowsCallback",
     "check_rows",
     "check_packed",
+    "packed_bad_rows",
     "OPEN",
     "SEALED",
     "RUNNING",
@@ -161,19 +162,25 @@ def check_rows(b: Batch) -> None:
 
 
 def check_packed(b: Batch) -> None:
-    """``check_rows`` for a batch whose rows are all packed: a flag column holds only 0 or 1 by
-    construction, so a bad row is one with a NaN/inf scalar or no legal id; neutralised packed
-    (every bit and scalar 0, every id legal)."""
+    """``check_rows`` for a batch whose rows are all packed (``packed_bad_rows``); a bad row is
+    neutralised packed (every bit and scalar 0, every id legal)."""
     assert b.slot.packed is not None
     rows = b.slot.packed[: b.n]
-    bad: dict[int, str] = {}
-    for r in np.flatnonzero(~rows.legal.any(axis=1)).tolist():
-        bad[r] = "legal holds no legal id: a position to evaluate has at least one legal action"
-    for r in np.flatnonzero(~np.isfinite(rows.scalars).all(axis=1)).tolist():
-        bad[r] = "features hold NaN or inf"
+    bad = packed_bad_rows(rows)
     if bad:
         idx = list(bad)
         rows.bits[idx] = 0
         rows.scalars[idx] = 0.0
         rows.legal[idx] = 0xFF
         b.bad = bad
+
+
+def packed_bad_rows(rows: PackedRows) -> dict[int, str]:
+    """``blobnet.evaluator.bad_rows`` of packed rows: a flag column holds only 0 or 1 by
+    construction, so a bad row is one with a NaN/inf scalar or no legal id."""
+    bad: dict[int, str] = {}
+    for r in np.flatnonzero(~rows.legal.any(axis=1)).tolist():
+        bad[r] = NO_LEGAL
+    for r in np.flatnonzero(~np.isfinite(rows.scalars).all(axis=1)).tolist():
+        bad[r] = NOT_FINITE
+    return bad

@@ -50,11 +50,19 @@ from torch import nn
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.compact import SCALAR_AT, PackedRows, unpack_legal
 from blobnet.encode import WIDTH
-from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, check_request, row_errors
+from blobnet.evaluator import (
+    NO_LEGAL,
+    NOT_FINITE,
+    EvaluationError,
+    EvaluatorClosed,
+    Priors,
+    check_request,
+    row_errors,
+)
 from blobnet.net import make_engine, resolve_dtype
 from blobnet.stem import BAD_LEGAL, list_rows, nonzero_packed
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
-from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot
+from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot, packed_bad_rows
 from servers.stats import BatcherStats
 from servers.waiting import wait
 
@@ -266,35 +274,27 @@ class Batcher:
         b.k, n_bad = list_rows(np.ascontiguousarray(features), legal, cols, vals, offsets, b.mask, row0, b.k, bad)
         if n_bad:
             self._mark_bad(b, row0, {
-                int(i): "legal holds no legal id: a position to evaluate has at least one legal action"
-                if bad[i] == BAD_LEGAL else f"features hold NaN or inf (row of width {self.width})"
+                int(i): NO_LEGAL if bad[i] == BAD_LEGAL else f"{NOT_FINITE} (row of width {self.width})"
                 for i in np.flatnonzero(bad[: len(features)]).tolist()
             })  # fmt: skip
 
     def _list_packed(self, b: Batch, rows: PackedRows, row0: int) -> None:
         """``_list_rows`` for rows packed by ``blobnet.compact``: their entries straight from their
-        bits. A bad row (a NaN or inf scalar, or no legal id: a flag column can hold only 0 or 1)
-        lists nothing and is marked in ``b.bad``."""
+        bits. A bad row (``servers.batch.packed_bad_rows``) lists nothing and is marked in ``b.bad``."""
         cols, vals, offsets = b.slot.entries  # type: ignore[misc]
-        take = len(rows)
-        end = row0 + take
-        no_legal = ~rows.legal.any(axis=1)
-        not_finite = ~np.isfinite(rows.scalars).all(axis=1)
-        bad = no_legal | not_finite
-        if bad.any():  # list zeros for them (a copy, on this rare path alone)
+        end = row0 + len(rows)
+        bad = packed_bad_rows(rows)
+        if bad:  # list zeros for them (a copy, on this rare path alone)
+            idx = list(bad)
             rows = PackedRows(rows.bits.copy(), rows.scalars.copy(), rows.legal)
-            rows.bits[bad] = 0
-            rows.scalars[bad] = 0.0
+            rows.bits[idx] = 0
+            rows.scalars[idx] = 0.0
         k = nonzero_packed(rows.bits, rows.scalars, SCALAR_AT, cols[b.k :], vals[b.k :], offsets[row0:end])
         offsets[row0:end] += b.k
         b.k += k
         b.mask[row0:end] = unpack_legal(rows)
-        if bad.any():
-            self._mark_bad(b, row0, {
-                int(i): "features hold NaN or inf" if not_finite[i]
-                else "legal holds no legal id: a position to evaluate has at least one legal action"
-                for i in np.flatnonzero(bad).tolist()
-            })  # fmt: skip
+        if bad:
+            self._mark_bad(b, row0, bad)
 
     @staticmethod
     def _mark_bad(b: Batch, row0: int, bad: dict[int, str]) -> None:
