@@ -21,9 +21,9 @@ so a ring of them needs an offset table. The bits are that list already, in colu
 sparse first layer lists the entries from them (``blobnet.stem.nonzero_packed``), and a GPU or a
 dense engine unpacks them (0.3 to 0.4 us a row).
 
-``pack_rows`` refuses a row whose flag columns hold anything but 0 or 1 or whose scalars are not
-finite (ValueError naming the row, the column and its field): what cannot be carried exactly is
-never sent. An empty legal mask travels as it is (a row that asks for its values alone).
+``pack_rows`` refuses a row whose flag columns hold anything but 0 or 1, whose scalars are not
+finite, or whose legal mask is empty (ValueError naming the row, the column and its field): what
+cannot be carried exactly is never sent.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 
 from blobnet.cards import N_ACTIONS
 from blobnet.encode import FIELDS, OFFSETS, SCALAR_FIELDS, WIDTH
+from blobnet.evaluator import NO_LEGAL
 from blobnet.jit import njit
 
 __all__ = [
@@ -95,9 +96,9 @@ class PackedRows:
 
 
 @njit(cache=True)  # no fastmath: it would assume away the NaN and inf this refuses
-def _pack(x, legal, flag, scalar_cols, bits, scalars, lbits, row0):  # type: ignore[no-untyped-def]
+def _pack(x, legal, flag, scalar_cols, bits, scalars, lbits, row0, need_legal):  # type: ignore[no-untyped-def]
     """Pack the rows of ``x`` and ``legal`` into rows ``row0 ..`` of ``bits``, ``scalars`` and
-    ``lbits``; the first row that cannot be packed exactly, or -1. Every
+    ``lbits``; the first row that cannot be packed exactly (or has no legal id), or -1. Every
     column's bit is "nonzero", eight contiguous columns a byte, without a branch (a scan that
     branched on each nonzero entry cost twice as much: mispredictions)."""
     n, width = x.shape
@@ -127,10 +128,12 @@ def _pack(x, legal, flag, scalar_cols, bits, scalars, lbits, row0):  # type: ign
             bad |= np.uint8(not np.isfinite(v))
             scalars[o, i] = v
         lbits[o, :] = 0
+        seen = False
         for a in range(na):
             if legal[r, a]:
                 lbits[o, a >> 3] |= 0x80 >> (a & 7)
-        if bad:
+                seen = True
+        if bad or (need_legal and not seen):
             return r
     return -1
 
@@ -155,24 +158,27 @@ def _unpack(bits, scalars, lbits, scalar_cols, x, legal):  # type: ignore[no-unt
             legal[r, a] = (lbits[r, a >> 3] >> (7 - (a & 7))) & 1 != 0
 
 
-def pack_rows(features: np.ndarray, legal: np.ndarray, out: PackedRows, row0: int = 0, *, first: int = 0) -> None:
+def pack_rows(
+    features: np.ndarray, legal: np.ndarray, out: PackedRows, row0: int = 0, *, first: int = 0, need_legal: bool = True
+) -> None:
     """Pack features (n, WIDTH) float32 and legal (n, N_ACTIONS) bool into rows ``row0 .. row0 + n - 1``
     of ``out`` (writing at an offset saves slicing three arrays: a ring's hot path).
     ValueError naming the first row that cannot travel exactly: a flag column holding anything but
-    0 or 1, or a scalar that is NaN or inf (rows before it are written, the rest not); ``first``: the
-    caller's number of row 0, for that message."""
+    0 or 1, a scalar that is NaN or inf, or no legal id (rows before it are written, the rest not);
+    ``first``: the caller's number of row 0, for that message. ``need_legal`` False: an empty legal
+    mask is fine (stored examples, not positions to evaluate)."""
     n = len(features)
     if features.shape != (n, WIDTH) or legal.shape != (n, N_ACTIONS) or not 0 <= row0 <= len(out) - n:
         raise ValueError(
             f"pack_rows: features {features.shape}, legal {legal.shape} at row {row0} of {len(out)} packed rows: "
             f"expected (n, {WIDTH}) and (n, {N_ACTIONS}) with 0 <= row {row0} <= {len(out)} - n"
         )
-    bad = _pack(features, legal, FLAG, SCALAR_COLS, out.bits, out.scalars, out.legal, row0)
+    bad = _pack(features, legal, FLAG, SCALAR_COLS, out.bits, out.scalars, out.legal, row0, need_legal)
     if bad >= 0:
-        raise ValueError(f"row {first + bad}: {_why(features[bad])}")
+        raise ValueError(f"row {first + bad}: {_why(features[bad], legal[bad])}")
 
 
-def _why(row: np.ndarray) -> str:
+def _why(row: np.ndarray, legal: np.ndarray) -> str:
     """Why ``row`` cannot be packed (the slow path, once a row has failed)."""
     for c in BIT_COLS.tolist():
         if row[c] not in (0.0, 1.0):
@@ -180,7 +186,7 @@ def _why(row: np.ndarray) -> str:
     for c in SCALAR_COLS.tolist():
         if not np.isfinite(row[c]):
             return f"feature {c} (field {_field(c)!r}) is {row[c]}: features must be finite"
-    raise AssertionError("_pack refused a row that every column can carry")
+    return NO_LEGAL
 
 
 def _field(c: int) -> str:

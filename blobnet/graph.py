@@ -18,11 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["Graph", "FLOAT", "INT64"]
+__all__ = ["Graph", "FLOAT"]
 
 # TensorProto.DataType
 FLOAT = 1
-INT64 = 7
 IR_VERSION = 8  # ONNX 1.10 and later: opset 17 needs at least 8
 _ATTR_FLOAT, _ATTR_INT = 1, 2  # AttributeProto.AttributeType
 Value = tuple[str, int, Sequence[int | str]]  # a graph input or output: name, element type, shape

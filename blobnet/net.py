@@ -32,7 +32,7 @@ from blobnet.cards import N_ACTIONS
 from blobnet.compact import SCALAR_AT, PackedRows
 from blobnet.config import CPU_ENGINE, DEFAULT_PRESET, NetConfig, preset
 from blobnet.evaluator import Priors, bad_rows, check_request, row_errors
-from blobnet.graph import FLOAT, INT64, Graph
+from blobnet.graph import FLOAT, Graph
 from blobnet.stem import legal_softmax, nonzero_packed, nonzero_rows
 
 __all__ = [
@@ -132,7 +132,6 @@ def forward_rows(
     (priors (n, n_actions) float32, the softmax over the legal ids, values (n, n_values) float32).
     ``dtype`` is the model's precision (None: float32). ``model``: the network, or any callable of its
     shape (``BlobNet.after_stem``, from the first layer's output). The arrays are the caller's, not copied.
-    A row with no legal id (values alone, ``blobnet.evaluator``) gets priors of 0.
 
     In bf16 or fp16 the rows are padded to ``padded_rows(n)``: oneDNN builds its reduced-precision
     kernels for each batch size it meets, and a search's batches come in every size. (Batches of
@@ -148,9 +147,7 @@ def forward_rows(
         x, m = low, wide
     with torch.inference_mode():
         logits, values = model(x, m)
-        priors = torch.softmax(logits[:n].float(), dim=1)
-        priors.masked_fill_(~m[:n].any(dim=1, keepdim=True), 0.0)
-        return priors.numpy(), values[:n].float().numpy()
+        return torch.softmax(logits[:n].float(), dim=1).numpy(), values[:n].float().numpy()
 
 
 def padded_rows(n: int) -> int:
@@ -231,13 +228,10 @@ class Engine:
 
 def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:
     """``model`` up to its policy logits and its values as a serialised ONNX graph (opset 17,
-    ``blobnet.graph``), built from its weights: inputs "x" (B, width) float32 (``sparse``: the first
-    layer's output (B, hidden) instead) and "policy_rows" (M,) int64, the rows that want a policy;
-    outputs "logits" (M, n_actions), unmasked, of those rows alone, and "values" (B, n_values). With
-    the softmax of the legal logits (``blobnet.stem.legal_softmax``) it is ``forward_rows``, layer
-    by layer; a test holds the two equal. A row with no legal id asks for its values alone, and the
-    policy head is skipped for it: the search's own-view rows (about 4 of 10 rows it sends) then
-    cost a ninth less."""
+    ``blobnet.graph``), built from its weights: input "x" (B, width) float32 (``sparse``: the first
+    layer's output (B, hidden) instead); outputs "logits" (B, n_actions), unmasked, and "values"
+    (B, n_values). With the softmax of the legal logits (``blobnet.stem.legal_softmax``) it is
+    ``forward_rows``, layer by layer; a test holds the two equal."""
     g = Graph()
 
     def linear(x: str, layer: nn.Module, name: str, out: str | None = None) -> str:
@@ -256,13 +250,13 @@ def onnx_graph(model: BlobNet, *, sparse: bool = False) -> bytes:
         y = g.node("Relu", [linear(norm(h, block.norm, f"b{i}.norm"), block.fc1, f"b{i}.fc1")])
         h = g.node("Add", [h, linear(y, block.fc2, f"b{i}.fc2")])
     h = g.node("Relu", [norm(h, model.norm, "norm")])
-    linear(g.node("Gather", [h, "policy_rows"], axis=0), model.policy, "policy", "logits")
+    linear(h, model.policy, "policy", "logits")
     v = g.node("Relu", [linear(h, model.value1, "value1")])
     g.node("Sigmoid", [linear(v, model.value2, "value2")], "values")
     width = model.config.hidden if sparse else model.width
     return g.model(
-        inputs=[("x", FLOAT, ["batch", width]), ("policy_rows", INT64, ["rows"])],
-        outputs=[("logits", FLOAT, ["rows", model.n_actions]), ("values", FLOAT, ["batch", model.n_values])],
+        inputs=[("x", FLOAT, ["batch", width])],
+        outputs=[("logits", FLOAT, ["batch", model.n_actions]), ("values", FLOAT, ["batch", model.n_values])],
     )
 
 
@@ -315,17 +309,14 @@ class OnnxEngine(Engine):
         return self.after_first(x, mask)
 
     def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
-        """The graph's run from its input x (the first layer's output when sparse), the policy head
-        for the rows with a legal id alone, then the softmax of the legal logits, ``ONNX_CHUNK`` rows
-        at a time."""
+        """The graph's run from its input x (the first layer's output when sparse), then the softmax
+        of the legal logits, ``ONNX_CHUNK`` rows at a time."""
         n = len(h)
         priors = np.empty(mask.shape, np.float32)
         values = np.empty((n, self._n_values), np.float32)
-        wants = np.any(mask, axis=1)
         for i in range(0, n, ONNX_CHUNK):
             j = i + ONNX_CHUNK
-            rows = np.flatnonzero(wants[i:j])
-            logits, values[i:j] = self.session.run(None, {"x": h[i:j], "policy_rows": rows})
+            logits, values[i:j] = self.session.run(None, {"x": h[i:j]})
             legal_softmax(logits, mask[i:j], priors[i:j])
         return priors, values
 
@@ -393,7 +384,7 @@ class DirectEvaluator:
         """``evaluate_many`` without the event loop: features (k, width) float32, legal (k, n_actions)
         bool -> (priors (k, n_actions), values (k, n_values)), fresh float32 arrays."""
         k = check_request(features, legal, self.width, self.n_actions)
-        bad = bad_rows(features)
+        bad = bad_rows(features, legal)
         if bad:
             raise row_errors(bad)
         probs, values = self.engine(np.ascontiguousarray(features), np.ascontiguousarray(legal))

@@ -120,7 +120,7 @@ class PackedExamples:
         """``ex`` packed; ValueError naming a row that is not an encoded position (a flag column
         holding anything but 0 or 1, a scalar that is not finite)."""
         rows = PackedRows.empty(len(ex))
-        pack_rows(ex.features, ex.legal, rows)
+        pack_rows(ex.features, ex.legal, rows, need_legal=False)
         return PackedExamples(rows, ex.policy, ex.value, ex.value_mask)
 
     def take(self, index: Any) -> Examples:

@@ -10,9 +10,8 @@ One wave is two kernel calls around one await of the evaluator:
 - ``select``: in every tree, up to ``leaves`` descents by PUCT under virtual loss. A descent ends
   at a terminal position (backed up at once), at a new leaf (its row is encoded into the batch
   buffer, with its legal mask; where another seat than the searcher acts, a second row, the
-  searcher's own view, follows it with no legal id: its values alone), or at a leaf already
-  waiting in this wave (the descent is undone and the tree sits the rest of the wave out). Forced
-  moves are walked without the network.
+  searcher's own view, follows it), or at a leaf already waiting in this wave (the descent is
+  undone and the tree sits the rest of the wave out). Forced moves are walked without the network.
   Each row gets an answer slot. A searcher's own-view row takes the slot of the same row met
   earlier in this wave, or a new slot that the network cache (``blobnet.netcache``) fills; other
   rows, and own-view rows neither has, get a slot the evaluator fills: those rows alone are sent.
@@ -325,7 +324,7 @@ def select(
                         if root_view and scratch[TO_PLAY] != seat:
                             r = n_rows
                             encode_state(scratch, seat, features[r])
-                            mask[r] = False  # no legal id: its values alone (``blobnet.evaluator``)
+                            mask[r] = slot_mask[slot]  # any legal mask will do: that row's priors are unused
                             own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
                                                sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
                             n_rows += sent

@@ -307,7 +307,7 @@ class RemoteEvaluator:
         features (k, width) float32 and legal (k, n_actions) bool, copied before the first await ->
         (priors (k, n_actions), values (k, n_values)) float32, slices of the frame's own answers
         (concatenated when the request spans frames). ValueError for arrays of the wrong shape or
-        dtype or a bad row (NaN features: the whole request fails), EvaluationError when
+        dtype or a bad row (NaN features, no legal id: the whole request fails), EvaluationError when
         the server's forward pass failed, EvaluatorClosed once the connection is closed or lost."""
         k = check_request(features, legal, self.width, self.n_actions)
         if k == 0:

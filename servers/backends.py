@@ -314,8 +314,7 @@ class CudaBackend:
                 if self.dtype is not None:
                     x = x.to(self.dtype)
                 logits, values = model(x, m)
-                priors = torch.softmax(logits.float(), dim=1).masked_fill_(~m.any(dim=1, keepdim=True), 0.0)
-                slot.priors_out[:n].copy_(priors, non_blocking=True)
+                slot.priors_out[:n].copy_(torch.softmax(logits.float(), dim=1), non_blocking=True)
                 slot.values_out[:n].copy_(values.float(), non_blocking=True)
                 done = torch.cuda.Event()
                 done.record()

@@ -7,7 +7,7 @@ of a batch's rows every backend makes before its forward pass, but for a listed 
 batcher checked as it listed them.
 
 Bad rows are found per batch, vectorised (``blobnet.evaluator.bad_rows``): a row holding NaN or
-inf is marked in ``Batch.bad`` and neutralised so that the rest of the batch runs.
+inf, or no legal id, is marked in ``Batch.bad`` and neutralised so that the rest of the batch runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from blobnet.compact import PackedRows, unpack_rows
-from blobnet.evaluator import NOT_FINITE, bad_rows
+from blobnet.evaluator import NO_LEGAL, NOT_FINITE, bad_rows
 from servers.waiting import Shared
 
 __all__ = [
@@ -139,8 +139,8 @@ class Batch(Shared):
 
 
 def check_rows(b: Batch) -> None:
-    """Mark the rows of ``b`` with NaN/inf features in ``b.bad`` and neutralise them (zero features,
-    no legal id: values alone) so that the batch can run. Rows staged packed are unpacked
+    """Mark the rows of ``b`` with NaN/inf features or no legal id in ``b.bad`` and neutralise them
+    (zero features, every id legal) so that the batch can run. Rows staged packed are unpacked
     first, unless every row is: then ``check_packed``."""
     n = b.n
     if b.packed:
@@ -153,17 +153,17 @@ def check_rows(b: Batch) -> None:
         b.packed = []
     feats = b.feat[:n]
     mask = b.mask[:n]
-    bad = bad_rows(feats)
+    bad = bad_rows(feats, mask)
     if bad:
         rows = list(bad)
         feats[rows] = 0.0
-        mask[rows] = False
+        mask[rows] = True
         b.bad = bad
 
 
 def check_packed(b: Batch) -> None:
     """``check_rows`` for a batch whose rows are all packed (``packed_bad_rows``); a bad row is
-    neutralised packed (every bit and scalar 0, no legal id)."""
+    neutralised packed (every bit and scalar 0, every id legal)."""
     assert b.slot.packed is not None
     rows = b.slot.packed[: b.n]
     bad = packed_bad_rows(rows)
@@ -171,14 +171,16 @@ def check_packed(b: Batch) -> None:
         idx = list(bad)
         rows.bits[idx] = 0
         rows.scalars[idx] = 0.0
-        rows.legal[idx] = 0
+        rows.legal[idx] = 0xFF
         b.bad = bad
 
 
 def packed_bad_rows(rows: PackedRows) -> dict[int, str]:
     """``blobnet.evaluator.bad_rows`` of packed rows: a flag column holds only 0 or 1 by
-    construction, so a bad row is one with a NaN/inf scalar."""
+    construction, so a bad row is one with a NaN/inf scalar or no legal id."""
     bad: dict[int, str] = {}
+    for r in np.flatnonzero(~rows.legal.any(axis=1)).tolist():
+        bad[r] = NO_LEGAL
     for r in np.flatnonzero(~np.isfinite(rows.scalars).all(axis=1)).tolist():
         bad[r] = NOT_FINITE
     return bad

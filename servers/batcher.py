@@ -27,7 +27,7 @@ Every requester of a batch awaits the batch's one shared future (servers/waiting
 how a cancelled waiter leaves the rest of its batch undisturbed).
 
 Bad rows (servers/batch.py finds them, per batch; or ``list_rows``, per request): a row holding NaN
-or inf fails only its own request with a ValueError. A forward pass that raises
+or inf, or no legal id, fails only its own request with a ValueError. A forward pass that raises
 fails every waiter of that batch with ``EvaluationError`` (its ``__cause__`` is the original
 error); the batcher goes on serving.
 Each batch's results are fresh arrays, priors (n, n_actions) and values (n, n_values); each request
@@ -51,6 +51,7 @@ from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.compact import SCALAR_AT, PackedRows, unpack_legal
 from blobnet.encode import WIDTH
 from blobnet.evaluator import (
+    NO_LEGAL,
     NOT_FINITE,
     EvaluationError,
     EvaluatorClosed,
@@ -59,7 +60,7 @@ from blobnet.evaluator import (
     row_errors,
 )
 from blobnet.net import make_engine, resolve_dtype
-from blobnet.stem import list_rows, nonzero_packed
+from blobnet.stem import BAD_LEGAL, list_rows, nonzero_packed
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
 from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot, packed_bad_rows
 from servers.stats import BatcherStats
@@ -143,7 +144,7 @@ class Batcher:
             )
         # stage the rows' nonzero entries, not the rows (module docstring)
         self.lists = isinstance(self._backend, InlineBackend) and sparse
-        self._bad = np.zeros(max_batch, np.uint8)  # list_rows: 1 for each row of a request not listed
+        self._bad = np.zeros(max_batch, np.uint8)  # list_rows: why each row of a request is not listed
         self._weights: dict[str, torch.Tensor] | None = None  # set_weights waiting for the next launch
         self.model_version = 0  # set_weights calls so far (blobnet.evaluator: what a cache may keep)
         self._free: list[Slot] = []
@@ -160,9 +161,8 @@ class Batcher:
         """The evaluator protocol (``blobnet.evaluator.Evaluator``): features (k, width) float32 and
         legal (k, n_actions) bool, copied before the first await. Returns (priors (k, n_actions),
         values (k, n_values)), float32 slices of the batch's own result arrays (concatenated when the
-        request spans batches); a row with no legal id gets its values alone (priors 0). ValueError
-        for arrays of the wrong shape or dtype, or a row with NaN/inf features (the whole request
-        fails; other requests in its batch go on);
+        request spans batches). ValueError for arrays of the wrong shape or dtype, or a row with
+        NaN/inf features or no legal id (the whole request fails; other requests in its batch go on);
         EvaluationError when the batch's forward pass failed; EvaluatorClosed after ``aclose``."""
         segments = self._place(features, legal, wait=False)
         if len(segments) == 1:
@@ -273,8 +273,10 @@ class Batcher:
         bad = self._bad
         b.k, n_bad = list_rows(np.ascontiguousarray(features), legal, cols, vals, offsets, b.mask, row0, b.k, bad)
         if n_bad:
-            why = f"{NOT_FINITE} (row of width {self.width})"
-            self._mark_bad(b, row0, {int(i): why for i in np.flatnonzero(bad[: len(features)]).tolist()})
+            self._mark_bad(b, row0, {
+                int(i): NO_LEGAL if bad[i] == BAD_LEGAL else f"{NOT_FINITE} (row of width {self.width})"
+                for i in np.flatnonzero(bad[: len(features)]).tolist()
+            })  # fmt: skip
 
     def _list_packed(self, b: Batch, rows: PackedRows, row0: int) -> None:
         """``_list_rows`` for rows packed by ``blobnet.compact``: their entries straight from their
@@ -297,12 +299,12 @@ class Batcher:
     @staticmethod
     def _mark_bad(b: Batch, row0: int, bad: dict[int, str]) -> None:
         """Rows ``row0 + i`` of ``b`` failed alone (``bad``: i -> why): marked in ``b.bad``, their
-        masks empty (values alone), so that the batch runs."""
+        masks every id, so that the batch runs."""
         if b.bad is None:
             b.bad = {}
         for i, why in bad.items():
             b.bad[row0 + i] = why
-            b.mask[row0 + i] = False
+            b.mask[row0 + i] = True
 
     def _segments(self, r: int, wait: bool) -> Iterator[tuple[Batch, int, int, int]]:
         """Where ``r`` rows go: (batch, first row of the request, rows, first row in the batch), in

@@ -21,7 +21,7 @@ class BatcherStats:
         self.batches = 0
         self.rows = 0
         self.failed_batches = 0
-        self.failed_rows = 0  # rows that failed alone (NaN or inf features)
+        self.failed_rows = 0  # rows that failed alone (NaN, bad legal ids)
         self.size_counts = [0] * (self.max_batch + 1)  # batches of each size: exact percentiles, no list of sizes
         self.queue_wait = 0.0  # seconds from a batch's first submit to its launch, summed over batches
         self.queue_wait_max = 0.0

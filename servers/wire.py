@@ -31,8 +31,8 @@ small notices cross the socket, and a row travels packed (blobnet.compact, 267 b
 Arrays travel as raw bytes, row-major, with no Python object per row: floats are little-endian
 float32; ``legal`` is each row's (n_actions,) bool mask packed eight ids a byte, first id in the
 high bit (``np.packbits(mask, axis=1)``; ``pack_legal`` and ``unpack_legal``). ``p`` holds every id's
-prior, 0 at the illegal ones (all 0 for a row with no legal id: its values alone). A row that
-fails alone (NaN features) is listed in ``err``; ``fail`` (non-empty) means the whole batch's forward pass failed.
+prior, 0 at the illegal ones. A row that fails alone (NaN features, no legal id) is listed in
+``err``; ``fail`` (non-empty) means the whole batch's forward pass failed.
 """
 
 from __future__ import annotations

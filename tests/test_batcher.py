@@ -59,13 +59,13 @@ def mask(*legal: Sequence[int]) -> np.ndarray:
 
 def expected(row: np.ndarray, legal: Sequence[int], scale: float = 1.0) -> tuple[np.ndarray, list[float]]:
     """Echo's answer for one row: its priors (N_ACTIONS,), the softmax over the ids in ``legal`` and
-    exactly 0 elsewhere (all 0 without legal ids: values alone), and its values."""
+    exactly 0 elsewhere, and its values."""
     ids = sorted({int(a) for a in legal})
+    z = [float(row[1]) * a / 10 for a in ids]
+    m = max(z)
+    e = [math.exp(v - m) for v in z]
     priors = np.zeros(N_ACTIONS)
-    if ids:
-        z = [float(row[1]) * a / 10 for a in ids]
-        e = [math.exp(v - max(z)) for v in z]
-        priors[ids] = [v / sum(e) for v in e]
+    priors[ids] = [v / sum(e) for v in e]
     return priors, [scale * float(row[0]) + j for j in range(N_VALUES)]
 
 
@@ -365,9 +365,8 @@ def test_evaluate_many_answers_its_rows_in_order_across_batches() -> None:
         bad[1, 0] = np.inf
         with pytest.raises(ValueError, match="row 1"):
             await b.evaluate_many(bad, mask(*legal[:2]))
-        priors, values = await b.evaluate_many(feats[:2], mask([1], []))  # row 1: its values alone
-        check((priors[0], values[0]), expected(feats[0], [1]))
-        check((priors[1], values[1]), expected(feats[1], []))
+        with pytest.raises(ValueError, match="row 1: legal holds no legal id"):
+            await b.evaluate_many(feats[:2], mask([1], []))
         with pytest.raises(ValueError, match=r"expected a \(3, 70\) bool array"):
             await b.evaluate_many(feats[:3], mask(*legal[:2]))
         none = await b.evaluate_many(feats[:0], mask())

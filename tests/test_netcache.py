@@ -31,7 +31,7 @@ class RowEvaluator:
         f = features.astype(np.float64) + self.model_version
         score = (f * self.w_prior).sum(axis=1)
         priors = legal * (1.0 + np.outer(score, np.arange(N_ACTIONS)) % 1.0)
-        priors = (priors / priors.sum(axis=1, keepdims=True).clip(min=1)).astype(np.float32)  # 0 without legal ids
+        priors = (priors / priors.sum(axis=1, keepdims=True)).astype(np.float32)
         values = np.stack([(f * w).sum(axis=1) for w in self.w_value], axis=1)
         return priors, (values % 1.0).astype(np.float32)
 

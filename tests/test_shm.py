@@ -20,7 +20,7 @@ from test_features import game_rounds, rounds  # pytest puts tests/ on sys.path
 from test_socket import ENCODER, raw_connect, read_frame, serving
 
 from blobnet.cards import N_ACTIONS
-from blobnet.compact import SCALAR_AT, SCALAR_COLS, PackedRows, pack_rows, unpack_legal, unpack_rows
+from blobnet.compact import SCALAR_AT, SCALAR_COLS, PackedRows, pack_rows, unpack_rows
 from blobnet.encode import WIDTH, encode_rounds
 from blobnet.net import make_engine, make_net
 from blobnet.rules import Round
@@ -114,9 +114,9 @@ def test_pack_refuses_what_it_cannot_carry_naming_row_column_and_field() -> None
     with pytest.raises(ValueError, match=r"row 12: .*\(field 'cards'\) is nan: features must be finite"):
         pack_rows(bad, m, out, first=10)
     none = m.copy()
-    none[0] = False  # no legal id: a row that asks for its values alone travels as it is
-    pack_rows(x, none, out)
-    assert not out.legal[0].any() and np.array_equal(unpack_legal(out), none)
+    none[0] = False
+    with pytest.raises(ValueError, match="row 0: legal holds no legal id"):
+        pack_rows(x, none, out)
     with pytest.raises(ValueError, match="at row 2 of 3 packed rows"):
         pack_rows(x, m, out, row0=2)
 
@@ -130,7 +130,7 @@ def test_a_batch_of_packed_rows_is_checked_and_neutralised_packed_or_unpacked_wh
         b = Batch(asyncio.new_event_loop().create_future(), slot, 0.0)
         pack_rows(x, m, slot.packed)
         slot.packed.scalars[1, 0] = np.inf
-        slot.packed.scalars[2, 1] = np.nan
+        slot.packed.legal[2] = 0
         b.n = 4
         b.packed = [(0, 4)]
         if mixed:
@@ -141,7 +141,7 @@ def test_a_batch_of_packed_rows_is_checked_and_neutralised_packed_or_unpacked_wh
         if mixed:
             assert b.packed == [] and np.array_equal(slot.feat[3], x[3]) and np.array_equal(slot.feat[1], 0 * x[1])
         else:
-            assert b.packed == [(0, 4)] and not slot.packed.legal[2].any() and not slot.packed.scalars[1].any()
+            assert b.packed == [(0, 4)] and slot.packed.legal[2].all() and not slot.packed.scalars[1].any()
 
 
 def test_the_first_layer_from_packed_bits_equals_the_sparse_one_bit_for_bit() -> None:
@@ -384,20 +384,16 @@ def test_a_sparse_engines_batcher_lists_each_request_as_it_takes_it_and_answers_
         p = np.concatenate([r.priors for r in sorted(results, key=lambda r: r.start)])  # type: ignore[misc]
         assert np.abs(p - want_p).max() < 1e-6
 
-        values_only = m[:4].copy()
-        values_only[3] = False
-        p, v = await b.evaluate_many(x[:4], values_only)
-        assert (p[3] == 0).all() and np.abs(p[:3] - want_p[:3]).max() < 1e-6 and np.abs(v - want_v[:4]).max() < 1e-6
-        bad_x = x[:4].copy()
+        bad_x, bad_m = x[:4].copy(), m[:4].copy()
         bad_x[1, 0] = np.nan
-        bad_x[3, 5] = np.inf
+        bad_m[3] = False
         good = asyncio.ensure_future(b.evaluate_many(x[4:6], m[4:6]))
-        with pytest.raises(ValueError, match=r"row 1: features hold NaN or inf.*; row 3: features hold NaN or inf"):
-            await b.evaluate_many(bad_x, m[:4])
+        with pytest.raises(ValueError, match=r"row 1: features hold NaN or inf.*; row 3: legal holds no legal id"):
+            await b.evaluate_many(bad_x, bad_m)
         assert np.abs((await good)[0] - want_p[4:6]).max() < 1e-6
         bad_packed = PackedRows(packed.bits[:3].copy(), packed.scalars[:3].copy(), packed.legal[:3].copy())
         bad_packed.scalars[0, 0] = np.inf
-        bad_packed.scalars[2, 3] = np.nan
+        bad_packed.legal[2] = 0
         results.clear()
         b.submit_packed(bad_packed, results.append, wait=False)
         await asyncio.sleep(0.05)

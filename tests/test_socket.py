@@ -217,7 +217,7 @@ def test_bad_rows_and_failed_batches_reach_only_their_remote_waiters() -> None:
             check(out[0], expected(row(0), [1]))  # type: ignore[arg-type]
             check(out[3], expected(row(3), [4]))  # type: ignore[arg-type]
             assert isinstance(out[1], ValueError) and "row 0: features hold NaN" in str(out[1])
-            check(out[2], expected(row(2), []))  # type: ignore[arg-type]  # no legal id: its values alone
+            assert isinstance(out[2], ValueError) and "row 0: legal holds no legal id" in str(out[2])
             with pytest.raises(ValueError, match=f"expected a \\(k, {W}\\) float32 array"):
                 await one(remote, np.zeros(W + 2, dtype=np.float32), [1])
             r, m = row(5).reshape(1, W), mask([6])
