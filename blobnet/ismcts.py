@@ -18,6 +18,10 @@ size, trump or no trump, in a single round or a full game (a rollout ends with t
 game's totals do not change what a round's best play is).
 
 A player spec names it as ``ismcts`` or ``ismcts:sims=1000,c=10`` (``clients.players``).
+
+``among_random`` is its calibration: one ismcts seat among RandomBots, the round scores it makes.
+Told to see every hand at its bids or its plays (each simulation on the true deal instead of a
+sampled one), it measures what the hidden cards cost the search (``bench.ismcts_bound``).
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ import os
 
 import numpy as np
 
-from blobnet.bots import Bot
+from blobnet.bots import Bot, RandomBot
 from blobnet.cards import BID0, N_ACTIONS
 from blobnet.deal import below, deal, rng_state
 from blobnet.jit import njit
-from blobnet.position import STATE, TO_PLAY, apply, legal, pack_view, popcount, scores
-from blobnet.rules import View
+from blobnet.position import STATE, TO_PLAY, apply, legal, pack, pack_view, popcount, scores
+from blobnet.rules import Round, View, choices, random_round
 
-__all__ = ["ISMCTSBot", "search", "DEFAULT_SIMS", "DEFAULT_C"]
+__all__ = ["ISMCTSBot", "search", "among_random", "SEES", "DEFAULT_SIMS", "DEFAULT_C"]
 
 DEFAULT_SIMS = 1000  # simulations a decision: about 7.4 points a round against three RandomBots at 4 x 5
 DEFAULT_C = 10.0  # UCB1's exploration constant, in points (a made bid of 0 scores 10)
 _MAX_DEPTH = 64  # actions left in a round at most: 8 bids + 52 cards, and the root
+_DEALT = np.empty(0, dtype=np.int64)  # search's true_st when the search samples the hidden cards
+SEES = ("bids", "plays")  # the decisions at which among_random's seat may see every hand
 
 
 @njit(cache=True, inline="always")
@@ -50,12 +56,15 @@ def _bit(a: int) -> int:
 
 @njit(cache=True)
 def search(
-    view_st: np.ndarray, seat: int, sims: int, c: float, rs: np.ndarray, actions: np.ndarray, visits: np.ndarray
-) -> int:
+    view_st: np.ndarray, seat: int, sims: int, c: float, rs: np.ndarray, actions: np.ndarray, visits: np.ndarray,
+    true_st: np.ndarray,
+) -> int:  # fmt: skip
     """``sims`` simulations of IS-MCTS (module docstring) from what ``seat`` knows (``view_st``,
     ``pack_view``; ``seat`` is to act). Writes the root's actions into ``actions`` and their visits
     into ``visits`` (int64, at least N_ACTIONS each, in the order the children were added) and
-    returns how many. ``rs`` is the caller's generator state (``blobnet.deal.rng_state``)."""
+    returns how many. ``rs`` is the caller's generator state (``blobnet.deal.rng_state``).
+    ``true_st``: empty, or the whole position (``pack``), every hand in it: then each simulation
+    starts from it instead of a sampled deal (a search that sees every hand, for ``among_random``)."""
     size = sims + 1  # one node added a simulation
     first = np.full(size, -1, dtype=np.int64)  # a node's most recently added child, -1 for none
     sibling = np.full(size, -1, dtype=np.int64)  # the child added before this one by the same parent
@@ -70,7 +79,10 @@ def search(
     points = np.zeros(8, dtype=np.int64)
     nodes = 1
     for _ in range(sims):
-        deal(view_st, seat, rs, st)
+        if len(true_st):
+            st[:] = true_st
+        else:
+            deal(view_st, seat, rs, st)
         node = 0
         depth = 0
         while True:  # select, then expand one child
@@ -160,19 +172,46 @@ class ISMCTSBot(Bot):
         self._actions = np.empty(N_ACTIONS, dtype=np.int64)
         self._visits = np.empty(N_ACTIONS, dtype=np.int64)
 
-    def root_visits(self, view: View) -> dict[int, int]:
+    def root_visits(self, view: View, seen: Round | None = None) -> dict[int, int]:
         """Search ``view`` and return the visits of each root action (all of the legal ones once
-        ``sims`` is at least their number)."""
-        k = search(pack_view(view), view.seat, self.sims, self.c, self.rs, self._actions, self._visits)
+        ``sims`` is at least their number). ``seen``: the round itself, every hand in sight (its
+        position is ``view``'s): every simulation on it, none on a sampled deal."""
+        true_st = _DEALT if seen is None else pack(seen)
+        k = search(pack_view(view), view.seat, self.sims, self.c, self.rs, self._actions, self._visits, true_st)
         return {int(a): int(v) for a, v in zip(self._actions[:k], self._visits[:k])}
 
-    def act(self, view: View) -> int:
-        """The most visited root action (ties to the lower id); a forced move is not searched."""
+    def act(self, view: View, seen: Round | None = None) -> int:
+        """The most visited root action (ties to the lower id); a forced move is not searched.
+        ``seen``: as ``root_visits``."""
         legal_actions = view.legal_or_raise()
         if len(legal_actions) == 1:
             return legal_actions[0]
-        visits = self.root_visits(view)
+        visits = self.root_visits(view, seen)
         return max(sorted(visits), key=visits.__getitem__)
 
     def __repr__(self) -> str:
         return f"<ISMCTSBot {self.name}>"
+
+
+def among_random(
+    rounds: int, *, sims: int = DEFAULT_SIMS, c: float = DEFAULT_C, players: int = 4, cards: int = 5,
+    sees: tuple[str, ...] = (), seed: int = 1,
+) -> np.ndarray:  # fmt: skip
+    """The round scores (``rounds``,) of one ismcts seat among ``players - 1`` RandomBots, its seat
+    turning round the table, on fixed deals (round i: ``random_round`` of ``default_rng([7, i])``).
+    ``sees``: some of ``SEES``, the decisions at which its search sees every hand."""
+    if not set(sees) <= set(SEES):
+        raise ValueError(f"sees={sees!r}: name some of {', '.join(SEES)}")
+    bot, other = ISMCTSBot(seed, sims=sims, c=c), RandomBot(seed + 1)
+    out = np.zeros(rounds)
+    for i in range(rounds):
+        r = random_round(players, cards, np.random.default_rng([7, i]))
+        me = i % players
+        for seat in choices(r):
+            if seat != me:
+                r.play(other.act(r.view(seat)))
+            else:
+                sees_all = ("bids" if r.legal()[0] >= BID0 else "plays") in sees
+                r.play(bot.act(r.view(seat), r if sees_all else None))
+        out[i] = r.scores()[me]
+    return out

@@ -17,6 +17,7 @@ import torch
 
 from bench.advice import ADVICE, Advice, Facts, advise, best_row
 from bench.common import Timed, rate
+from bench.ismcts_bound import main as bound_main
 from bench.point import PointSpec
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher, drive
 from bench.strategies import ENGINE_EVALUATORS, STRATEGIES, run_point
@@ -411,3 +412,19 @@ def test_think_time_reports_every_player_and_refuses_a_bad_spec(capsys: pytest.C
     with pytest.raises(SystemExit) as e:
         think_main(["heuristic", "nonsense:sims=3"])
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
+
+
+def test_ismcts_bound_measures_the_seat_blind_and_seeing_and_names_bad_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--rounds", "4", "--sims", "20,30", "--c", "10", "--players", "3", "--cards", "3", "--json"]
+    assert bound_main(argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ways = [(r["sims"], r["way"]) for r in report["results"]]
+    assert ways == [(n, w) for n in (20, 30) for w in ("blind", "sees bids", "sees plays", "sees all")]
+    assert all(0 <= r["mean"] <= 13 for r in report["results"])  # 10 + bid at most, bids up to 3
+    for argv, message in [(["--sims", "0"], "at least 1"), (["--c", "-1"], "c=-1.0: give a finite"),
+                          (["--rounds", "1", "--players", "9"], "players")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            bound_main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from blobnet.bots import RandomBot
-from blobnet.ismcts import ISMCTSBot
+from blobnet.ismcts import SEES, ISMCTSBot, among_random
 from blobnet.rules import Game, Round, View, choices, random_round
 from blobnet.views import determinize
 from clients.players import make_bot, parse_player
@@ -134,26 +134,22 @@ def test_every_table_size_in_a_full_game_with_no_trump_rounds(players: int) -> N
     assert None in trumps
 
 
-def _score_against_random(sims: int, rounds: int) -> float:
-    """The mean round score of one ismcts seat (turning around the table) among three RandomBots,
-    4 players x 5 cards, on fixed deals."""
-    bot, other, total = ISMCTSBot(1, sims=sims), RandomBot(2), 0
-    for i in range(rounds):
-        r = random_round(4, 5, np.random.default_rng([7, i]))
-        me = i % 4
-        for seat in choices(r):
-            r.play((bot if seat == me else other).act(r.view(seat)))
-        total += r.scores()[me]
-    return total / rounds
-
-
 def test_ismcts_is_a_real_baseline_against_three_random_bots() -> None:
     """Calibration at 4 x 5: 1,000 simulations score about 7.4 points a round (400 rounds: standard
-    error 0.25) and 100 simulations about 6.3; a player that learned nothing would not beat 4."""
-    strong = _score_against_random(1000, 400)
-    weak = _score_against_random(100, 400)
+    error 0.25) and 100 simulations about 6.3; a player that learned nothing would not beat 4. The
+    same search seeing every hand scores about 9: what the hidden cards cost it."""
+    strong = among_random(400, sims=1000).mean()
+    weak = among_random(400, sims=100).mean()
+    seeing = among_random(400, sims=1000, sees=SEES).mean()
     assert strong >= 7.0
     assert strong > weak
+    assert seeing >= 8.5 and seeing > strong + 1
+
+
+def test_the_calibration_names_what_its_seat_may_see() -> None:
+    with pytest.raises(ValueError, match="sees=\\('hands',\\): name some of bids, plays"):
+        among_random(1, sees=("hands",))
+    assert among_random(3, sims=10, players=3, cards=2).shape == (3,)
 
 
 def test_player_specs_build_the_baseline_with_its_settings() -> None:
