@@ -16,8 +16,8 @@ import signal
 import sys
 
 from blobnet.checkpoint import load_model
-from blobnet.config import CPU_ENGINE, DEFAULT_PRESET, PRESETS
-from blobnet.net import ENGINES, make_net
+from blobnet.config import DEFAULT_PRESET, PRESETS
+from blobnet.net import ENGINES, cpu_engine_for, make_net
 from servers.batcher import MODES, Batcher
 from servers.socket import Server
 from servers.wire import DEFAULT_MAX_FRAME
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--mode", default="auto", choices=MODES, help="where the CPU forward pass runs")
     p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
-    p.add_argument("--engine", default=CPU_ENGINE, choices=list(ENGINES), help="CPU forward engine")
+    p.add_argument("--engine", choices=list(ENGINES), help="CPU forward engine (default: onnx in float32, else eager)")
     p.add_argument(
         "--dense", dest="sparse", action="store_false",
         help="the first layer as one dense product (default: over each row's nonzero entries)",
@@ -52,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def serve(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint) if args.checkpoint else make_net(args.preset, seed=args.seed)
-    batcher = Batcher(
-        model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
-        max_wait=args.max_wait, threads=args.threads, engine=args.engine, sparse=args.sparse,
-    )  # fmt: skip
+    try:
+        batcher = Batcher(
+            model, max_batch=args.max_batch, device=args.device, mode=args.mode, dtype=args.dtype,
+            max_wait=args.max_wait, threads=args.threads, engine=args.engine, sparse=args.sparse,
+        )  # fmt: skip
+    except ValueError as e:  # settings that do not go together (--engine onnx --dtype bf16)
+        raise SystemExit(f"python -m servers: error: {e}") from None
     server = Server(batcher, args.listen, max_frame=args.max_frame)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,7 +75,12 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.engine = args.engine or cpu_engine_for(args.dtype)
+    except ValueError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         import uvloop  # optional (an extra): the standard event loop serves without it

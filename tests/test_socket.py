@@ -438,3 +438,33 @@ def test_a_stale_socket_file_is_replaced_but_a_live_server_is_not() -> None:
             assert not os.path.exists(path)
 
     asyncio.run(main())
+
+
+def test_the_server_picks_an_engine_for_its_dtype_and_names_settings_that_do_not_go_together() -> None:
+    """bf16 without --engine: eager, the engine that runs it (onnx, the float32 default, does not)."""
+    proc, address = _start_server("--listen", "tcp:127.0.0.1:0", "--dtype", "bf16")
+    try:
+        r = (np.random.default_rng(5).random(WIDTH) < 0.05).astype(np.float32)
+
+        async def main() -> None:
+            async with asyncio.timeout(20):
+                remote = await RemoteEvaluator.connect(address)
+                local = Batcher(make_net("tiny", seed=0))
+                got, want = await one(remote, r, [52, 53, 54]), await one(local, r, [52, 53, 54])
+                assert np.allclose(got[0], want[0], atol=5e-2) and np.allclose(got[1], want[1], atol=5e-2)
+                await remote.aclose()
+                await local.aclose()
+
+        asyncio.run(main())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    for args, message in [
+        (["--dtype", "fp64"], "dtype 'fp64': use one of bf16"),
+        (["--dtype", "bf16", "--engine", "onnx"], "engine onnx runs float32 only"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "servers", "--preset", "tiny", "--listen", "tcp:127.0.0.1:0", *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
