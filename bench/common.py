@@ -36,6 +36,7 @@ __all__ = [
     "batch_spread",
     "child_env",
     "git_commit",
+    "parse_floats",
     "parse_ints",
     "percentiles_ms",
     "rate",
@@ -87,6 +88,17 @@ def parse_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated whole numbers") from None
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more numbers of at least 1")
+    return vals
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers, at least one (an argparse ``type``)."""
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more numbers")
     return vals
 
 

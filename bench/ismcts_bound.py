@@ -21,7 +21,7 @@ import json
 import math
 import time
 
-from bench.common import parse_ints
+from bench.common import parse_floats, parse_ints
 from blobnet.ismcts import SEES, among_random
 
 # name -> the decisions at which the seat sees every hand
@@ -42,22 +42,11 @@ def measure(*, rounds: int, sims: int, c: float, players: int, cards: int, seed:
     return rows
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    """Comma-separated numbers (an argparse ``type``)."""
-    try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"{text!r}: give one or more numbers")
-    return vals
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ismcts_bound", description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=1000, help="rounds per way (default 1000)")
     ap.add_argument("--sims", type=parse_ints, default=(1000,), help="simulations a decision, a comma list")
-    ap.add_argument("--c", type=_floats, default=(10.0,), help="UCB1 constants, a comma list (default 10)")
+    ap.add_argument("--c", type=parse_floats, default=(10.0,), help="UCB1 constants, a comma list (default 10)")
     ap.add_argument("--players", type=int, default=4)
     ap.add_argument("--cards", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)

@@ -211,7 +211,7 @@ def among_random(
             if seat != me:
                 r.play(other.act(r.view(seat)))
             else:
-                sees_all = ("bids" if r.legal()[0] >= BID0 else "plays") in sees
+                sees_all = ("bids" if r.phase == "bid" else "plays") in sees
                 r.play(bot.act(r.view(seat), r if sees_all else None))
         out[i] = r.scores()[me]
     return out

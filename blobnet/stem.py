@@ -24,9 +24,7 @@ import numpy as np
 
 from blobnet.jit import njit
 
-__all__ = ["nonzero_rows", "list_rows", "nonzero_packed", "legal_softmax", "BAD_FEATURES", "BAD_LEGAL"]
-
-BAD_FEATURES, BAD_LEGAL = 1, 2  # list_rows: why a row is not listed (NaN or inf; no legal id)
+__all__ = ["nonzero_rows", "list_rows", "nonzero_packed", "legal_softmax"]
 
 
 @njit(cache=True)
@@ -62,13 +60,13 @@ def nonzero_rows(x: np.ndarray, cols: np.ndarray, vals: np.ndarray, offsets: np.
 @njit(cache=True)
 def list_rows(
     x: np.ndarray, legal: np.ndarray, cols: np.ndarray, vals: np.ndarray, offsets: np.ndarray, mask: np.ndarray,
-    row0: int, k: int, bad: np.ndarray,
+    row0: int, k: int,
 ) -> tuple[int, int]:  # fmt: skip
     """``nonzero_rows`` appending, for the batcher: the nonzero entries of the rows of ``x`` (n,
     width) float32, C-contiguous, width even, go to ``cols`` and ``vals`` from entry ``k`` on, row
     r's first at ``offsets[row0 + r]``, and its ``legal`` (n, n_actions) bool row to ``mask[row0 +
-    r]``; returns the entries in all and the rows not listed. A row holding NaN or inf, or no legal
-    id, lists nothing and ``bad[r]`` says why (BAD_FEATURES or BAD_LEGAL; else 0). ``cols`` and
+    r]``; returns the entries in all and the rows not listed: a row holding NaN or inf, or no legal
+    id, lists nothing (``blobnet.evaluator.bad_rows`` names them, on that rare path). ``cols`` and
     ``vals`` hold at least k + n * width. The batcher lists each request's rows as it takes them,
     while they are still in the core's cache (``servers.batcher``). Its own loop, not
     ``nonzero_rows``'s: on a request's few rows, in cache, a branch on each 64-bit word lists 0.32 us
@@ -98,8 +96,7 @@ def list_rows(
         for a in range(legal.shape[1]):
             mr[a] = legal[r, a]
             any_legal |= legal[r, a]
-        bad[r] = BAD_FEATURES if nonfinite else (0 if any_legal else BAD_LEGAL)
-        if bad[r]:
+        if nonfinite or not any_legal:
             k = start
             n_bad += 1
     return k, n_bad

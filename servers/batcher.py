@@ -50,17 +50,9 @@ from torch import nn
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.compact import SCALAR_AT, PackedRows, unpack_legal
 from blobnet.encode import WIDTH
-from blobnet.evaluator import (
-    NO_LEGAL,
-    NOT_FINITE,
-    EvaluationError,
-    EvaluatorClosed,
-    Priors,
-    check_request,
-    row_errors,
-)
+from blobnet.evaluator import EvaluationError, EvaluatorClosed, Priors, bad_rows, check_request, row_errors
 from blobnet.net import make_engine, resolve_dtype
-from blobnet.stem import BAD_LEGAL, list_rows, nonzero_packed
+from blobnet.stem import list_rows, nonzero_packed
 from servers.backends import CPU_BACKENDS, Backend, CudaBackend, InlineBackend
 from servers.batch import DONE, OPEN, RUNNING, SEALED, Batch, RowsCallback, RowsResult, Slot, packed_bad_rows
 from servers.stats import BatcherStats
@@ -144,7 +136,6 @@ class Batcher:
             )
         # stage the rows' nonzero entries, not the rows (module docstring)
         self.lists = isinstance(self._backend, InlineBackend) and sparse
-        self._bad = np.zeros(max_batch, np.uint8)  # list_rows: why each row of a request is not listed
         self._weights: dict[str, torch.Tensor] | None = None  # set_weights waiting for the next launch
         self.model_version = 0  # set_weights calls so far (blobnet.evaluator: what a cache may keep)
         self._free: list[Slot] = []
@@ -270,13 +261,9 @@ class Batcher:
         listed slot. A bad row lists nothing and is marked in ``b.bad``, its mask every id (as
         ``servers.batch.check_rows`` neutralises one)."""
         cols, vals, offsets = b.slot.entries  # type: ignore[misc]
-        bad = self._bad
-        b.k, n_bad = list_rows(np.ascontiguousarray(features), legal, cols, vals, offsets, b.mask, row0, b.k, bad)
-        if n_bad:
-            self._mark_bad(b, row0, {
-                int(i): NO_LEGAL if bad[i] == BAD_LEGAL else f"{NOT_FINITE} (row of width {self.width})"
-                for i in np.flatnonzero(bad[: len(features)]).tolist()
-            })  # fmt: skip
+        b.k, n_bad = list_rows(np.ascontiguousarray(features), legal, cols, vals, offsets, b.mask, row0, b.k)
+        if n_bad:  # rare: name them as every evaluator does
+            self._mark_bad(b, row0, bad_rows(features, legal))
 
     def _list_packed(self, b: Batch, rows: PackedRows, row0: int) -> None:
         """``_list_rows`` for rows packed by ``blobnet.compact``: their entries straight from their
