@@ -11,8 +11,10 @@ network ``small`` freshly initialised, 256 live games, in-line batchers) with ``
 engines. The pool is ``blobnet selfplay`` itself, in a process of its own: a process that has
 started Ray carries Ray's threads (one of them runs the garbage collector the engine keeps quiet,
 DESIGN.md), and the pool's first share plays in the calling process. Ray's engines are actors
-(each share in ``--chunks`` chunks, or whole); this process only schedules them. Start-up
-(helpers, actors, imports) is outside the clock for both.
+(each share in ``--chunks`` chunks, or whole); this process only schedules them. The pool plays
+while no Ray runs (Ray's own processes, left running beside it, slow it); Ray is started afresh
+in each repeat, after the pool's run. Start-up (helpers, actors, imports) is outside the clock for
+both; Ray's is timed and reported apart.
 
     python -m bench.ray_selfplay [--rounds 768] [--repeats 3] [--workers 2] [--json]
 """
@@ -24,6 +26,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,27 +78,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     # runs its actors: a second thread's spin-waits slow a forward pass badly on a busy core (cli.py).
     torch.set_num_threads(1)
     ray = import_ray()
-    # Room for both Ray backends' actors at once; only one backend plays at a time.
-    ray.init(num_cpus=2 * args.workers, include_dashboard=False, logging_level="WARNING")
-    pools: dict[str, EnginePool] = {
-        "ray, whole shares": RayPool(args.workers, chunks=1),
-        f"ray, {args.chunks} chunks a share": RayPool(args.workers, chunks=args.chunks),
-    }
-    rates: dict[str, list[float]] = {"pool": [], **{name: [] for name in pools}}
-    try:
-        for pool in pools.values():  # warm-up: processes started, kernels loaded
-            run_loop(_rate(pool, rounds=64, concurrency=64, seed=10_000))
-        for rep in range(args.repeats):
-            rates["pool"].append(_pool_rate(workers=args.workers, rounds=args.rounds, concurrency=args.concurrency,
-                                            seed=rep))  # fmt: skip
-            print(f"repeat {rep + 1}: pool: {rates['pool'][-1]:,.0f} rounds/min", file=sys.stderr, flush=True)
+    names = ["ray, whole shares", f"ray, {args.chunks} chunks a share"]
+    rates: dict[str, list[float]] = {"pool": [], **{name: [] for name in names}}
+    startup: list[float] = []
+    for rep in range(args.repeats):
+        # The pool plays while no Ray runs: Ray's own processes (its store, scheduler and idle
+        # workers) took 6% to 8% of the pool's rate on 2 cores when left running beside it.
+        rates["pool"].append(_pool_rate(workers=args.workers, rounds=args.rounds, concurrency=args.concurrency,
+                                        seed=rep))  # fmt: skip
+        print(f"repeat {rep + 1}: pool: {rates['pool'][-1]:,.0f} rounds/min", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        # Room for both Ray backends' actors at once; only one backend plays at a time.
+        ray.init(num_cpus=2 * args.workers, include_dashboard=False, logging_level="WARNING")
+        pools: dict[str, EnginePool] = {
+            names[0]: RayPool(args.workers, chunks=1), names[1]: RayPool(args.workers, chunks=args.chunks)
+        }  # fmt: skip
+        try:
+            for pool in pools.values():  # warm-up: processes started, kernels loaded
+                run_loop(_rate(pool, rounds=64, concurrency=64, seed=10_000))
+            startup.append(time.perf_counter() - t0)
             for name, pool in pools.items():
                 rates[name].append(run_loop(_rate(pool, rounds=args.rounds, concurrency=args.concurrency, seed=rep)))
                 print(f"repeat {rep + 1}: {name}: {rates[name][-1]:,.0f} rounds/min", file=sys.stderr, flush=True)
-    finally:
-        for pool in pools.values():
-            pool.close()
-        ray.shutdown()
+        finally:
+            for pool in pools.values():
+                pool.close()
+            ray.shutdown()
     report: dict[str, Any] = {}
     for name, values in rates.items():
         ratios = [v / base for v, base in zip(values, rates["pool"])]
@@ -109,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: median {statistics.median(values):,.0f} rounds/min (range {min(values):,.0f} to "
               f"{max(values):,.0f}), {statistics.median(ratios):.2f}x the pool (per repeat: "
               f"{', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+    report["ray_startup_seconds"] = round(statistics.median(startup), 2)
+    print(f"Ray's start-up (ray.init, actors, a warm-up run of each backend): median {report['ray_startup_seconds']} s")
     if args.json:
         print(json.dumps(report))
     return 0
