@@ -237,6 +237,9 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # self-play table, seats drawn each round (each game, in games mode); the network learns from
     # the other seats' decisions.
     opponents: list[str] = msgspec.field(default_factory=list)
+    # Iteration checkpoints kept in the run's checkpoints/, the newest (each holds the optimizer's
+    # state too: three times the network's size); 0 keeps every one. best.pt is kept whatever it is.
+    keep_checkpoints: int = 0
 
     def __post_init__(self) -> None:
         for key in ("iterations", "rounds_per_iteration", "concurrency", "workers", "replay_size", "batch_size"):
@@ -247,6 +250,9 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         _check(_RAY_ADDRESS.fullmatch(self.ray_address) is not None, "train.ray_address", valid, self.ray_address)
         _check(not self.ray_address or self.backend == "ray", "train.ray_address", 'empty unless train.backend = "ray"',
                self.ray_address)  # fmt: skip
+        _check(self.keep_checkpoints == 0 or self.keep_checkpoints >= 2, "train.keep_checkpoints",
+               "0 (every one) or at least 2 (a damaged newest one leaves the one before to resume from)",
+               self.keep_checkpoints)  # fmt: skip
         _check(self.steps_per_iteration >= 0, "train.steps_per_iteration", "0 or more", self.steps_per_iteration)
         _check(self.warm_start_rounds >= 0, "train.warm_start_rounds", "0 or more", self.warm_start_rounds)
         _check(self.warm_start_steps >= 0, "train.warm_start_steps", "0 or more", self.warm_start_steps)

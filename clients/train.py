@@ -177,6 +177,10 @@ class Trainer:
             ladder=json.dumps(self.ladder.to_dict()),
             config=msgspec.json.encode(self.cfg).decode(),
         )
+        keep = self.cfg.train.keep_checkpoints
+        if keep:
+            for old in sorted(self.ckpt_dir.glob("iter_*.pt"))[:-keep]:
+                old.unlink()
         self.replay.prune()
 
     # -- the loop -------------------------------------------------------------------------

@@ -72,6 +72,18 @@ def test_tiny_run_writes_its_run_directory(tmp_path):
     assert json.loads((run / "config.json").read_text())["network"]["preset"] == "tiny"
 
 
+def test_a_run_keeps_its_newest_checkpoints_and_resumes_from_them(tmp_path):
+    run = tmp_path / "run"
+    out = train(run, "train.keep_checkpoints=2", iterations=3)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000002.pt", "iter_000003.pt"]
+    out = train(run, "train.keep_checkpoints=2", iterations=4, resume=True)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000003.pt", "iter_000004.pt"]
+    assert [int(r["iteration"]) for r in csv.DictReader((run / "metrics.csv").open())] == [1, 2, 3, 4]
+    assert (run / "best.pt").is_file()
+
+
 def test_a_run_against_fixed_opponents_learns_from_the_network_seats_alone(tmp_path):
     """Three bots at each table of four: the one network seat makes at most 4 searched decisions a
     round (one bid, three cards), two examples each."""
@@ -164,6 +176,7 @@ def test_resume_without_a_run_is_refused(tmp_path):
     [
         ("search.sims=0", "search.sims"),
         ("train.lr=-1", "train.lr"),
+        ("train.keep_checkpoints=1", "train.keep_checkpoints"),
         ('arena.baselines=["ismcts:sims=0"]', "arena.baselines: player 'ismcts:sims=0'"),
         ('arena.baselines=["random","random:"]', "name each bot at most once"),
         ('train.opponents=["nobody"]', "train.opponents: bot 'nobody'"),
