@@ -5,7 +5,7 @@ bench/sweep.py's ``derive``): it picks the fastest configuration of the scaling 
 piece of advice in ``ADVICE`` in turn what the numbers say: whether batching pays against direct
 evaluation, whether the batches are too small (more games), which of the search, the forward pass or
 the overhead bounds the recommended configuration (its rounds/min against the two ceilings), whether a
-forward thread or more processes pay, how the rate moves with games, search settings and hand sizes,
+forward thread or more processes pay, how the rate moves with games, search settings, hand sizes and precision,
 and how long a training plan would take at the measured rates. A piece returns its lines (none when
 the data do not bear on it) and may set ``flags``, the machine-readable findings.
 
@@ -330,6 +330,26 @@ def hand_sizes(f: Facts, a: Advice) -> list[str]:
     ]
 
 
+def precision(f: Facts, a: Advice) -> list[str]:
+    """Does a lower precision pay at the recommended configuration? (flags ``DTYPE_pays``)"""
+    rows = f.ok[(f.ok["sweep"] == "precision") & (f.ok["strategy"] == f.best["strategy"])]
+    out = []
+    for _, r in rows.iterrows():
+        x = r["rounds_per_min"] / f.best["rounds_per_min"]
+        rate = _num(r["rounds_per_min"])
+        head = f"In {r['dtype']} the recommended configuration runs {rate} rounds/min, {x:.2f}x float32"
+        if x >= 1.05:
+            a.flags.add(f"{r['dtype']}_pays")
+            out.append(
+                f"{head}: this CPU computes it faster at these batch sizes. Its answers are rounded (not within "
+                f"the 1e-4 of float32 the default is held to), so float32 stays the default; to use it, `network.dtype "
+                f'= "bfloat16"` in a config, `--dtype bfloat16` for `blobnet selfplay`.'
+            )
+        else:
+            out.append(f"{head}: no gain on this CPU at these batch sizes; keep float32.")
+    return out
+
+
 def training_time(f: Facts, a: Advice) -> list[str]:
     """Hours of self-play for the training plan at the measured rates (sets ``training``)."""
     b = f.best
@@ -364,6 +384,7 @@ ADVICE: list[Piece] = [
     processes,
     search_settings,
     hand_sizes,
+    precision,
     training_time,
 ]
 

@@ -65,6 +65,9 @@ class PointSpec(msgspec.Struct, frozen=True, kw_only=True):
     server_threads: int = 1  # "processes+server": torch threads of the server
     server_device: str = "cpu"  # "processes+server": the server's device (cpu, cuda[:N])
     server_dtype: str | None = None  # "processes+server": its inference precision (None: float32; bf16, fp16)
+    # the in-process batchers' precision ("asyncio", "asyncio-thread", "asyncio-pool"; None: float32;
+    # bf16 or fp16 on the engine blobnet.net.cpu_engine_for picks for it)
+    dtype: str | None = None
 
     def check(self) -> None:
         for name in ("concurrency", "workers", "dets", "sims", "leaves", "max_batch", "server_threads"):

@@ -136,18 +136,19 @@ def _ceilings(r: Report) -> list[str]:
     return ["", f"## Achieved against the ceilings ({rec['strategy']})", "", markdown_table(head, rows)]
 
 
-def _settings_and_hands(r: Report) -> list[str]:
-    other = r.ok[r.ok["sweep"].isin(["search", "hands"])]
+def _other_sweeps(r: Report) -> list[str]:
+    other = r.ok[r.ok["sweep"].isin(["search", "hands", "precision"])]
     if other.empty:
         return []
-    title = "## Search settings and hand sizes (recommended configuration; free = search-only ceiling of one process)"
-    head = ["sweep", "strategy", "setting", "cards", "rounds/min", "sims/s", "mean batch"]
+    title = "## Search settings, hand sizes, precision (recommended configuration; free: one process's search alone)"
+    head = ["sweep", "strategy", "setting", "cards", "dtype", "rounds/min", "sims/s", "mean batch"]
     rows = [
         [
             p["sweep"],
             p["strategy"],
             f"{p['setting']} {int(p['dets'])}x{int(p['sims'])}",
             int(p["cards"]),
+            p.get("dtype", "float32"),
             p["rounds_per_min"],
             p["sims_per_s"],
             p["mean_batch"],
@@ -164,6 +165,7 @@ EVERY_POINT: list[tuple[str, Callable[[pd.Series], Any]]] = [
     ("games", lambda p: int(p["concurrency"])),
     ("setting", lambda p: p["setting"]),
     ("cards", lambda p: int(p["cards"])),
+    ("dtype", lambda p: p.get("dtype", "float32")),
     ("rounds/min", lambda p: p["rounds_per_min"]),
     ("sims/s", lambda p: p["sims_per_s"]),
     ("evals/s", lambda p: p["evals_per_s"]),
@@ -220,7 +222,7 @@ SECTIONS: list[Callable[[Report], list[str]]] = [
     _training,
     _scaling,
     _ceilings,
-    _settings_and_hands,
+    _other_sweeps,
     _every_point,
     _notes,
     _charts,

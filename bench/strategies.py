@@ -70,9 +70,9 @@ from bench.point import (
 )
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher
 from blobnet.aio import run_loop
-from blobnet.config import CPU_ENGINE, CPU_SPARSE, GameConfig, SearchConfig
+from blobnet.config import CPU_SPARSE, GameConfig, SearchConfig
 from blobnet.evaluator import Evaluator, FreeEvaluator
-from blobnet.net import make_net
+from blobnet.net import cpu_engine_for, make_net
 from blobnet.search import Search
 from clients.pool import BatcherSpec, EvaluatorSpec, RemoteSpec, SelfPlayPool
 from clients.remote import RING_ROWS, RemoteEvaluator
@@ -87,11 +87,13 @@ LATENCY_KEEP = 20_000  # latency samples a worker process sends back (evenly thi
 
 # ``concurrency`` games of the engine in this process: the evaluator each strategy gives it.
 def _batcher(spec: PointSpec, **kw: Any) -> Batcher:
-    return Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch, **kw, **_PRODUCT_ENGINE)
+    return Batcher(make_net(spec.preset, seed=spec.seed), max_batch=spec.max_batch, **kw, **_product(spec))
 
 
-# the forward pass as the product runs it on a CPU (blobnet.config)
-_PRODUCT_ENGINE: dict[str, Any] = {"engine": CPU_ENGINE, "sparse": CPU_SPARSE}
+def _product(spec: PointSpec) -> dict[str, Any]:
+    """The forward pass as the product runs it on a CPU in the point's precision (blobnet.config,
+    blobnet.net.cpu_engine_for)."""
+    return {"engine": cpu_engine_for(spec.dtype), "sparse": CPU_SPARSE, "dtype": spec.dtype}
 
 
 ENGINE_EVALUATORS: dict[str, Callable[[PointSpec], Evaluator]] = {
@@ -295,14 +297,14 @@ def _pool_point(spec: PointSpec, monitor: Monitor) -> dict[str, Any]:
 
     async def main() -> dict[str, Any]:
         model = make_net(spec.preset, seed=spec.seed)
-        batcher = Batcher(model, max_batch=spec.max_batch, **_PRODUCT_ENGINE)
-        helpers = BatcherSpec(preset=spec.preset, max_batch=spec.max_batch, mode=batcher.mode)
+        weights = model.state_dict()  # float32, as the helpers take them: the batcher converts the model
+        product = _product(spec)
+        batcher = Batcher(model, max_batch=spec.max_batch, **product)
+        helpers = BatcherSpec(preset=spec.preset, max_batch=spec.max_batch, mode=batcher.mode, **product)
         local = Timed(batcher)
 
         try:
-            samples, latency = await _pool_window(
-                spec, monitor, local, helpers, model.state_dict(), _async(batcher.reset_stats)
-            )
+            samples, latency = await _pool_window(spec, monitor, local, helpers, weights, _async(batcher.reset_stats))
             own = batcher.stats()
         finally:
             await local.aclose()

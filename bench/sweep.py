@@ -4,7 +4,7 @@
                           [--strategies asyncio,direct,...] [--concurrency 1,16,256] [--preset small]
 
 Not the cross product of every setting (7 concurrencies x 7 strategies x 3 searches x 7 hand sizes
-would take hours), but three sweeps that each answer one question, 4 players throughout:
+would take hours), but four sweeps that each answer one question, 4 players throughout:
 
 1. scaling: rounds/min against concurrent games for every strategy, medium search (3 x 30), 5 cards,
    with the two ceilings at each concurrency: the search alone (``FreeEvaluator``) and the forward
@@ -16,6 +16,9 @@ would take hours), but three sweeps that each answer one question, 4 players thr
    is the number of cores).
 2. search: light 2 x 20, medium 3 x 30, heavy 5 x 50 at the best configuration of sweep 1.
 3. hands: 1 to 7 cards at the best configuration of sweep 1.
+4. precision: the best configuration of sweep 1 with its network in bf16 (where its strategy runs
+   batchers of its own: asyncio, asyncio-thread, asyncio-pool), on the engine the product takes for
+   it (eager; ONNX Runtime runs float32 only). The advice says whether it pays on this CPU.
 
 Before them, a calibration plays complete rounds with the free evaluator: searched decisions per
 round for every hand size. Every searched decision runs dets x sims simulations, so rounds/min =
@@ -64,6 +67,7 @@ __all__ = ["SETTINGS", "Mode", "FULL", "QUICK", "TINY", "PLANS", "plan_scaling",
 
 SETTINGS: dict[str, tuple[int, int]] = {"light": (2, 20), "medium": (3, 30), "heavy": (5, 50)}  # dets, sims
 BASE_SETTING, BASE_CARDS = "medium", 5
+PRECISION_STRATEGIES = ("asyncio", "asyncio-thread", "asyncio-pool")  # batchers of their own: a dtype applies
 DIRECT_CAP = 256  # "direct" does not batch: more games only add live trees
 THREADS_CAP = 64  # OS threads, one game each: more would only queue on the GIL
 
@@ -91,6 +95,7 @@ class Mode:
     server_clients: int = 2
     budget: float = 13.5  # minutes for the points, so that the whole sweep ends within 15
     long: dict[int, tuple[float, float]] = field(default_factory=dict)  # concurrency -> (warmup, window)
+    precision: tuple[str, ...] = ("bf16",)  # precision sweep (float32 comes from the scaling sweep)
 
     def timing(self, concurrency: int) -> tuple[float, float]:
         """Warm-up and window for a point: longer under thousands of games, whose counters move in bursts."""
@@ -130,6 +135,7 @@ def _spec(
     preset: str | None = None,
     seed: int = 0,
     short: bool = False,
+    dtype: str | None = None,
 ) -> PointSpec:
     """short: the search and hand-size sweeps, whose long points are capped at 3 s + 6 s."""
     dets, sims = SETTINGS[setting]
@@ -148,6 +154,7 @@ def _spec(
         warmup=warmup,
         window=window,
         seed=seed,
+        dtype=dtype,
     )
 
 
@@ -276,13 +283,15 @@ class Runner:
             "sims": spec.sims,
             "leaves": spec.leaves,
             "preset": spec.preset,
+            "dtype": spec.dtype or "float32",
             "warmup_s": spec.warmup,
             **res,
             "error": error,
             "point_s": time.perf_counter() - t0,
         }
         self.records.append(rec)
-        what = f"{sweep:8s} {spec.strategy:16s} C={spec.concurrency:<5d} {setting:6s} {spec.cards}c"
+        what = f"{sweep:9s} {spec.strategy:16s} C={spec.concurrency:<5d} {setting:6s} {spec.cards}c"
+        what += f" {spec.dtype}" if spec.dtype else ""
         if error:
             self.log(f"[{self.count:3d}] {what}: FAILED {error}")
         else:
@@ -456,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             if cards != BASE_CARDS:
                 runner.point("hands", BASE_SETTING, _spec(mode, "free", per_process, cards=cards, **kw))
                 runner.point("hands", BASE_SETTING, _spec(mode, strat, conc, workers=workers, cards=cards, **kw))
+        if strat in PRECISION_STRATEGIES:
+            for dtype in mode.precision:
+                runner.point("precision", BASE_SETTING, _spec(mode, strat, conc, workers=workers, dtype=dtype, **kw))
     df = pd.DataFrame(runner.records)
 
     keys = sorted({_batch_key(b) for b in df.get("mean_batch", pd.Series(dtype=float)).tolist()} | {1})

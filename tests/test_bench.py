@@ -21,7 +21,7 @@ from bench.ismcts_bound import main as bound_main
 from bench.point import PointSpec
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher, drive
 from bench.strategies import ENGINE_EVALUATORS, STRATEGIES, run_point
-from bench.sweep import PLANS, QUICK, TINY, Mode, derive, parse, plan_scaling
+from bench.sweep import PLANS, PRECISION_STRATEGIES, QUICK, TINY, Mode, derive, parse, plan_scaling
 from bench.think_time import decision_times, measure
 from bench.think_time import main as think_main
 from blobnet.cards import BID0, N_ACTIONS, N_VALUES
@@ -61,6 +61,8 @@ def test_tiny_sweep_writes_results_charts_and_summary(tmp_path: Path) -> None:
     assert (pooled["rounds_done"] >= pooled["concurrency"]).all() and (pooled["mean_batch"] > 1).all()
     assert (df[df["strategy"] == "asyncio-pool"]["workers"] == (os.cpu_count() or 1)).all()
     assert set(df["sweep"]) >= {"scaling", "search", "hands"}
+    for _, p in df[df["sweep"] == "precision"].iterrows():  # where the best strategy runs batchers of its own
+        assert p["dtype"] == "bf16" and p["strategy"] in PRECISION_STRATEGIES and p["rounds_per_min"] > 0
     assert len(pd.read_json(out / "results.json")) == len(df)
     ran = df[df["error"].isna()]
     assert (ran["sims_per_s"] > 0).all() and (ran["rounds_per_min"] > 0).all()
@@ -76,9 +78,11 @@ def test_tiny_sweep_writes_results_charts_and_summary(tmp_path: Path) -> None:
 
 
 def _row(strategy: str, concurrency: int, rpm: float, batch: float, search: float, inference: float,
-         sweep: str = "scaling", setting: str = "medium", cards: int = 5) -> dict[str, object]:  # fmt: skip
+         sweep: str = "scaling", setting: str = "medium", cards: int = 5, dtype: str = "float32",
+         ) -> dict[str, object]:  # fmt: skip
     return {
         "sweep": sweep, "strategy": strategy, "concurrency": concurrency, "workers": 1, "setting": setting,
+        "dtype": dtype,
         "cards": cards, "dets": 3, "sims": 30, "rounds_per_min": rpm, "sims_per_s": rpm * 20, "mean_batch": batch,
         "batch_key": max(1, round(batch)), "search_ceiling_rpm": search, "inference_ceiling_rpm": inference,
         "search_share": rpm / search, "inference_share": rpm / inference, "error": "",
@@ -144,6 +148,39 @@ def test_training_estimate_follows_the_measured_rate_and_the_plan() -> None:
     assert hours["light"] == pytest.approx(hours["medium"] / 2)
     assert hours["heavy"] == pytest.approx(hours["medium"] * 4)
     assert advise(df, iterations=5, rounds_per_iteration=100).training[0]["hours"] < 0.01
+
+
+@pytest.mark.parametrize("bf16_rpm, pays", [(1300, True), (800, False)])
+def test_advice_on_precision_follows_the_bf16_point_of_the_recommended_strategy(bf16_rpm: int, pays: bool) -> None:
+    df = pd.DataFrame([
+        _row("asyncio", 64, 1000, 200, 2000, 40_000),
+        _row("asyncio", 64, bf16_rpm, 200, 2000, 40_000, sweep="precision", dtype="bf16"),
+        _row("direct", 16, 5000, 1, 2000, 5000, sweep="precision", dtype="bf16"),  # another strategy's: not read
+    ])  # fmt: skip
+    a = advise(df)
+    (line,) = [line for line in a.lines if line.startswith("In bf16")]
+    assert f"{bf16_rpm / 1000:.2f}x float32" in line
+    assert ("bf16_pays" in a.flags) == pays
+    assert ("float32 stays the default" in line) == pays and ("keep float32" in line) == (not pays)
+
+
+def test_a_bf16_point_runs_its_batchers_in_bf16_on_the_eager_engine() -> None:
+    fp32 = ENGINE_EVALUATORS["asyncio"](PointSpec(strategy="asyncio", preset="tiny"))
+    bf16 = ENGINE_EVALUATORS["asyncio"](PointSpec(strategy="asyncio", preset="tiny", dtype="bf16"))
+    assert isinstance(bf16, Batcher) and bf16.dtype == torch.bfloat16
+    rng = np.random.default_rng(0)
+    x = (rng.random((8, WIDTH)) < 0.05).astype(np.float32)
+    legal = np.ones((8, N_ACTIONS), np.bool_)
+
+    async def both() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        try:
+            return await fp32.evaluate_many(x, legal), await bf16.evaluate_many(x, legal)
+        finally:
+            await fp32.aclose()
+            await bf16.aclose()
+
+    (p32, v32), (p16, v16) = asyncio.run(both())
+    assert np.abs(p16 - p32).max() < 0.02 and np.abs(v16 - v32).max() < 0.02
 
 
 def test_advice_for_a_pool_names_the_workers_to_run() -> None:
