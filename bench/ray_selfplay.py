@@ -90,10 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         # Room for both Ray backends' actors at once; only one backend plays at a time.
         ray.init(num_cpus=2 * args.workers, include_dashboard=False, logging_level="WARNING")
-        pools: dict[str, EnginePool] = {
-            names[0]: RayPool(args.workers, chunks=1), names[1]: RayPool(args.workers, chunks=args.chunks)
-        }  # fmt: skip
-        try:
+        pools: dict[str, EnginePool] = {}
+        try:  # Ray ends with the repeat, even when an actor cannot be made
+            pools = {names[0]: RayPool(args.workers, chunks=1), names[1]: RayPool(args.workers, chunks=args.chunks)}
             for pool in pools.values():  # warm-up: processes started, kernels loaded
                 run_loop(_rate(pool, rounds=64, concurrency=64, seed=10_000))
             startup.append(time.perf_counter() - t0)
