@@ -331,13 +331,21 @@ def hand_sizes(f: Facts, a: Advice) -> list[str]:
 
 
 def precision(f: Facts, a: Advice) -> list[str]:
-    """Does a lower precision pay at the recommended configuration? (flags ``DTYPE_pays``)"""
+    """Does a lower precision pay at the recommended configuration? Each lower-precision point of the
+    precision sweep against that sweep's float32 point, measured just before it with the same
+    timing (not against the scaling sweep's point, measured minutes earlier). (flags ``DTYPE_pays``)"""
     rows = f.ok[(f.ok["sweep"] == "precision") & (f.ok["strategy"] == f.best["strategy"])]
+    base = rows[rows["dtype"] == "float32"]
+    if base.empty:
+        return []
+    float32 = base.iloc[0]["rounds_per_min"]
     out = []
-    for _, r in rows.iterrows():
-        x = r["rounds_per_min"] / f.best["rounds_per_min"]
-        rate = _num(r["rounds_per_min"])
-        head = f"In {r['dtype']} the recommended configuration runs {rate} rounds/min, {x:.2f}x float32"
+    for _, r in rows[rows["dtype"] != "float32"].iterrows():
+        x = r["rounds_per_min"] / float32
+        head = (
+            f"In {r['dtype']} the recommended configuration runs {_num(r['rounds_per_min'])} rounds/min, {x:.2f}x "
+            f"float32 measured beside it ({_num(float32)})"
+        )
         if x >= 1.05:
             a.flags.add(f"{r['dtype']}_pays")
             out.append(

@@ -16,9 +16,10 @@ would take hours), but four sweeps that each answer one question, 4 players thro
    is the number of cores).
 2. search: light 2 x 20, medium 3 x 30, heavy 5 x 50 at the best configuration of sweep 1.
 3. hands: 1 to 7 cards at the best configuration of sweep 1.
-4. precision: the best configuration of sweep 1 with its network in bf16 (where its strategy runs
-   batchers of its own: asyncio, asyncio-thread, asyncio-pool), on the engine the product takes for
-   it (eager; ONNX Runtime runs float32 only). The advice says whether it pays on this CPU.
+4. precision: the best configuration of sweep 1 in float32 and then with its network in bf16 (where
+   its strategy runs batchers of its own: asyncio, asyncio-thread, asyncio-pool), on the engine the
+   product takes for each (eager for bf16; ONNX Runtime runs float32 only), the two points one after
+   the other with the same timing. The advice says whether bf16 pays on this CPU, from that pair.
 
 Before them, a calibration plays complete rounds with the free evaluator: searched decisions per
 round for every hand size. Every searched decision runs dets x sims simulations, so rounds/min =
@@ -95,7 +96,7 @@ class Mode:
     server_clients: int = 2
     budget: float = 13.5  # minutes for the points, so that the whole sweep ends within 15
     long: dict[int, tuple[float, float]] = field(default_factory=dict)  # concurrency -> (warmup, window)
-    precision: tuple[str, ...] = ("bf16",)  # precision sweep (float32 comes from the scaling sweep)
+    precision: tuple[str, ...] = ("bf16",)  # precision sweep: each beside a float32 point run just before
 
     def timing(self, concurrency: int) -> tuple[float, float]:
         """Warm-up and window for a point: longer under thousands of games, whose counters move in bursts."""
@@ -466,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner.point("hands", BASE_SETTING, _spec(mode, "free", per_process, cards=cards, **kw))
                 runner.point("hands", BASE_SETTING, _spec(mode, strat, conc, workers=workers, cards=cards, **kw))
         if strat in PRECISION_STRATEGIES:
-            for dtype in mode.precision:
+            for dtype in (None, *mode.precision):  # None: the float32 point the others are measured against
                 runner.point("precision", BASE_SETTING, _spec(mode, strat, conc, workers=workers, dtype=dtype, **kw))
     df = pd.DataFrame(runner.records)
 

@@ -61,8 +61,10 @@ def test_tiny_sweep_writes_results_charts_and_summary(tmp_path: Path) -> None:
     assert (pooled["rounds_done"] >= pooled["concurrency"]).all() and (pooled["mean_batch"] > 1).all()
     assert (df[df["strategy"] == "asyncio-pool"]["workers"] == (os.cpu_count() or 1)).all()
     assert set(df["sweep"]) >= {"scaling", "search", "hands"}
-    for _, p in df[df["sweep"] == "precision"].iterrows():  # where the best strategy runs batchers of its own
-        assert p["dtype"] == "bf16" and p["strategy"] in PRECISION_STRATEGIES and p["rounds_per_min"] > 0
+    precision = df[df["sweep"] == "precision"]  # where the best strategy runs batchers of its own: a pair
+    if len(precision):
+        assert precision["dtype"].tolist() == ["float32", "bf16"] and precision["strategy"].nunique() == 1
+        assert precision["strategy"].isin(PRECISION_STRATEGIES).all() and (precision["rounds_per_min"] > 0).all()
     assert len(pd.read_json(out / "results.json")) == len(df)
     ran = df[df["error"].isna()]
     assert (ran["sims_per_s"] > 0).all() and (ran["rounds_per_min"] > 0).all()
@@ -151,17 +153,20 @@ def test_training_estimate_follows_the_measured_rate_and_the_plan() -> None:
 
 
 @pytest.mark.parametrize("bf16_rpm, pays", [(1300, True), (800, False)])
-def test_advice_on_precision_follows_the_bf16_point_of_the_recommended_strategy(bf16_rpm: int, pays: bool) -> None:
+def test_advice_on_precision_compares_bf16_with_the_float32_point_beside_it(bf16_rpm: int, pays: bool) -> None:
     df = pd.DataFrame([
-        _row("asyncio", 64, 1000, 200, 2000, 40_000),
+        _row("asyncio", 64, 1000, 200, 2000, 40_000),  # the scaling sweep's point: not the reference
+        _row("asyncio", 64, 1100, 200, 2000, 40_000, sweep="precision"),
         _row("asyncio", 64, bf16_rpm, 200, 2000, 40_000, sweep="precision", dtype="bf16"),
         _row("direct", 16, 5000, 1, 2000, 5000, sweep="precision", dtype="bf16"),  # another strategy's: not read
     ])  # fmt: skip
     a = advise(df)
     (line,) = [line for line in a.lines if line.startswith("In bf16")]
-    assert f"{bf16_rpm / 1000:.2f}x float32" in line
+    assert f"{bf16_rpm / 1100:.2f}x float32 measured beside it (1,100)" in line
     assert ("bf16_pays" in a.flags) == pays
     assert ("float32 stays the default" in line) == pays and ("keep float32" in line) == (not pays)
+    alone = advise(df[(df["sweep"] != "precision") | (df["dtype"] == "bf16")])  # no float32 beside it: no claim
+    assert not any(line.startswith("In bf16") for line in alone.lines) and "bf16_pays" not in alone.flags
 
 
 def test_a_bf16_point_runs_its_batchers_in_bf16_on_the_eager_engine() -> None:
