@@ -38,7 +38,7 @@ from blobnet.jit import njit
 from blobnet.position import STATE, TO_PLAY, apply, legal, pack, pack_view, popcount, scores
 from blobnet.rules import Round, View, choices, random_round
 
-__all__ = ["ISMCTSBot", "search", "among_random", "SEES", "DEFAULT_SIMS", "DEFAULT_C"]
+__all__ = ["ISMCTSBot", "search", "among_random", "calibration_round", "SEES", "DEFAULT_SIMS", "DEFAULT_C"]
 
 DEFAULT_SIMS = 1000  # simulations a decision: about 7.4 points a round against three RandomBots at 4 x 5
 DEFAULT_C = 10.0  # UCB1's exploration constant, in points (a made bid of 0 scores 10)
@@ -193,20 +193,25 @@ class ISMCTSBot(Bot):
         return f"<ISMCTSBot {self.name}>"
 
 
+def calibration_round(i: int, players: int, cards: int) -> tuple[Round, int]:
+    """Round ``i`` of ``among_random`` (``random_round`` of ``default_rng([7, i])``) and the seat
+    that plays it among the RandomBots (turning round the table)."""
+    return random_round(players, cards, np.random.default_rng([7, i])), i % players
+
+
 def among_random(
     rounds: int, *, sims: int = DEFAULT_SIMS, c: float = DEFAULT_C, players: int = 4, cards: int = 5,
     sees: tuple[str, ...] = (), seed: int = 1,
 ) -> np.ndarray:  # fmt: skip
     """The round scores (``rounds``,) of one ismcts seat among ``players - 1`` RandomBots, its seat
-    turning round the table, on fixed deals (round i: ``random_round`` of ``default_rng([7, i])``).
+    turning round the table, on fixed deals (``calibration_round``).
     ``sees``: some of ``SEES``, the decisions at which its search sees every hand."""
     if not set(sees) <= set(SEES):
         raise ValueError(f"sees={sees!r}: name some of {', '.join(SEES)}")
     bot, other = ISMCTSBot(seed, sims=sims, c=c), RandomBot(seed + 1)
     out = np.zeros(rounds)
     for i in range(rounds):
-        r = random_round(players, cards, np.random.default_rng([7, i]))
-        me = i % players
+        r, me = calibration_round(i, players, cards)
         for seat in choices(r):
             if seat != me:
                 r.play(other.act(r.view(seat)))

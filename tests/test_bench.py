@@ -18,12 +18,14 @@ import torch
 from bench.advice import ADVICE, Advice, Facts, advise, best_row
 from bench.common import Timed, rate
 from bench.ismcts_bound import main as bound_main
+from bench.ismcts_bound import player_among_random
 from bench.point import PointSpec
 from bench.predecessor import RowByRow, SyncPlayer, ThreadBatcher, drive
 from bench.strategies import ENGINE_EVALUATORS, STRATEGIES, run_point
 from bench.sweep import PLANS, PRECISION_STRATEGIES, QUICK, TINY, Mode, derive, parse, plan_scaling
 from bench.think_time import decision_times, measure
 from bench.think_time import main as think_main
+from blobnet.aio import run_loop
 from blobnet.cards import BID0, N_ACTIONS, N_VALUES
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import WIDTH
@@ -456,17 +458,27 @@ def test_think_time_reports_every_player_and_refuses_a_bad_spec(capsys: pytest.C
     assert e.value.code == 2 and "nonsense" in capsys.readouterr().err
 
 
+def test_a_player_among_random_bots_scores_the_same_however_many_tables_run_at_once() -> None:
+    one, many = (run_loop(player_among_random("heuristic", rounds=12, players=3, cards=3, seed=1, tables=n))
+                 for n in (1, 12))  # fmt: skip
+    assert one.shape == (12,) and np.array_equal(one, many) and one.max() > 0
+
+
 def test_ismcts_bound_measures_the_seat_blind_and_seeing_and_names_bad_settings(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    argv = ["--rounds", "4", "--sims", "20,30", "--c", "10", "--players", "3", "--cards", "3", "--json"]
+    argv = ["--rounds", "4", "--sims", "20,30", "--c", "10", "--players", "3", "--cards", "3", "--json",
+            "--player", "ismcts:sims=20", "--player", "random"]  # fmt: skip
     assert bound_main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    ways = [(r["sims"], r["way"]) for r in report["results"]]
-    assert ways == [(n, w) for n in (20, 30) for w in ("blind", "sees bids", "sees plays", "sees all")]
+    ways = [(r.get("sims"), r["way"]) for r in report["results"]]
+    assert ways == [(n, w) for n in (20, 30) for w in ("blind", "sees bids", "sees plays", "sees all")] + [
+        (None, "player"), (None, "player")]  # fmt: skip
     assert all(0 <= r["mean"] <= 13 for r in report["results"])  # 10 + bid at most, bids up to 3
+    assert [r["player"] for r in report["results"][-2:]] == ["ismcts:sims=20", "random"]
     for argv, message in [(["--sims", "0"], "at least 1"), (["--c", "-1"], "c=-1.0: give a finite"),
-                          (["--rounds", "1", "--players", "9"], "players")]:  # fmt: skip
+                          (["--rounds", "1", "--players", "9"], "players"),
+                          (["--rounds", "1", "--sims", "5", "--player", "nonsense:x=1"], "nonsense")]:  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             bound_main(argv)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
