@@ -30,18 +30,19 @@ from bench.common import parse_floats, parse_ints
 from blobnet.aio import run_loop
 from blobnet.bots import RandomBot
 from blobnet.ismcts import SEES, among_random, calibration_round
-from blobnet.player import aclose_player, act_async
-from blobnet.rules import choices
+from blobnet.player import aclose_player
+from clients.match import play_round
 from clients.players import parse_player
 
 # name -> the decisions at which the seat sees every hand
 WAYS: dict[str, tuple[str, ...]] = {"blind": (), "sees bids": ("bids",), "sees plays": ("plays",), "sees all": SEES}
 
 
-def _summary(scores: np.ndarray, rounds: int) -> dict[str, object]:
+def _summary(scores: np.ndarray) -> dict[str, object]:
+    n = len(scores)
     return {
         "mean": round(float(scores.mean()), 3),
-        "stderr": round(float(scores.std(ddof=1) / math.sqrt(rounds)), 3) if rounds > 1 else None,
+        "stderr": round(float(scores.std(ddof=1) / math.sqrt(n)), 3) if n > 1 else None,
     }
 
 
@@ -51,7 +52,7 @@ def measure(*, rounds: int, sims: int, c: float, players: int, cards: int, seed:
     for way, sees in WAYS.items():
         t0 = time.perf_counter()
         scores = among_random(rounds, sims=sims, c=c, players=players, cards=cards, sees=sees, seed=seed)
-        rows.append({"way": way, "sims": sims, "c": c, **_summary(scores, rounds),
+        rows.append({"way": way, "sims": sims, "c": c, **_summary(scores),
                      "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
     return rows
 
@@ -68,9 +69,9 @@ async def player_among_random(spec: str, *, rounds: int, players: int, cards: in
     async def one(i: int) -> None:
         async with free:
             r, me = calibration_round(i, players, cards)
-            other = RandomBot(seed + 1 + i)
-            for s in choices(r):
-                r.play(await act_async(player, r.view(s)) if s == me else other.act(r.view(s)))
+            other = RandomBot(seed + 1 + i)  # the round's RandomBots, one generator
+            seats = [player if s == me else other for s in range(players)]
+            await play_round(r, seats, [spec if s == me else "random" for s in range(players)])
             out[i] = r.scores()[me]
 
     try:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             scores = run_loop(player_among_random(spec, rounds=args.rounds, players=args.players, cards=args.cards,
                                                   seed=args.seed))  # fmt: skip
-            row = {"way": "player", "player": spec, **_summary(scores, args.rounds),
+            row = {"way": "player", "player": spec, **_summary(scores),
                    "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
             rows.append(row)
             print(f"  {spec}: {row['mean']:.2f} points a round (standard error {row['stderr']}, {row['seconds']} s)")

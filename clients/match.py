@@ -21,7 +21,7 @@ from blobnet.player import Player, act_async, describe_player
 from blobnet.ratings import MatchResult, MatchTally
 from blobnet.rules import IllegalMove, Round, check_table, choices, random_round
 
-__all__ = ["play_deals", "play_match"]
+__all__ = ["play_deals", "play_match", "play_round"]
 
 
 def _deal(seed: int, index: int, players: int, cards: int) -> Round:
@@ -29,7 +29,7 @@ def _deal(seed: int, index: int, players: int, cards: int) -> Round:
     return random_round(players, cards, np.random.default_rng([seed, index]))
 
 
-async def _play_round(r: Round, seat_players: list[Player], names: list[str]) -> None:
+async def play_round(r: Round, seat_players: list[Player], names: list[str]) -> None:
     """Play ``r`` out; a forced move (one legal action) is made without asking the player."""
     for seat in choices(r):
         action = await act_async(seat_players[seat], r.view(seat))
@@ -103,7 +103,7 @@ async def play_deals(
             r = _deal(seed, i, players, cards)
             b_seats = [(s % 2 == 1) != swapped for s in range(players)]
             seat_players = [b if b_seats[s] else a for s in range(players)]
-            await _play_round(r, seat_players, [label[b_seats[s]] for s in range(players)])
+            await play_round(r, seat_players, [label[b_seats[s]] for s in range(players)])
             made = [r.bids[s] == r.tricks_won[s] for s in range(players)]
             tally.add(i, b_seats, r.scores(), made)
             done += 1
