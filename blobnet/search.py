@@ -20,8 +20,9 @@ serves every tree), so no wave is copies of the root; inside a tree, forced move
 without asking the network; a decision with one legal action is not searched. A searcher's
 own-view row already answered, in this wave or before, is not asked again: the network cache
 (``blobnet.netcache``) of the Search holds the answers, for as long as the evaluator's model does
-not change. The search knows
-the evaluator protocol alone (arrays in, arrays out), never torch or a server.
+not change; in a tree's last wave a leaf sends its own-view row alone, as its other answers would
+never be read (``blobnet.tree``). The search knows the evaluator protocol alone (arrays in, arrays
+out), never torch or a server.
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ class Search:
     where a buffer per search (a few hundred of them at a time) would not: the search's kernels
     took 0.5 to 0.6 us less a simulation with it (64 games, a free evaluator). ``kernel_seconds``
     adds up the wall time of the compiled stages: "deal", "select" (descents and the leaves' rows),
-    "backup"."""
+    "backup". ``lazy``: a tree's last wave sends no row whose answer is never read
+    (``blobnet.tree``); the result is the same either way (a test holds the two equal)."""
+
+    lazy = True
 
     def __init__(self, evaluator: Evaluator, config: SearchConfig, *, deal: Determinize | None = None) -> None:
         self.evaluator = evaluator
@@ -215,7 +219,7 @@ class Search:
                 trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
                 trees.leaves, self.features, self.mask, trees.counts, trees.scratch, trees.legal, trees.values,
                 trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
-                cache.keys, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view,
+                cache.keys, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view, self.lazy,
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0

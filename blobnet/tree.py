@@ -12,13 +12,18 @@ One wave is two kernel calls around one await of the evaluator:
   buffer, with its legal mask; where another seat than the searcher acts, a second row, the
   searcher's own view, follows it), or at a leaf already waiting in this wave (the descent is
   undone and the tree sits the rest of the wave out). Forced moves are walked without the network.
-  Each row gets an answer slot. A searcher's own-view row takes the slot of the same row met
+  In a tree's last wave (its last simulations all start in it) no leaf is visited again, so its
+  priors and the other seats' values are never read: with ``lazy``, such a leaf sends the
+  searcher's own-view row alone, unless a collision holds a descent over to another wave after
+  all; then the tree's leaves of this wave get their acting rows (about 3.5% of the rows, 4 x 5,
+  3 x 30). Each row gets an answer slot. A searcher's own-view row takes the slot of the same row met
   earlier in this wave, or a new slot that the network cache (``blobnet.netcache``) fills; other
   rows, and own-view rows neither has, get a slot the evaluator fills: those rows alone are sent.
 - ``backup``: the evaluator's answers fill their slots (and the cache); the slots expand each new
   leaf (its legal ids' priors, its value as the first-play urgency of its unvisited edges) and back
   every seat's value up its path; each edge adds the value of the seat that chose it. The
-  searcher's own values come from its own-view row.
+  searcher's own values come from its own-view row. A last wave's leaf without an acting row is
+  not expanded; it backs up the searcher's value alone.
 
 Virtual loss is one visit counted on the way down whose value (0, the worst a seat can score) is
 replaced on the way back. Values are per seat, normalised round scores (``value_scale``).
@@ -41,7 +46,7 @@ import math
 
 import numpy as np
 
-from blobnet.cards import N_ACTIONS, N_VALUES
+from blobnet.cards import MAX_PLAYERS, MIN_PLAYERS, N_ACTIONS, N_CARDS, N_VALUES
 from blobnet.features import encode_state
 from blobnet.jit import njit
 from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
@@ -62,6 +67,8 @@ TREE, NODE, ROW, OWN_ROW = range(4)
 LEAF_FIELDS = 4
 # counters of select/backup: simulations finished, descents undone on a collision
 SIMS, COLLISIONS = range(2)
+# the most moves a path can hold: every bid and card of a round (56: 8 x 7 or 4 x 14)
+MAX_DEPTH = max(p * (N_CARDS // p + 1) for p in range(MIN_PLAYERS, MAX_PLAYERS + 1))
 # the kinds of row a leaf asks for: the acting seat's, the searcher's own view
 ACTING, OWN = range(2)
 # what backup found wrong with the evaluator's answer (0: nothing)
@@ -255,25 +262,62 @@ def _place(
 
 
 @njit(cache=True)
+def _acting_row(
+    st: np.ndarray, buf: np.ndarray, nl: int, features: np.ndarray, mask: np.ndarray, n_rows: int, n_slots: int,
+    slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
+    key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
+) -> tuple[int, int, int]:  # fmt: skip
+    """The acting seat's row of position ``st`` (its ``nl`` legal ids in ``buf``) written to
+    ``features[n_rows]`` and given a slot (``_place``); returns (slot, rows, slots)."""
+    r = n_rows
+    encode_state(st, st[TO_PLAY], features[r])
+    mask[r] = False
+    for i in range(nl):
+        mask[r, buf[i]] = True
+    slot, sent = _place(features, mask, r, ACTING, n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
+                        ckeys, cvalues, cstats)  # fmt: skip
+    return slot, n_rows + sent, max(n_slots, slot + 1)
+
+
+@njit(cache=True)
+def _replay(root: np.ndarray, node_i: np.ndarray, edge_i: np.ndarray, t: int, node: int, path: np.ndarray,
+            st: np.ndarray) -> None:  # fmt: skip
+    """The position at ``node`` of tree ``t`` into ``st``: its root position and the actions of its path."""
+    d = 0
+    while node_i[t, node, PARENT] >= 0:
+        path[d] = edge_i[t, node_i[t, node, PEDGE], ACTION]
+        node = node_i[t, node, PARENT]
+        d += 1
+    st[:] = root
+    for i in range(d - 1, -1, -1):
+        apply(st, path[i])
+
+
+@njit(cache=True)
 def select(
     roots: np.ndarray, node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray,
     used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray, mask: np.ndarray,
     counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
     slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
     key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
-    dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool,
+    dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool, lazy: bool,
 ) -> tuple[int, int, int]:  # fmt: skip
     """The first half of a wave (module docstring). Returns (leaves, rows, simulations left): the
     leaves written to ``leaves`` (their answer slots), the rows to send written to ``features``
     and ``mask`` (``sent_slot`` maps them to their slots), and the simulations still to start in
     all the trees; counts finished simulations and collisions into ``counts``, the cache's lookups
     into ``cstats``. ``ckeys``, ``cvalues``: the network cache (``blobnet.netcache``; no rows: no
-    cache)."""
+    cache). ``lazy`` (with ``root_view``): a last wave's leaves send their own-view rows alone."""
     n_leaves = 0
     n_rows = 0
     n_slots = 0
     pts = np.zeros(N_VALUES, np.int64)
+    path = np.empty(MAX_DEPTH, np.int64)
     for t in range(dets):
+        # the tree's last wave, unless a collision holds a descent over: its leaves are never
+        # visited again, and of their values only the searcher's is read (its own-view row)
+        last = lazy and root_view and left[t] <= per_tree
+        first_leaf = n_leaves
         for _ in range(min(per_tree, left[t])):
             scratch[:] = roots[t]
             node = 0
@@ -311,20 +355,17 @@ def select(
                             node = child
                             continue
                         node_i[t, child, PENDING] = 1
-                        r = n_rows
-                        encode_state(scratch, scratch[TO_PLAY], features[r])
-                        mask[r] = False
-                        for i in range(nl):
-                            mask[r, buf[i]] = True
-                        slot, sent = _place(features, mask, r, ACTING, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                            sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
-                        n_rows += sent
-                        n_slots = max(n_slots, slot + 1)
+                        slot = -1  # no acting row (yet): a leaf of the tree's last wave
+                        if not last:
+                            slot, n_rows, n_slots = _acting_row(scratch, buf, nl, features, mask, n_rows, n_slots,
+                                                                slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
+                                                                ckeys, cvalues, cstats)  # fmt: skip
                         own = -1
-                        if root_view and scratch[TO_PLAY] != seat:
+                        if last or (root_view and scratch[TO_PLAY] != seat):
                             r = n_rows
                             encode_state(scratch, seat, features[r])
-                            mask[r] = slot_mask[slot]  # any legal mask will do: that row's priors are unused
+                            mask[r] = False  # any legal mask will do: that row's priors are unused
+                            mask[r, buf[0]] = True
                             own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
                                                sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
                             n_rows += sent
@@ -341,8 +382,16 @@ def select(
                     counts[0] += 1
                     break
                 node = child
-            if child == -2:
-                break  # a collision: the rest of this tree's wave waits for its leaf
+            if child == -2:  # a collision: the rest of this tree's wave waits for its leaf
+                if last:  # not the last wave after all: the leaves without an acting row get one now
+                    for j in range(first_leaf, n_leaves):
+                        if leaves[j, ROW] < 0:
+                            _replay(roots[t], node_i, edge_i, t, leaves[j, NODE], path, scratch)
+                            nl = legal(scratch, buf)
+                            leaves[j, ROW], n_rows, n_slots = _acting_row(
+                                scratch, buf, nl, features, mask, n_rows, n_slots, slot_key, slot_p, slot_v,
+                                slot_mask, sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
+                break
             left[t] -= 1
     return n_leaves, n_rows, left[:dets].sum()
 
@@ -378,11 +427,14 @@ def backup(
         t = leaves[j, TREE]
         node = leaves[j, NODE]
         r = leaves[j, ROW]
-        _expand(node_i, node_f, edge_i, edge_f, used, t, node, slot_mask[r], slot_p[r], slot_v[r, 0])
         node_i[t, node, PENDING] = 0
         actor = node_i[t, node, ACTOR]
-        for s in range(players):
-            values[s] = slot_v[r, (s - actor) % players]
+        if r >= 0:
+            _expand(node_i, node_f, edge_i, edge_f, used, t, node, slot_mask[r], slot_p[r], slot_v[r, 0])
+            for s in range(players):
+                values[s] = slot_v[r, (s - actor) % players]
+        else:  # a last wave's leaf: the searcher's value alone is ever read again
+            values[:] = 0.0
         own = leaves[j, OWN_ROW]
         if own >= 0:
             values[seat] = slot_v[own, 0]
