@@ -292,7 +292,7 @@ class Runner:
         }
         self.records.append(rec)
         what = f"{sweep:9s} {spec.strategy:16s} C={spec.concurrency:<5d} {setting:6s} {spec.cards}c"
-        what += f" {spec.dtype}" if spec.dtype else ""
+        what += f" {rec['dtype']}" if spec.dtype or sweep == "precision" else ""  # the float32 one of a pair too
         if error:
             self.log(f"[{self.count:3d}] {what}: FAILED {error}")
         else:
