@@ -262,27 +262,29 @@ def _place(
 
 
 @njit(cache=True)
-def _acting_row(
-    st: np.ndarray, buf: np.ndarray, nl: int, features: np.ndarray, mask: np.ndarray, n_rows: int, n_slots: int,
-    slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
-    key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
+def _row(
+    st: np.ndarray, viewer: int, kind: int, buf: np.ndarray, nl: int, features: np.ndarray, mask: np.ndarray,
+    n_rows: int, n_slots: int, slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
+    sent_slot: np.ndarray, key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
 ) -> tuple[int, int, int]:  # fmt: skip
-    """The acting seat's row of position ``st`` (its ``nl`` legal ids in ``buf``) written to
-    ``features[n_rows]`` and given a slot (``_place``); returns (slot, rows, slots)."""
+    """Position ``st`` seen by ``viewer`` written to ``features[n_rows]``, its mask the ``nl`` legal
+    ids in ``buf`` (the acting seat's; an own-view row's priors are never read, so any legal mask
+    does), and given a slot of ``kind`` (``_place``); returns (slot, rows, slots)."""
     r = n_rows
-    encode_state(st, st[TO_PLAY], features[r])
+    encode_state(st, viewer, features[r])
     mask[r] = False
     for i in range(nl):
         mask[r, buf[i]] = True
-    slot, sent = _place(features, mask, r, ACTING, n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
+    slot, sent = _place(features, mask, r, kind, n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
                         ckeys, cvalues, cstats)  # fmt: skip
     return slot, n_rows + sent, max(n_slots, slot + 1)
 
 
 @njit(cache=True)
-def _replay(root: np.ndarray, node_i: np.ndarray, edge_i: np.ndarray, t: int, node: int, path: np.ndarray,
-            st: np.ndarray) -> None:  # fmt: skip
-    """The position at ``node`` of tree ``t`` into ``st``: its root position and the actions of its path."""
+def _replay(root: np.ndarray, node_i: np.ndarray, edge_i: np.ndarray, t: int, node: int, st: np.ndarray) -> None:
+    """The position at ``node`` of tree ``t`` into ``st``: its root position and the actions of its
+    path (a rare path: a last wave that collided)."""
+    path = np.empty(MAX_DEPTH, np.int64)
     d = 0
     while node_i[t, node, PARENT] >= 0:
         path[d] = edge_i[t, node_i[t, node, PEDGE], ACTION]
@@ -312,7 +314,6 @@ def select(
     n_rows = 0
     n_slots = 0
     pts = np.zeros(N_VALUES, np.int64)
-    path = np.empty(MAX_DEPTH, np.int64)
     for t in range(dets):
         # the tree's last wave, unless a collision holds a descent over: its leaves are never
         # visited again, and of their values only the searcher's is read (its own-view row)
@@ -357,19 +358,14 @@ def select(
                         node_i[t, child, PENDING] = 1
                         slot = -1  # no acting row (yet): a leaf of the tree's last wave
                         if not last:
-                            slot, n_rows, n_slots = _acting_row(scratch, buf, nl, features, mask, n_rows, n_slots,
-                                                                slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
-                                                                ckeys, cvalues, cstats)  # fmt: skip
+                            slot, n_rows, n_slots = _row(scratch, scratch[TO_PLAY], ACTING, buf, nl, features, mask,
+                                                         n_rows, n_slots, slot_key, slot_p, slot_v, slot_mask,
+                                                         sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
                         own = -1
                         if last or (root_view and scratch[TO_PLAY] != seat):
-                            r = n_rows
-                            encode_state(scratch, seat, features[r])
-                            mask[r] = False  # any legal mask will do: that row's priors are unused
-                            mask[r, buf[0]] = True
-                            own, sent = _place(features, mask, r, OWN, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                               sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
-                            n_rows += sent
-                            n_slots = max(n_slots, own + 1)
+                            own, n_rows, n_slots = _row(scratch, seat, OWN, buf, nl, features, mask, n_rows, n_slots,
+                                                        slot_key, slot_p, slot_v, slot_mask, sent_slot, key, ckeys,
+                                                        cvalues, cstats)  # fmt: skip
                         leaves[n_leaves, TREE] = t
                         leaves[n_leaves, NODE] = child
                         leaves[n_leaves, ROW] = slot
@@ -386,11 +382,11 @@ def select(
                 if last:  # not the last wave after all: the leaves without an acting row get one now
                     for j in range(first_leaf, n_leaves):
                         if leaves[j, ROW] < 0:
-                            _replay(roots[t], node_i, edge_i, t, leaves[j, NODE], path, scratch)
-                            nl = legal(scratch, buf)
-                            leaves[j, ROW], n_rows, n_slots = _acting_row(
-                                scratch, buf, nl, features, mask, n_rows, n_slots, slot_key, slot_p, slot_v,
-                                slot_mask, sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
+                            _replay(roots[t], node_i, edge_i, t, leaves[j, NODE], scratch)
+                            leaves[j, ROW], n_rows, n_slots = _row(
+                                scratch, scratch[TO_PLAY], ACTING, buf, legal(scratch, buf), features, mask, n_rows,
+                                n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key, ckeys, cvalues, cstats,
+                            )  # fmt: skip
                 break
             left[t] -= 1
     return n_leaves, n_rows, left[:dets].sum()
