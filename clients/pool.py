@@ -114,6 +114,9 @@ class ShareJob(msgspec.Struct, tag="share", frozen=True, kw_only=True):
     first_game: int
     game_stride: int
     opponents: tuple[str, ...] = ()  # bot specs, a seat each at every table (clients.selfplay)
+    # whether the reply carries the share's examples: a run without a sink wants none, and
+    # shipping them (3 KB a row) back to a process still playing slows it
+    examples: bool = True
 
 
 class MatchJob(msgspec.Struct, tag="match", frozen=True, kw_only=True):
@@ -274,7 +277,7 @@ class SelfPlayPool:
         await self._start(n - 1)
         jobs = [
             ShareJob(spec=spec, weights=arrays, search=search, game=game, rounds=r, concurrency=c, seed=seed,
-                   first_game=w, game_stride=n, opponents=opponents)
+                   first_game=w, game_stride=n, opponents=opponents, examples=sink is not None)
             for w, (r, c) in enumerate(shares)
         ]  # fmt: skip
         for (_, conn), job in zip(self._helpers, jobs[1:]):
@@ -602,7 +605,7 @@ async def play_share(job: ShareJob, conn: Connection | None = None) -> ShareDone
         seed=job.seed,
         first_game=job.first_game,
         game_stride=job.game_stride,
-        sink=parts.append,
+        sink=parts.append if job.examples else None,
         on_progress=stop_asked,
         opponents=job.opponents,
     )

@@ -160,7 +160,7 @@ class RayPool:
             for k in pieces:
                 jobs.append(ShareJob(spec=spec, weights=None, search=search, game=game, rounds=k, concurrency=live,
                                      seed=seed, first_game=w + done * n, game_stride=n,
-                                     opponents=opponents))  # fmt: skip
+                                     opponents=opponents, examples=sink is not None))  # fmt: skip
                 done += k
         await self._start()
         t0 = time.perf_counter()

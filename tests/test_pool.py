@@ -21,7 +21,7 @@ from blobnet.player import aclose_player
 from blobnet.replay import Examples
 from clients.match import play_match
 from clients.players import BotSeat, NetworkSeat, arrays_of, build_seat
-from clients.pool import BatcherSpec, FreeSpec, RemoteSpec, SelfPlayPool, split
+from clients.pool import BatcherSpec, FreeSpec, RemoteSpec, SelfPlayPool, ShareJob, play_share, split
 from clients.selfplay import EngineError, SelfPlayEngine
 from servers import Batcher
 
@@ -82,6 +82,18 @@ def test_helpers_evaluate_with_the_weights_they_are_sent(pool):
     assert mean_batch > 1  # both processes' batchers counted
     assert info["progress"] == sorted(info["progress"]) and info["progress"][-1] == 20
     assert info["evals"] > 0
+
+
+@pytest.mark.parametrize("wanted", [True, False])
+def test_a_share_sends_its_examples_back_only_when_the_run_keeps_them(wanted):
+    job = ShareJob(spec=FreeSpec(), weights=None, search=FAST, game=GAME, rounds=4, concurrency=2, seed=0,
+                   first_game=0, game_stride=1, examples=wanted)  # fmt: skip
+    done = asyncio.run(play_share(job))
+    assert done.error is None and done.stats is not None and done.stats.examples > 0
+    if wanted:
+        assert done.examples is not None and len(done.examples) == done.stats.examples
+    else:
+        assert done.examples is None  # made and counted, not shipped
 
 
 def test_a_helper_that_fails_is_reported_and_this_process_keeps_its_examples(pool):
