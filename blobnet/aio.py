@@ -8,7 +8,7 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["quiet_gc", "run_loop"]
+__all__ = ["quiet_gc", "run_loop", "run_now"]
 
 T = TypeVar("T")
 
@@ -20,6 +20,17 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``, which must never wait, to its end on this thread, outside any event loop (so
+    also from a callback of a running one); RuntimeError if it waits after all."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("run_now: the coroutine waited")
 
 
 @contextmanager

@@ -126,14 +126,15 @@ def row_errors(bad: dict[int, str]) -> ValueError:
 class FreeEvaluator:
     """An evaluator that costs nothing: uniform priors over the legal ids, equal values ``value``.
     It measures the search-only ceiling and serves tests. It gives the event loop one turn per
-    request, as a batcher does, so the games interleave instead of playing one after another.
-    width: the features' width it insists on (None: any)."""
+    request, as a batcher does, so the games interleave instead of playing one after another
+    (``yield_each`` False: never). width: the features' width it insists on (None: any)."""
 
     model_version = 0  # its answers never change
 
-    def __init__(self, value: float = 0.5, *, width: int | None = None) -> None:
+    def __init__(self, value: float = 0.5, *, width: int | None = None, yield_each: bool = True) -> None:
         self.value = value
         self.width = width
+        self.yield_each = yield_each
 
     async def evaluate_many(self, features: np.ndarray, legal: np.ndarray) -> Priors:
         k = check_request(features, legal, self.width)
@@ -143,7 +144,8 @@ class FreeEvaluator:
         priors = legal.astype(np.float32)
         priors /= priors.sum(axis=1, keepdims=True)
         values = np.full((k, N_VALUES), self.value, dtype=np.float32)
-        await asyncio.sleep(0)
+        if self.yield_each:
+            await asyncio.sleep(0)
         return priors, values
 
     async def aclose(self) -> None:

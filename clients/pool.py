@@ -267,8 +267,10 @@ class SelfPlayPool:
         """Play ``rounds`` rounds with ``concurrency`` games live in all, this process taking the
         first share with ``evaluator``; helpers build theirs from ``spec`` and ``weights``
         (a state dict, tensors or arrays); ``opponents``: bot specs that take a seat each at every
-        table (``clients.selfplay``). Returns the stats of all shares, ``seconds`` being the wall
-        time of the whole run."""
+        table (``clients.selfplay``). Returns the stats of all shares, ``seconds`` being the longest
+        share's playing time (``SelfPlayEngine.run``'s: a process's set-up, its evaluator built,
+        the collector's pass and the kernels' first load, is left out, and so is the return of the
+        helpers' examples)."""
         check_run(rounds, concurrency)
         check_opponents(opponents, game)
         n = min(self.workers, concurrency, rounds)
@@ -309,7 +311,6 @@ class SelfPlayPool:
             opponents=opponents,
         )
         self._local = lambda: _counts(engine, evaluator, batches0, rows0)
-        t0 = time.perf_counter()
 
         def relay(w: int) -> Callable[[Counts], None]:
             def on_thread(counts: Counts) -> None:
@@ -360,7 +361,6 @@ class SelfPlayPool:
             self.rows += reply.rows
             if reply.error is not None:
                 errors.append(f"helper {w}: {reply.error}")
-        stats.seconds = time.perf_counter() - t0
         progress()  # the helpers' last rounds, reported with their replies
         if errors:
             raise EngineError("; ".join(errors))

@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from blobnet.aio import run_now
 from blobnet.config import GameConfig, SearchConfig
 from blobnet.encode import OFFSETS, WIDTH
 from blobnet.evaluator import FreeEvaluator
@@ -51,6 +52,34 @@ def test_engine_plays_the_rounds_asked_and_streams_well_formed_examples():
     assert not (ex.policy[~ex.legal] > 0).any()  # targets only on legal actions
     assert (ex.legal.sum(axis=1) >= 2).all()  # forced moves are not searched, so not examples
     assert stats.decisions == 12 * 4 * (3 + 1)  # 4 bids and 3 cards per seat
+
+
+def test_making_an_engine_loads_the_kernels_without_its_evaluator_or_its_counts():
+    class Counting(FreeEvaluator):
+        requests = 0
+
+        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            self.requests += 1
+            return await super().evaluate_many(features, legal)
+
+    ev = Counting()
+    engine = SelfPlayEngine(ev, search=FAST, game=GameConfig(players=[4], cards=[3]), concurrency=2)
+    assert ev.requests == 0 and engine.search.simulations == engine.search.evaluations == 0
+    assert engine.search.cache.stats.sum() == 0
+    asyncio.run(engine.run(2))
+    assert ev.requests > 0 and engine.stats.rounds == 2
+
+
+def test_run_now_runs_a_coroutine_that_never_waits_and_refuses_one_that_does():
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    async def waits() -> None:
+        await asyncio.sleep(0)
+
+    assert run_now(add(2, 3)) == 5
+    with pytest.raises(RuntimeError, match="waited"):
+        run_now(waits())
 
 
 def test_value_targets_are_the_round_scores_relative_to_the_viewing_seat():
