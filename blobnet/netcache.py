@@ -1,4 +1,4 @@
-"""The network cache: answers to rows already evaluated, keyed by the row's content.
+"""The network cache: answers to rows already evaluated, keyed by the position each row shows.
 
 KataGo and lc0 keep one. Here rows repeat in two ways: the searching seat's own view after its own
 move is the same in every determinization (its view does not depend on the hidden cards), and a
@@ -9,15 +9,16 @@ answers, the viewing seat's own value (column 0 of the values): that number is w
 4 bytes where the whole answer (70 priors and 8 values) would take 312. A 65,536-entry cache is then
 1.8 MB, not 22, and a lookup or a store touches one cache line of answers instead of six.
 
-The key is three 32-bit lanes hashed over the row's nonzero float32 words, each mixed with its
-index (rows are mostly zeros; murmur3's block step, with multipliers under 2**31 so every product
-fits in an int64 and the kernels stay wrap-free as plain Python). Lanes 1 and 2 are the 64-bit key (lane 1
-also picks the slot); lane 3 checks it: an entry whose key matches and whose check does not is a
-collision of the 64-bit key, counted (``COLLISIONS``) and not answered, so a wrong answer needs all
-96 bits to agree by chance. The memory is bounded: ``size`` slots (a power of two), one entry each,
-and a new entry takes its slot from whatever was there. The cache holds the answers of one model:
-``NetCache.version`` is the evaluator's ``model_version`` they came from, and a search empties the
-cache when that changes (``blobnet.search``).
+The key (``view_key``) is three 32-bit lanes hashed over what the row is made of: the position's
+slots that ``blobnet.features.encode_state`` reads, and the viewing seat (murmur3's block step,
+with multipliers under 2**31 so every product fits in an int64 and the kernels stay wrap-free as
+plain Python). Lanes 1 and 2 are the 64-bit key (lane 1 also picks the slot); lane 3 checks it: an
+entry whose key matches and whose check does not is a collision of the 64-bit key, counted
+(``COLLISIONS``) and not answered, so a wrong answer needs all 96 bits to agree by chance. The
+memory is bounded: ``size`` slots (a power of two), one entry each, and a new entry takes its slot
+from whatever was there. The cache holds the answers of one model: ``NetCache.version`` is the
+evaluator's ``model_version`` they came from, and a search empties the cache when that changes
+(``blobnet.search``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from blobnet.jit import njit
+from blobnet.position import BIDS, HAND, PLAYED, PLAYERS, TOTALS, TRICK, TRICK_LEN, VOIDS, WON
 
-__all__ = ["NetCache", "row_key", "find", "store", "LOOKUPS", "HITS", "COLLISIONS", "KEY_LANES"]
+__all__ = ["NetCache", "view_key", "find", "store", "LOOKUPS", "HITS", "COLLISIONS", "KEY_LANES"]
 
 KEY_LANES = 3
 # counters (NetCache.stats): rows looked up, rows answered here, 64-bit key collisions seen
@@ -69,19 +71,43 @@ def _step(h: int, k: int, c1: int, c2: int) -> int:
 
 
 @njit(cache=True)
-def row_key(row: np.ndarray, kind: int, out: np.ndarray) -> None:
-    """The key of a float32 ``row`` into ``out`` (KEY_LANES int64); ``kind`` tells rows apart that
-    are asked for different answers (0: the acting seat's row, 1: a seat's own-view row)."""
-    bits = row.view(np.int32)
+def _mix(out: np.ndarray, x: int) -> None:
+    """Each lane's block step over ``x``, a slot of at most 32 bits with its sign (-1 is 0xFFFFFFFF)."""
+    w = x & _M32
+    for lane in range(KEY_LANES):
+        out[lane] = _step(out[lane], w, _C1[lane], _C2[lane])
+
+
+@njit(cache=True)
+def view_key(st: np.ndarray, viewer: int, kind: int, out: np.ndarray) -> None:
+    """The key of position ``st`` (``blobnet.position``) seen by seat ``viewer`` into ``out``
+    (KEY_LANES int64); ``kind`` tells apart views asked for different answers (0: the acting seat's
+    row, 1: a seat's own-view row). Hashed over every slot that ``blobnet.features.encode_state``
+    reads, and the viewer: the header, the viewer's hand (no other seat's), each seat's bid, tricks
+    won, cards played, voids and game total, the current trick's cards. The row is a function of
+    these, so equal views give equal keys, and a key met again is the same row unless all 96 bits
+    agree by chance; a determinized deal and the position it came from give the same key. About 45
+    words at 4 players, where the row has 654: 0.1 us a key against 0.6 for a hash of the row's
+    nonzero words (the key before, in a scratch timing)."""
     for lane in range(KEY_LANES):
         out[lane] = _SEED[lane] ^ kind
-    for i in range(bits.shape[0]):
-        if bits[i] != 0:
-            x = (int(bits[i]) ^ (i * 0x9E3779B1)) & _M32  # the entry's value and where it is
-            for lane in range(KEY_LANES):
-                out[lane] = _step(out[lane], x, _C1[lane], _C2[lane])
+    for i in range(HAND):
+        _mix(out, st[i])
+    _mix(out, viewer)
+    # the card masks (52 bits) as two words; every other slot is a small number
+    _mix(out, st[HAND + viewer])
+    _mix(out, st[HAND + viewer] >> 32)
+    n = st[PLAYERS]
+    for s in range(n):
+        _mix(out, st[PLAYED + s])
+        _mix(out, st[PLAYED + s] >> 32)
+    for base in (BIDS, WON, VOIDS, TOTALS):
+        for s in range(n):
+            _mix(out, st[base + s])
+    for i in range(st[TRICK_LEN]):
+        _mix(out, st[TRICK + i])
     for lane in range(KEY_LANES):
-        h = out[lane] ^ bits.shape[0]
+        h = out[lane]
         h ^= h >> 16
         h = (h * _C1[lane]) & _M32
         h ^= h >> 13

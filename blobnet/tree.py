@@ -49,7 +49,7 @@ import numpy as np
 from blobnet.cards import MAX_PLAYERS, MIN_PLAYERS, N_ACTIONS, N_CARDS, N_VALUES
 from blobnet.features import encode_state
 from blobnet.jit import njit
-from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, row_key, store
+from blobnet.netcache import HITS, KEY_LANES, LOOKUPS, find, store, view_key
 from blobnet.position import CARDS, PLAYERS, STATE, TO_PLAY, apply, legal, scores
 
 __all__ = [
@@ -229,22 +229,23 @@ def _terminal_values(st: np.ndarray, out: np.ndarray, pts: np.ndarray) -> None:
 
 @njit(cache=True)
 def _place(
-    features: np.ndarray, mask: np.ndarray, r: int, kind: int, n_slots: int, slot_key: np.ndarray,
+    st: np.ndarray, viewer: int, mask: np.ndarray, r: int, kind: int, n_slots: int, slot_key: np.ndarray,
     slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray, key: np.ndarray,
     ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
 ) -> tuple[int, bool]:  # fmt: skip
-    """The answer slot of the row just written to ``features[r]`` (and ``mask[r]``), and whether the
-    row is sent. A searcher's own-view row (``kind`` OWN) takes a slot of this wave holding the same
-    row, else a new slot whose own value (``slot_v[s, 0]``, all that is read of an own-view row's
-    answer) the network cache fills on a hit; any other row, or one not found, a new slot the
-    evaluator's answer to row ``r`` will fill. Only own-view rows are looked up: they
-    are what repeats (the searcher's view does not depend on the deal), while an acting seat's row
-    holds that seat's hand, which differs from deal to deal (measured: 3% of the cache's hits came
-    from acting rows), and hashing them would cost more than it saves."""
+    """The answer slot of the row just written to ``features[r]`` (and ``mask[r]``), position ``st``
+    seen by ``viewer``, and whether the row is sent. A searcher's own-view row (``kind`` OWN) takes a
+    slot of this wave holding the same view (``blobnet.netcache.view_key``), else a new slot whose
+    own value (``slot_v[s, 0]``, all that is read of an own-view row's answer) the network cache
+    fills on a hit; any other row, or one not found, a new slot the evaluator's answer to row ``r``
+    will fill. Only own-view rows are looked up: they are what repeats (the searcher's view does not
+    depend on the deal), while an acting seat's row holds that seat's hand, which differs from deal
+    to deal (measured: 3% of the cache's hits came from acting rows), and hashing them would cost
+    more than it saves."""
     s = n_slots
     slot_mask[s] = mask[r]  # harmless when the row turns out to be in an earlier slot: s stays free
     if kind == OWN and ckeys.shape[0]:
-        row_key(features[r], kind, key)
+        view_key(st, viewer, kind, key)
         for j in range(n_slots):
             if slot_key[j, 0] == key[0] and slot_key[j, 1] == key[1] and slot_key[j, 2] == key[2]:
                 cstats[LOOKUPS] += 1
@@ -275,7 +276,7 @@ def _row(
     mask[r] = False
     for i in range(nl):
         mask[r, buf[i]] = True
-    slot, sent = _place(features, mask, r, kind, n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
+    slot, sent = _place(st, viewer, mask, r, kind, n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
                         ckeys, cvalues, cstats)  # fmt: skip
     return slot, n_rows + sent, max(n_slots, slot + 1)
 

@@ -1,4 +1,4 @@
-"""The network cache: keys tell rows apart, a search with it sees exactly what the network says, and
+"""The network cache: keys tell views apart, a search with it sees exactly what the network says, and
 it never keeps the answers of a model that was swapped out."""
 
 from __future__ import annotations
@@ -11,7 +11,31 @@ import pytest
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import ConfigError, SearchConfig
 from blobnet.encode import WIDTH
-from blobnet.netcache import COLLISIONS, HITS, KEY_LANES, LOOKUPS, NetCache, find, row_key, store
+from blobnet.features import encode_state
+from blobnet.netcache import COLLISIONS, HITS, KEY_LANES, LOOKUPS, NetCache, find, store, view_key
+from blobnet.position import (
+    BID_TOTAL,
+    BIDS,
+    CARDS_LATER,
+    DEALER,
+    HAND,
+    IN_GAME,
+    LEADER,
+    PLAYED,
+    PLAYERS,
+    ROUND_INDEX,
+    SCHED_LEN,
+    TO_PLAY,
+    TOTALS,
+    TRICK,
+    TRICK_LEN,
+    TRICKS_DONE,
+    TRUMP,
+    VOIDS,
+    WIN_SEAT,
+    WON,
+    pack,
+)
 from blobnet.rules import Round
 from blobnet.search import Search
 
@@ -58,28 +82,65 @@ async def search_all(search: Search, vs: list, seed: int = 0) -> list[list[int]]
     return [(await search.run(v, np.random.default_rng([seed, i]))).visits for i, v in enumerate(vs)]
 
 
-def test_equal_rows_have_equal_keys_and_any_change_changes_the_key():
-    rng = np.random.default_rng(0)
-    rows = (rng.random((200, WIDTH)) < 0.05).astype(np.float32) * rng.integers(1, 4, (200, WIDTH))
-    keys = np.zeros((200, KEY_LANES), np.int64)
-    for i, row in enumerate(rows):
-        row_key(row, 0, keys[i])
-    again = np.zeros(KEY_LANES, np.int64)
-    row_key(rows[5].copy(), 0, again)
-    assert (again == keys[5]).all()
-    assert len({tuple(k) for k in keys}) == 200
-    assert (keys >= 0).all() and (keys <= 0xFFFFFFFF).all()
-    changed = rows[5].copy()
-    for j in (0, WIDTH // 2, WIDTH - 1):
-        for value in (0.5, -1.0, 0.0 if changed[j] else 1.0):
-            c = changed.copy()
-            c[j] = value
-            if np.array_equal(c, rows[5]):
-                continue
-            row_key(c, 0, again)
-            assert (again != keys[5]).any()
-    row_key(rows[5], 1, again)  # the same row asked for another kind of answer
-    assert (again != keys[5]).any()
+def positions(n: int) -> list[tuple[np.ndarray, int]]:
+    """``n`` random positions (bids, plays, tricks done, some inside a game) and a seat viewing each."""
+    rng = np.random.default_rng(11)
+    out = []
+    for seed in range(n):
+        players = int(rng.integers(3, 6))
+        r = Round.deal(players=players, cards=int(rng.integers(1, 6)), trump=None if seed % 4 == 0 else seed % 4,
+                       dealer=seed % players, seed=seed)  # fmt: skip
+        for _ in range(int(rng.integers(0, r.players * (r.cards + 1)))):
+            r.play(int(rng.choice(r.legal_actions())))
+        st = pack(r)
+        if seed % 3 == 0:  # a round inside a game: totals and the schedule
+            st[IN_GAME], st[ROUND_INDEX], st[SCHED_LEN], st[CARDS_LATER] = 1, 2, 9, 20
+            st[TOTALS : TOTALS + players] = rng.integers(-10, 60, players)
+        out.append((st, int(rng.integers(0, players))))
+    return out
+
+
+def key_and_row(st: np.ndarray, viewer: int, kind: int = 1) -> tuple[tuple[int, ...], bytes]:
+    key = np.zeros(KEY_LANES, np.int64)
+    view_key(st, viewer, kind, key)
+    row = np.zeros(WIDTH, np.float32)
+    encode_state(st, viewer, row)
+    return tuple(key.tolist()), row.tobytes()
+
+
+def test_a_views_key_ignores_the_hidden_hands_and_equal_keys_are_equal_rows():
+    seen: dict[tuple[int, ...], bytes] = {}
+    for st, viewer in positions(300):
+        key, row = key_and_row(st, viewer)
+        assert all(0 <= k <= 0xFFFFFFFF for k in key)
+        assert seen.setdefault(key, row) == row  # a key met again is the same row
+        others = [HAND + s for s in range(st[PLAYERS]) if s != viewer]
+        dealt = st.copy()
+        dealt[others] = st[others[::-1]]  # another deal of the hidden cards
+        assert key_and_row(dealt, viewer) == (key, row)
+    assert len(seen) > 250
+
+
+def test_any_slot_the_row_reads_changes_the_key_and_so_do_the_viewer_and_the_kind():
+    st, viewer = next((st, v) for st, v in positions(40) if st[TRICK_LEN] > 0 and st[IN_GAME])
+    n = int(st[PLAYERS])
+    header = [TRUMP, DEALER, TO_PLAY, BID_TOTAL, TRICK_LEN, LEADER, WIN_SEAT, TRICKS_DONE, ROUND_INDEX, CARDS_LATER]
+    read = header + [HAND + viewer, TRICK] + [base + s for base in (BIDS, WON, PLAYED, VOIDS, TOTALS) for s in range(n)]
+    masks = {HAND + viewer} | {PLAYED + s for s in range(n)}
+
+    def key_of(st: np.ndarray, viewer: int, kind: int = 1) -> tuple[int, ...]:
+        out = np.zeros(KEY_LANES, np.int64)
+        view_key(st, viewer, kind, out)
+        return tuple(out.tolist())
+
+    key = key_of(st, viewer)
+    for slot in read:
+        for bit in (0, 40) if slot in masks else (0,):  # a card mask's low and high words
+            changed = st.copy()
+            changed[slot] ^= 1 << bit
+            assert key_of(changed, viewer) != key, slot
+    assert key_of(st, (viewer + 1) % n) != key
+    assert key_of(st, viewer, kind=0) != key
 
 
 def test_a_key_whose_check_lane_differs_is_counted_as_a_collision_and_not_answered():
