@@ -34,15 +34,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blobnet.aio import run_now
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import SearchConfig
 from blobnet.deal import deal, rng_state
 from blobnet.encode import WIDTH
-from blobnet.evaluator import Evaluator
+from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.features import encode_state
 from blobnet.netcache import NetCache
 from blobnet.position import pack, pack_view
-from blobnet.rules import Round, View
+from blobnet.rules import Round, View, random_round
 from blobnet.tree import ANSWER_PRIORS, Trees, W, backup, init_roots, root_visits, select
 
 __all__ = ["Evaluator", "Search", "SearchResult", "choose_action"]
@@ -143,6 +144,15 @@ class Search:
         cached = getattr(evaluator, "model_version", None) is not None
         self.cache = NetCache(config.cache if cached else 0)
 
+    def load_kernels(self) -> None:
+        """Load the compiled kernels now (numba reads each from its cache at its first call, about
+        0.15 s a process in all; a few milliseconds once loaded): one search of a small round, with
+        a free evaluator that never waits, on a Search of its own, so this one's counts, cache and
+        evaluator stay untouched and no turn of the event loop is taken."""
+        r = random_round(3, 2, np.random.default_rng(0))
+        assert r.to_play is not None  # a new round: its first bid is to make
+        run_now(Search(FreeEvaluator(yield_each=False), self.config).run(r.view(r.to_play), np.random.default_rng(0)))
+
     @staticmethod
     def rows_per_wave(config: SearchConfig) -> int:
         """The most rows one wave asks the evaluator for."""
@@ -218,8 +228,8 @@ class Search:
             k, rows, more = select(
                 trees.roots, trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.left,
                 trees.leaves, self.features, self.mask, trees.counts, trees.scratch, trees.legal, trees.values,
-                trees.slot_key, trees.slot_p, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key,
-                cache.keys, cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view, self.lazy,
+                trees.slot_key, trees.slot_v, trees.slot_mask, trees.sent_slot, trees.key, cache.keys,
+                cache.values, cache.stats, dets, per_tree, cfg.c_puct, seat, cfg.root_view, self.lazy,
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0

@@ -229,21 +229,18 @@ def _terminal_values(st: np.ndarray, out: np.ndarray, pts: np.ndarray) -> None:
 
 @njit(cache=True)
 def _place(
-    st: np.ndarray, viewer: int, mask: np.ndarray, r: int, kind: int, n_slots: int, slot_key: np.ndarray,
-    slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray, key: np.ndarray,
-    ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
+    st: np.ndarray, viewer: int, r: int, kind: int, n_slots: int, slot_key: np.ndarray, slot_v: np.ndarray,
+    sent_slot: np.ndarray, key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
 ) -> tuple[int, bool]:  # fmt: skip
-    """The answer slot of the row just written to ``features[r]`` (and ``mask[r]``), position ``st``
-    seen by ``viewer``, and whether the row is sent. A searcher's own-view row (``kind`` OWN) takes a
-    slot of this wave holding the same view (``blobnet.netcache.view_key``), else a new slot whose
-    own value (``slot_v[s, 0]``, all that is read of an own-view row's answer) the network cache
-    fills on a hit; any other row, or one not found, a new slot the evaluator's answer to row ``r``
-    will fill. Only own-view rows are looked up: they are what repeats (the searcher's view does not
-    depend on the deal), while an acting seat's row holds that seat's hand, which differs from deal
-    to deal (measured: 3% of the cache's hits came from acting rows), and hashing them would cost
-    more than it saves."""
+    """The answer slot of row ``r``, position ``st`` seen by ``viewer``, and whether the row is sent.
+    A searcher's own-view row (``kind`` OWN) takes a slot of this wave holding the same view
+    (``blobnet.netcache.view_key``), else a new slot whose own value (``slot_v[s, 0]``, all that is
+    read of an own-view row's answer) the network cache fills on a hit; any other row, or one not
+    found, a new slot the evaluator's answer to row ``r`` will fill. Only own-view rows are looked
+    up: they are what repeats (the searcher's view does not depend on the deal), while an acting
+    seat's row holds that seat's hand, which differs from deal to deal (measured: 3% of the cache's
+    hits came from acting rows), and hashing them would cost more than it saves."""
     s = n_slots
-    slot_mask[s] = mask[r]  # harmless when the row turns out to be in an earlier slot: s stays free
     if kind == OWN and ckeys.shape[0]:
         view_key(st, viewer, kind, key)
         for j in range(n_slots):
@@ -265,19 +262,22 @@ def _place(
 @njit(cache=True)
 def _row(
     st: np.ndarray, viewer: int, kind: int, buf: np.ndarray, nl: int, features: np.ndarray, mask: np.ndarray,
-    n_rows: int, n_slots: int, slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
+    n_rows: int, n_slots: int, slot_key: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray,
     sent_slot: np.ndarray, key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
 ) -> tuple[int, int, int]:  # fmt: skip
-    """Position ``st`` seen by ``viewer`` written to ``features[n_rows]``, its mask the ``nl`` legal
-    ids in ``buf`` (the acting seat's; an own-view row's priors are never read, so any legal mask
-    does), and given a slot of ``kind`` (``_place``); returns (slot, rows, slots)."""
+    """Position ``st`` seen by ``viewer`` given a slot of ``kind`` (``_place``) and, when it is sent
+    (a row the cache or this wave answers is not even written), written to ``features[n_rows]``
+    with its mask, the ``nl`` legal ids in ``buf`` (the acting seat's; an own-view row's priors are
+    never read, so any legal mask does), which its slot keeps for the leaf's expansion; returns
+    (slot, rows, slots)."""
     r = n_rows
-    encode_state(st, viewer, features[r])
-    mask[r] = False
-    for i in range(nl):
-        mask[r, buf[i]] = True
-    slot, sent = _place(st, viewer, mask, r, kind, n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key,
-                        ckeys, cvalues, cstats)  # fmt: skip
+    slot, sent = _place(st, viewer, r, kind, n_slots, slot_key, slot_v, sent_slot, key, ckeys, cvalues, cstats)
+    if sent:
+        encode_state(st, viewer, features[r])
+        mask[r] = False
+        for i in range(nl):
+            mask[r, buf[i]] = True
+        slot_mask[slot] = mask[r]
     return slot, n_rows + sent, max(n_slots, slot + 1)
 
 
@@ -301,7 +301,7 @@ def select(
     roots: np.ndarray, node_i: np.ndarray, node_f: np.ndarray, edge_i: np.ndarray, edge_f: np.ndarray,
     used: np.ndarray, left: np.ndarray, leaves: np.ndarray, features: np.ndarray, mask: np.ndarray,
     counts: np.ndarray, scratch: np.ndarray, buf: np.ndarray, values: np.ndarray,
-    slot_key: np.ndarray, slot_p: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
+    slot_key: np.ndarray, slot_v: np.ndarray, slot_mask: np.ndarray, sent_slot: np.ndarray,
     key: np.ndarray, ckeys: np.ndarray, cvalues: np.ndarray, cstats: np.ndarray,
     dets: int, per_tree: int, c_puct: float, seat: int, root_view: bool, lazy: bool,
 ) -> tuple[int, int, int]:  # fmt: skip
@@ -360,13 +360,13 @@ def select(
                         slot = -1  # no acting row (yet): a leaf of the tree's last wave
                         if not last:
                             slot, n_rows, n_slots = _row(scratch, scratch[TO_PLAY], ACTING, buf, nl, features, mask,
-                                                         n_rows, n_slots, slot_key, slot_p, slot_v, slot_mask,
-                                                         sent_slot, key, ckeys, cvalues, cstats)  # fmt: skip
+                                                         n_rows, n_slots, slot_key, slot_v, slot_mask, sent_slot, key,
+                                                         ckeys, cvalues, cstats)  # fmt: skip
                         own = -1
                         if last or (root_view and scratch[TO_PLAY] != seat):
                             own, n_rows, n_slots = _row(scratch, seat, OWN, buf, nl, features, mask, n_rows, n_slots,
-                                                        slot_key, slot_p, slot_v, slot_mask, sent_slot, key, ckeys,
-                                                        cvalues, cstats)  # fmt: skip
+                                                        slot_key, slot_v, slot_mask, sent_slot, key, ckeys, cvalues,
+                                                        cstats)  # fmt: skip
                         leaves[n_leaves, TREE] = t
                         leaves[n_leaves, NODE] = child
                         leaves[n_leaves, ROW] = slot
@@ -386,7 +386,7 @@ def select(
                             _replay(roots[t], node_i, edge_i, t, leaves[j, NODE], scratch)
                             leaves[j, ROW], n_rows, n_slots = _row(
                                 scratch, scratch[TO_PLAY], ACTING, buf, legal(scratch, buf), features, mask, n_rows,
-                                n_slots, slot_key, slot_p, slot_v, slot_mask, sent_slot, key, ckeys, cvalues, cstats,
+                                n_slots, slot_key, slot_v, slot_mask, sent_slot, key, ckeys, cvalues, cstats,
                             )  # fmt: skip
                 break
             left[t] -= 1

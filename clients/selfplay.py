@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from blobnet.aio import quiet_gc, run_now
+from blobnet.aio import quiet_gc
 from blobnet.config import GameConfig, SearchConfig
-from blobnet.evaluator import Evaluator, FreeEvaluator
+from blobnet.evaluator import Evaluator
 from blobnet.player import Player, act_async
 from blobnet.replay import Examples, RoundRecord
-from blobnet.rules import Game, Round, choices, random_round, standard_schedule
+from blobnet.rules import Game, Round, choices, standard_schedule
 from blobnet.search import Search, choose_action
 from clients.players import bot_maker
 
@@ -126,7 +126,7 @@ class SelfPlayEngine:
         self._next_game = first_game
         self._game_stride = game_stride
         self._started = 0  # rounds begun, finished or not: the engine begins no more than asked
-        self._load_kernels()
+        self.search.load_kernels()  # set-up, which stats.seconds leaves out
 
     async def run(self, rounds: int) -> EngineStats:
         """Play until ``rounds`` more rounds are done; returns the (cumulative) stats."""
@@ -152,14 +152,6 @@ class SelfPlayEngine:
                 self.stats.cache_hits += hits
                 self.stats.cache_collisions += collisions
         return self.stats
-
-    def _load_kernels(self) -> None:
-        """One search of a small round with a free evaluator that never waits, on a ``Search`` of
-        its own: a process loads each compiled kernel from numba's cache at its first call (about
-        0.15 s in all), set-up that ``stats.seconds`` leaves out; a few milliseconds once loaded."""
-        r = random_round(3, 2, np.random.default_rng(0))
-        assert r.to_play is not None  # a new round: its first bid is to make
-        run_now(Search(FreeEvaluator(yield_each=False), self.config).run(r.view(r.to_play), np.random.default_rng(0)))
 
     def stop(self) -> None:
         """Begin no more rounds; ``run`` returns once the rounds in progress are done."""
