@@ -10,6 +10,15 @@ so a change in the machine's load hits them alike. For each: microseconds a row 
 ``--repeats`` timed runs of ``--seconds`` each) and its ratio to eager; before timing, its outputs
 are compared with eager's (the largest difference of priors and of values; an engine differing by
 more than 1e-4, or 2e-2 in bf16, is reported as wrong, not timed).
+
+    python -m bench.forward_engines --ops [--batches 256,1024]
+
+Where the onnx engine's time goes: ONNX Runtime's own profile of its graph (the network after the
+sparse first layer, as the batcher runs it: ``ONNX_CHUNK`` rows a run) at each batch size, one
+thread; each node's microseconds a row and share of the graph's time, and for each product
+(``Gemm``) its float32 rate in GFLOP/s, beside the rate of a plain float32 product of the trunk's
+shape (PyTorch's, ``ONNX_CHUNK`` x hidden x hidden) measured in the same run: how much of the
+forward pass is products, and how near they run to what this core does.
 """
 
 from __future__ import annotations
@@ -18,13 +27,17 @@ import argparse
 import copy
 import json
 import statistics
+import tempfile
 import time
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from bench.common import sample_inputs
-from blobnet.net import ENGINES, make_engine, make_net
+from blobnet.net import ENGINES, ONNX_CHUNK, BlobNet, OnnxEngine, make_engine, make_net, onnx_graph
 
 TOLERANCE = 1e-4
 BF16_TOLERANCE = 2e-2  # bfloat16 keeps 8 bits of mantissa: about 3e-3 off on the small net
@@ -42,6 +55,80 @@ def time_rows(run, features: np.ndarray, legal: np.ndarray, seconds: float) -> f
             return 1e6 * elapsed / (calls * len(features))
 
 
+class Node(NamedTuple):
+    """One node of the onnx engine's graph in ONNX Runtime's profile (``op_profile``)."""
+
+    name: str
+    op: str
+    us_per_row: float
+    gflops: float | None  # a product's float32 rate; None for any other op
+
+
+def op_profile(model: BlobNet, batch: int, seconds: float) -> list[Node]:
+    """ONNX Runtime's own time for each node of the onnx engine's sparse graph over ``batch`` rows
+    (``bench.common.sample_inputs``), run as the engine runs it for at least ``seconds``, one
+    thread; the nodes that took longest first."""
+    engine = OnnxEngine(model, threads=1, sparse=True)
+    x, legal = sample_inputs(batch, model.width, np.random.default_rng(0))
+    h = engine.first_layer(x)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = engine.session.get_session_options()  # the engine's own: one thread, no spinning
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ops")
+        engine.session = engine._ort.InferenceSession(onnx_graph(model, sparse=True), options,
+                                                      providers=["CPUExecutionProvider"])  # fmt: skip
+        calls, t0 = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - t0 < seconds:
+            engine.after_first(h, legal)
+            calls += 1
+        events = json.loads(Path(engine.session.end_profiling()).read_text())
+    micros: dict[str, float] = defaultdict(float)
+    flops: dict[str, float] = defaultdict(float)
+    ops: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        name, args = e["name"].removesuffix("_kernel_time"), e["args"]
+        ops[name] = args["op_name"]
+        micros[name] += e["dur"]
+        if "Gemm" in args["op_name"]:  # (n, k) in, (n, out) out; the weight is prepacked, not listed
+            (n, k), (_, out) = args["input_type_shape"][0]["float"], args["output_type_shape"][0]["float"]
+            flops[name] += 2.0 * n * k * out
+    nodes = [Node(name, ops[name], us / (calls * batch), flops[name] / us / 1e3 if name in flops else None)
+             for name, us in micros.items()]  # fmt: skip
+    return sorted(nodes, key=lambda node: -node.us_per_row)
+
+
+def product_gflops(rows: int, hidden: int, seconds: float) -> float:
+    """GFLOP/s of a plain float32 product (rows x hidden) @ (hidden x hidden), PyTorch's."""
+    a, w = torch.randn(rows, hidden), torch.randn(hidden, hidden)
+    a @ w
+    calls, t0 = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - t0 < seconds:
+        a @ w
+        calls += 1
+    return 2.0 * rows * hidden * hidden * calls / (time.perf_counter() - t0) / 1e9
+
+
+def print_ops(model: BlobNet, batches: list[int], seconds: float, as_json: bool) -> None:
+    """``--ops``: ``op_profile`` at each batch size, beside ``product_gflops`` of the trunk's shape."""
+    hidden = model.config.hidden
+    out = {}
+    for b in batches:
+        nodes = op_profile(model, b, seconds)
+        plain = product_gflops(ONNX_CHUNK, hidden, seconds)
+        total = sum(node.us_per_row for node in nodes)
+        products = sum(node.us_per_row for node in nodes if node.gflops is not None)
+        print(f"batch {b}: {total:.2f} us a row in the graph, {products / total:.0%} of it in products; "
+              f"a plain float32 product {ONNX_CHUNK} x {hidden} x {hidden}: {plain:.0f} GFLOP/s")  # fmt: skip
+        for node in nodes:
+            rate = "" if node.gflops is None else f"  {node.gflops:5.0f} GFLOP/s"
+            print(f"  {node.name:22s} {node.op:20s} {node.us_per_row:6.3f} us {node.us_per_row / total:6.1%}{rate}")
+        out[b] = {"nodes": [node._asdict() for node in nodes], "plain_gflops": plain}
+    if as_json:
+        print(json.dumps({"preset": model.config.name, "ops": out}))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
@@ -51,21 +138,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--ops", action="store_true", help="the onnx engine's time node by node (module docstring)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     model = make_net(a.preset, seed=0)
+    if a.ops:
+        torch.set_num_threads(1)
+        print_ops(model, [int(b) for b in a.batches.split(",")], a.seconds, a.json)
+        return
     names = a.engines.split(",")
     if "eager" not in names:
         names.insert(0, "eager")  # the reference
     engines, tolerance = {}, {}
-    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    bf16: BlobNet | None = None  # the model in bf16, made for the first "-bf16" engine
     for name in names:
         engine, *flags = name.split("-")
         if set(flags) - {"sparse", "bf16"}:
             p.error(f"engine {name!r}: NAME, NAME-sparse, NAME-bf16 or NAME-sparse-bf16")
         low = "bf16" in flags
-        engines[name] = make_engine(engine, bf16 if low else model, threads=a.threads, sparse="sparse" in flags,
+        if low and bf16 is None:
+            bf16 = copy.deepcopy(model).to(torch.bfloat16)
+        net = bf16 if low and bf16 is not None else model
+        engines[name] = make_engine(engine, net, threads=a.threads, sparse="sparse" in flags,
                                     dtype=torch.bfloat16 if low else None)  # fmt: skip
         tolerance[name] = BF16_TOLERANCE if low else TOLERANCE
     batches = [int(b) for b in a.batches.split(",")]

@@ -17,6 +17,8 @@ import torch
 
 from bench.advice import ADVICE, Advice, Facts, advise, best_row
 from bench.common import Timed, rate
+from bench.forward_engines import main as forward_engines_main
+from bench.forward_engines import op_profile
 from bench.ismcts_bound import main as bound_main
 from bench.ismcts_bound import player_among_random
 from bench.point import PointSpec
@@ -386,6 +388,24 @@ def test_rate_is_the_slope_through_bursty_counters() -> None:
     t = np.arange(0, 10, 0.1)
     bursts = 1000 * np.floor(t)  # +1000 once a second
     assert rate([(a, b) for a, b in zip(t, bursts)], 1) == pytest.approx(1000, rel=0.05)
+
+
+def test_op_profile_times_every_node_of_the_onnx_graph_and_rates_its_products() -> None:
+    model = make_net("tiny", seed=0)
+    nodes = op_profile(model, 64, seconds=0.05)
+    products = {n.name.removeprefix("fused ") for n in nodes if n.gflops is not None}
+    assert products == {"b0.fc1", "b0.fc2", "logits", "value1", "value2"}  # tiny: one block
+    assert all(("Gemm" in n.op) == (n.gflops is not None) for n in nodes)
+    assert {"LayerNormalization", "Relu", "Add"} <= {n.op for n in nodes}  # the sigmoid is fused into value2
+    assert all(n.us_per_row > 0 for n in nodes) and all(n.gflops > 0 for n in nodes if n.gflops is not None)
+    assert [n.us_per_row for n in nodes] == sorted((n.us_per_row for n in nodes), reverse=True)
+
+
+def test_forward_engines_ops_prints_one_json_object_last(capsys: pytest.CaptureFixture[str]) -> None:
+    forward_engines_main(["--ops", "--preset", "tiny", "--batches", "16,32", "--seconds", "0.05", "--json"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["preset"] == "tiny" and set(last["ops"]) == {"16", "32"}
+    assert all(v["plain_gflops"] > 0 and v["nodes"] for v in last["ops"].values())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the check itself would run")
