@@ -12,8 +12,8 @@ networks); the two listings are equal, so the first layer from packed bits equal
 the rows bit for bit. Measured at batch 256 to 1,024 (one thread): the listing 0.7 us a row and
 the bag 0.9, against 2.5 us for one numba kernel that found the entries and added the rows itself.
 
-A position has a few legal ids of 70: the softmax of the legal logits exponentiates those alone
-(ONNX Runtime's masking and softmax over all 70 took 1.1 us a row at batch 1,024, against 0.45 here).
+A position has a few legal ids of 70: the softmax of the legal logits reads and exponentiates those
+alone (ONNX Runtime's masking and softmax over all 70 took 1.1 us a row at batch 1,024).
 """
 
 from __future__ import annotations
@@ -132,21 +132,30 @@ def nonzero_packed(
 @njit(cache=True)  # no fastmath: it would assume away the infinities exp may meet
 def legal_softmax(logits: np.ndarray, legal: np.ndarray, out: np.ndarray) -> None:
     """``out[r]``: the softmax of ``logits[r]`` (n, n_actions) float32 over the ids where ``legal[r]``
-    (bool) holds, 0 elsewhere; a row with no legal id gets zeros (the batcher never runs one)."""
+    (bool) holds, 0 elsewhere; a row with no legal id gets zeros (the batcher never runs one). A
+    row's legal ids are listed first (one pass over the mask, without a branch), then only they are
+    read: 0.08 us a row against 0.18 for three passes over all 70 ids with a branch on each (batch
+    1,024 of sample masks, a scratch timing), the same numbers bit for bit."""
     n, a = logits.shape
+    ids = np.empty(a, np.int64)
     for r in range(n):
         lr = logits[r]
         mr = legal[r]
         o = out[r]
+        m = 0
+        for j in range(a):
+            ids[m] = j
+            m += mr[j]
+            o[j] = 0.0
         top = np.float32(-3.4e38)
-        for j in range(a):
-            if mr[j] and lr[j] > top:
-                top = lr[j]
+        for i in range(m):
+            if lr[ids[i]] > top:
+                top = lr[ids[i]]
         total = 0.0
-        for j in range(a):
-            e = math.exp(lr[j] - top) if mr[j] else 0.0
-            o[j] = e
+        for i in range(m):
+            e = math.exp(lr[ids[i]] - top)
+            o[ids[i]] = e
             total += e
         scale = 1.0 / total if total > 0.0 else 0.0
-        for j in range(a):
-            o[j] *= scale
+        for i in range(m):
+            o[ids[i]] *= scale
