@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import onnxruntime
 import torch
 
 from bench.common import sample_inputs
@@ -75,7 +76,7 @@ def op_profile(model: BlobNet, batch: int, seconds: float) -> list[Node]:
         options = engine.session.get_session_options()  # the engine's own: one thread, no spinning
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "ops")
-        engine.session = engine._ort.InferenceSession(onnx_graph(model, sparse=True), options,
+        engine.session = onnxruntime.InferenceSession(onnx_graph(model, sparse=True), options,
                                                       providers=["CPUExecutionProvider"])  # fmt: skip
         calls, t0 = 0, time.perf_counter()
         while calls < 3 or time.perf_counter() - t0 < seconds:
@@ -157,9 +158,11 @@ def main(argv: list[str] | None = None) -> None:
         if set(flags) - {"sparse", "bf16"}:
             p.error(f"engine {name!r}: NAME, NAME-sparse, NAME-bf16 or NAME-sparse-bf16")
         low = "bf16" in flags
-        if low and bf16 is None:
-            bf16 = copy.deepcopy(model).to(torch.bfloat16)
-        net = bf16 if low and bf16 is not None else model
+        net = model
+        if low:
+            if bf16 is None:
+                bf16 = copy.deepcopy(model).to(torch.bfloat16)
+            net = bf16
         engines[name] = make_engine(engine, net, threads=a.threads, sparse="sparse" in flags,
                                     dtype=torch.bfloat16 if low else None)  # fmt: skip
         tolerance[name] = BF16_TOLERANCE if low else TOLERANCE
