@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from blobnet.aio import run_now
@@ -147,11 +148,13 @@ class Search:
     def load_kernels(self) -> None:
         """Load the compiled kernels now (numba reads each from its cache at its first call, about
         0.15 s a process in all; a few milliseconds once loaded): one search of a small round, with
-        a free evaluator that never waits, on a Search of its own, so this one's counts, cache and
-        evaluator stay untouched and no turn of the event loop is taken."""
+        a free evaluator that never waits, on a Search of its own (with an empty cache: the kernels
+        are the same), so this one's counts, cache and evaluator stay untouched and no turn of the
+        event loop is taken."""
         r = random_round(3, 2, np.random.default_rng(0))
         assert r.to_play is not None  # a new round: its first bid is to make
-        run_now(Search(FreeEvaluator(yield_each=False), self.config).run(r.view(r.to_play), np.random.default_rng(0)))
+        search = Search(FreeEvaluator(yield_each=False), msgspec.structs.replace(self.config, cache=0))
+        run_now(search.run(r.view(r.to_play), np.random.default_rng(0)))
 
     @staticmethod
     def rows_per_wave(config: SearchConfig) -> int:

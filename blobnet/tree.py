@@ -268,8 +268,8 @@ def _row(
     """Position ``st`` seen by ``viewer`` given a slot of ``kind`` (``_place``) and, when it is sent
     (a row the cache or this wave answers is not even written), written to ``features[n_rows]``
     with its mask, the ``nl`` legal ids in ``buf`` (the acting seat's; an own-view row's priors are
-    never read, so any legal mask does), which its slot keeps for the leaf's expansion; returns
-    (slot, rows, slots)."""
+    never read, so any legal mask does); an acting row's slot keeps the mask for the leaf's
+    expansion; returns (slot, rows, slots)."""
     r = n_rows
     slot, sent = _place(st, viewer, r, kind, n_slots, slot_key, slot_v, sent_slot, key, ckeys, cvalues, cstats)
     if sent:
@@ -277,7 +277,8 @@ def _row(
         mask[r] = False
         for i in range(nl):
             mask[r, buf[i]] = True
-        slot_mask[slot] = mask[r]
+        if kind == ACTING:
+            slot_mask[slot] = mask[r]
     return slot, n_rows + sent, max(n_slots, slot + 1)
 
 
