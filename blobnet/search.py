@@ -115,15 +115,17 @@ class Search:
     """PUCT over ``config.dets`` determinizations. ``evaluator`` is passed in (the OpenSpiel MCTSBot
     style), so tests can hand in fakes with known answers; ``deal`` replaces the determinization
     (tests). ``collisions`` counts descents undone because they met a leaf already waiting in their
-    wave. One Search serves many concurrent searches (the games of an engine): each takes a
-    ``Trees`` from the Search's free list for its duration. They share one buffer for the rows of a
-    wave (``features``, ``mask``): a wave writes its rows and hands them to the evaluator with no
-    await between, and the evaluator copies them before its first await (``blobnet.evaluator``), so
-    the next wave, of any search, may write over them. The buffer then stays in the core's cache,
-    where a buffer per search (a few hundred of them at a time) would not: the search's kernels
-    took 0.5 to 0.6 us less a simulation with it (64 games, a free evaluator). ``kernel_seconds``
-    adds up the wall time of the compiled stages: "deal", "select" (descents and the leaves' rows),
-    "backup". ``lazy``: a tree's last wave sends no row whose answer is never read
+    wave. Its counts (``evaluations``, ``simulations``, ``collisions``) grow wave by wave, not at a
+    search's end: with hundreds of games on one slow evaluator a search outlasts a benchmark's window,
+    which would otherwise see no simulation at all. One Search serves many concurrent searches (the
+    games of an engine): each takes a ``Trees`` from the Search's free list for its duration. They
+    share one buffer for the rows of a wave (``features``, ``mask``): a wave writes its rows and hands
+    them to the evaluator with no await between, and the evaluator copies them before its first await
+    (``blobnet.evaluator``), so the next wave, of any search, may write over them. The buffer then
+    stays in the core's cache, where a buffer per search (a few hundred of them at a time) would not:
+    the search's kernels took 0.5 to 0.6 us less a simulation with it (64 games, a free evaluator).
+    ``kernel_seconds`` adds up the wall time of the compiled stages: "deal", "select" (descents and the
+    leaves' rows), "backup". ``lazy``: a tree's last wave sends no row whose answer is never read
     (``blobnet.tree``); the result is the same either way (a test holds the two equal)."""
 
     lazy = True
@@ -199,6 +201,7 @@ class Search:
         priors, values = _answers(await self.evaluator.evaluate_many(row, mask), 1)
         root_value = float(values[0, 0])  # the searching seat's (column 0: the acting seat's)
         evaluations = 1
+        self.evaluations += 1
         p = priors[0, legal].astype(np.float64)
         root_priors = p.tolist()
         if noise:
@@ -222,6 +225,7 @@ class Search:
         trees.counts[:] = 0
         per_tree = min(cfg.leaves, cfg.sims)
         cache = self.cache
+        counted = 0, 0  # this search's simulations and collisions so far, as the Search's counts hold them
         more = dets * cfg.sims
         while more:
             t0 = time.perf_counter()
@@ -236,34 +240,35 @@ class Search:
             )  # fmt: skip
             t1 = time.perf_counter()
             clock["select"] += t1 - t0
-            if not k:
-                continue  # every descent of the wave ended at a terminal position
-            if rows:
-                answer = await self.evaluator.evaluate_many(self.features[:rows], self.mask[:rows])
-                priors, values = _answers(answer, rows, finite=False)  # backup checks for NaN and inf
-                evaluations += rows
-            else:  # the cache answered every leaf
-                priors, values = _NO_PRIORS, _NO_VALUES
-            # answers that a model swap may have overtaken are used, not kept
-            keep = getattr(self.evaluator, "model_version", None) == version
-            t0 = time.perf_counter()
-            wrong = backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
-                           priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v,
-                           trees.slot_mask, cache.keys, cache.values, keep, trees.counts, trees.values,
-                           view.players, seat)  # fmt: skip
-            clock["backup"] += time.perf_counter() - t0
-            if wrong:
-                raise ValueError(f"the evaluator's {'priors' if wrong == ANSWER_PRIORS else 'values'} hold NaN or inf")
+            if k:  # else every descent of the wave ended at a terminal position
+                if rows:
+                    answer = await self.evaluator.evaluate_many(self.features[:rows], self.mask[:rows])
+                    priors, values = _answers(answer, rows, finite=False)  # backup checks for NaN and inf
+                    evaluations += rows
+                    self.evaluations += rows
+                else:  # the cache answered every leaf
+                    priors, values = _NO_PRIORS, _NO_VALUES
+                # answers that a model swap may have overtaken are used, not kept
+                keep = getattr(self.evaluator, "model_version", None) == version
+                t0 = time.perf_counter()
+                wrong = backup(trees.node_i, trees.node_f, trees.edge_i, trees.edge_f, trees.used, trees.leaves, k,
+                               priors, values, trees.sent_slot, trees.slot_key, trees.slot_p, trees.slot_v,
+                               trees.slot_mask, cache.keys, cache.values, keep, trees.counts, trees.values,
+                               view.players, seat)  # fmt: skip
+                clock["backup"] += time.perf_counter() - t0
+                if wrong:
+                    which = "priors" if wrong == ANSWER_PRIORS else "values"
+                    raise ValueError(f"the evaluator's {which} hold NaN or inf")
+            sims, collisions = int(trees.counts[0]), int(trees.counts[1])
+            self.simulations += sims - counted[0]
+            self.collisions += collisions - counted[1]
+            counted = sims, collisions
         visits = np.zeros(len(legal), np.int64)
         root_visits(trees.edge_i, dets, len(legal), visits)
         # the root's edges are the first of every tree's (init_roots); W holds the searcher's values
         summed = trees.edge_f[:dets, : len(legal), W].sum(axis=0)
         means = [float(w / n) if n else None for w, n in zip(summed.tolist(), visits.tolist())]
-        sims = int(trees.counts[0])
-        self.evaluations += evaluations
-        self.simulations += sims
-        self.collisions += int(trees.counts[1])
-        return SearchResult(legal, visits.tolist(), evaluations, sims, row[0], root_priors, means, root_value)
+        return SearchResult(legal, visits.tolist(), evaluations, counted[0], row[0], root_priors, means, root_value)
 
 
 _NO_PRIORS = np.zeros((0, N_ACTIONS), np.float32)

@@ -220,6 +220,27 @@ def test_visit_counts_sum_over_determinizations():
     assert abs(sum(result.policy()) - 1) < 1e-9
 
 
+def test_the_searchs_counts_grow_wave_by_wave_before_its_end():
+    """A benchmark's window may be shorter than one search (hundreds of games on one slow
+    evaluator): the Search's counts must move with each wave, and end where the result says."""
+    r = leader_round()
+    cfg = SearchConfig(dets=2, sims=12, leaves=3)
+    seen: list[tuple[int, int]] = []
+
+    class Watching(FreeEvaluator):
+        async def evaluate_many(self, features, legal):  # type: ignore[no-untyped-def]
+            seen.append((search.simulations, search.evaluations))
+            return await super().evaluate_many(features, legal)
+
+    search = Search(Watching(), cfg)
+    result = run(search.run(r.view(r.to_play), np.random.default_rng(3)))
+    sims = [s for s, _ in seen]
+    assert sims[0] == 0 and sims == sorted(sims) and 0 < sims[-1] < result.simulations
+    assert [e for _, e in seen] == sorted(e for _, e in seen) and seen[1][1] == 1  # the root's row, then the waves'
+    assert (search.simulations, search.evaluations) == (result.simulations, result.evaluations)
+    assert result.simulations == cfg.dets * cfg.sims
+
+
 class ContentEvaluator(FreeEvaluator):
     """Answers that depend on a row's content alone, drawn from a hash of its features, one row at a
     time (a batch of other rows changes nothing); every row asked for is kept in ``rows``."""
