@@ -17,6 +17,8 @@ import msgspec
 import numpy as np
 
 from blobnet.cards import MAX_PLAYERS, MIN_PLAYERS, N_ACTIONS, N_CARDS, N_VALUES
+from blobnet.dnnl import available as onednn_available
+from blobnet.dnnl import unavailable_reason as onednn_unavailable
 from blobnet.encode import WIDTH
 from blobnet.rules import Round, random_round
 
@@ -26,6 +28,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "CPU_ENGINE",
     "CPU_SPARSE",
+    "ENGINE_NAMES",
     "preset",
     "GameConfig",
     "SearchConfig",
@@ -58,9 +61,12 @@ def _check(cond: bool, key: str, valid: str, value: object) -> None:
 # 2-core CPU the Python of the search costs more than the network, so the default ("small") is the
 # largest net whose forward pass stays well under that cost (DESIGN.md: an MLP of about 0.2M
 # parameters runs at about 390k evaluations/s at batch 512). "medium" and "large" are for a GPU.
-# The CPU forward pass that serves self-play fastest here (bench/forward_engines.py, README):
-# ONNX Runtime with the first layer over the rows' nonzero entries.
-CPU_ENGINE = "onnx"
+# The CPU forward pass that serves self-play fastest here (bench/forward_engines.py, README), with
+# the first layer over the rows' nonzero entries: float32 products as bf16 ones on the AMX units
+# where the CPU has them (blobnet.dnnl), else ONNX Runtime.
+CPU_ENGINE = "onednn" if onednn_available() else "onnx"
+ENGINE_NAMES = ("onednn", "onnx", "eager", "compile")  # blobnet.net.ENGINES
+FLOAT32_ENGINES = ("onednn", "onnx")  # engines that run float32 alone
 CPU_SPARSE = True
 POLICY_TARGETS = ("visits", "completed_q")  # self-play's policy target (SearchConfig.policy_target)
 
@@ -192,8 +198,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Where a CPU forward runs: "inline", "auto" or "thread" (servers/backends.py says how). In-line keeps
     # which rows share a batch independent of timing, so a resumed run repeats the uninterrupted one.
     mode: str = "inline"
-    # The CPU forward engine: "onnx" (ONNX Runtime), "eager" (PyTorch) or "compile" (torch.compile);
-    # bench/forward_engines.py compares them. A CUDA device runs the model as it is and ignores both.
+    # The CPU forward engine: "onednn" (float32 products on the AMX units, blobnet.dnnl), "onnx" (ONNX
+    # Runtime), "eager" (PyTorch) or "compile" (torch.compile); bench/forward_engines.py compares them.
+    # A CUDA device runs the model as it is and ignores it.
     engine: str = CPU_ENGINE
     # The first layer over each row's nonzero entries (blobnet.stem) on a CPU engine other than "compile".
     sparse: bool = CPU_SPARSE
@@ -202,7 +209,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         _check(
             self.device == "cpu" or self.device.startswith("cuda"), "server.device", '"cpu" or "cuda[:N]"', self.device
         )
-        _check(self.engine in ("eager", "onnx", "compile"), "server.engine", "eager, onnx or compile", self.engine)
+        _check(self.engine in ENGINE_NAMES, "server.engine", ", ".join(ENGINE_NAMES), self.engine)
+        if self.engine == "onednn" and self.device == "cpu":
+            _check(onednn_available(), "server.engine", f"onnx or eager here: {onednn_unavailable()}", self.engine)
         _check(not self.sparse or self.engine != "compile", "server.sparse", "false with engine compile", self.sparse)
         _check(self.max_batch >= 1, "server.max_batch", "at least 1", self.max_batch)
         _check(self.mode in ("auto", "inline", "thread"), "server.mode", "auto, inline or thread", self.mode)
@@ -297,9 +306,10 @@ class RunConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     def __post_init__(self) -> None:
         # checked here, where both sections are seen, rather than when the batcher starts
-        cpu_onnx = self.server.device == "cpu" and self.server.engine == "onnx"
-        valid = f'"eager" or "compile" with network.dtype = "{self.network.dtype}" (onnx runs float32 only)'
-        _check(self.network.dtype == "float32" or not cpu_onnx, "server.engine", valid, self.server.engine)
+        engine = self.server.engine
+        float32_only = self.server.device == "cpu" and engine in FLOAT32_ENGINES
+        valid = f'"eager" or "compile" with network.dtype = "{self.network.dtype}" ({engine} runs float32 only)'
+        _check(self.network.dtype == "float32" or not float32_only, "server.engine", valid, engine)
 
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {

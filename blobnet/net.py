@@ -21,6 +21,7 @@ A checkpoint stores the preset name and ``state_dict()``; every parameter is a p
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from blobnet import dnnl
 from blobnet.cards import N_ACTIONS
 from blobnet.compact import SCALAR_AT, PackedRows
 from blobnet.config import CPU_ENGINE, DEFAULT_PRESET, NetConfig, preset
@@ -38,7 +40,7 @@ from blobnet.stem import legal_softmax, nonzero_packed, nonzero_rows
 __all__ = [
     "BlobNet", "make_net", "count_params", "resolve_dtype",
     "forward_rows", "padded_rows", "DirectEvaluator", "ENGINES", "Engine", "make_engine", "cpu_engine_for",
-    "onnx_graph", "ONNX_CHUNK",
+    "onnx_graph", "ONNX_CHUNK", "ONEDNN_CHUNK",
 ]  # fmt: skip
 
 
@@ -264,6 +266,13 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
+def _float32_only(engine: str, dtype: torch.dtype | None) -> None:
+    if dtype is not None:
+        raise ValueError(
+            f'engine {engine} runs float32 only, not {dtype}: set network.dtype = "float32" or server.engine = "eager"'
+        )
+
+
 # Rows a run of the ONNX graph takes at most: a batch runs in slices of this many, so that each
 # layer's output (256 floats a row in the small net: 256 KB a slice) stays in the core's cache for
 # the next layer. Measured on the small net, one thread, a batch of 1,536 rows of sample inputs: 5.1
@@ -281,10 +290,7 @@ class OnnxEngine(Engine):
     def __init__(
         self, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
     ) -> None:
-        if dtype is not None:
-            raise ValueError(
-                f'engine onnx runs float32 only, not {dtype}: set network.dtype = "float32" or server.engine = "eager"'
-            )
+        _float32_only(self.name, dtype)
         import onnxruntime  # only this engine needs it
 
         self._ort = onnxruntime
@@ -321,6 +327,100 @@ class OnnxEngine(Engine):
         return priors, values
 
 
+# Rows a run of the onednn engine takes at most: its buffers (a row's 256 activations, their 768
+# bf16 parts and the product's 256 floats) then stay in the core's 2 MB cache from layer to layer.
+ONEDNN_CHUNK = 512
+
+
+class OnednnEngine(Engine):
+    """The network's products on a CPU's AMX units at float32's accuracy: each as three bf16
+    products with float32 sums, in one oneDNN matmul (``blobnet.dnnl``), with the layer norms, the
+    ReLUs, the residual sums and the value head's last layer in numba kernels between them and the
+    softmax over the legal ids after; within 1e-4 of float32 (a test holds it). Float32 only; it
+    needs oneDNN and AMX bf16 units (``blobnet.dnnl.available``). oneDNN runs on the process's
+    OpenMP threads (torch's count). Each ``reload`` splits and packs the weights again."""
+
+    name = "onednn"
+
+    def __init__(
+        self, model: nn.Module, *, dtype: torch.dtype | None = None, threads: int | None = None, sparse: bool = False
+    ) -> None:
+        _float32_only(self.name, dtype)
+        if not isinstance(model, BlobNet):
+            raise ValueError(f"engine onednn runs a BlobNet, not a {type(model).__name__}")
+        if not dnnl.available():
+            raise ValueError(f"engine onednn: {dnnl.unavailable_reason()}; use engine onnx")
+        self._local = threading.local()
+        super().__init__(model, sparse=sparse)
+
+    def reload(self) -> None:
+        super().reload()
+        m = self.model
+        assert isinstance(m, BlobNet)
+
+        def product(*layers: nn.Linear) -> dnnl.Product:
+            return dnnl.Product(np.concatenate([_array(layer.weight) for layer in layers]),
+                                np.concatenate([_array(layer.bias) for layer in layers]))  # fmt: skip
+
+        def norm(layer: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray, float]:
+            return _array(layer.weight), _array(layer.bias), float(layer.eps)
+
+        self._blocks = []
+        for block in m.blocks:
+            assert isinstance(block, _Block)
+            self._blocks.append((norm(block.norm), product(block.fc1), product(block.fc2)))
+        self._hidden = m.config.hidden
+        self._norm = norm(m.norm)
+        self._heads = product(m.policy, m.value1)  # one product: logits, then the value head's hidden layer
+        self._value2 = _array(m.value2.weight), _array(m.value2.bias)
+        self._stem = _array(m.stem.weight).T.copy(), _array(m.stem.bias)
+        self._local = threading.local()  # buffers of another model's sizes are not reused
+
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """This thread's buffers of ``ONEDNN_CHUNK`` rows (worker threads may share the engine):
+        the residual stream, the bf16 parts of a layer's input, a product's result, the heads'."""
+        found = getattr(self._local, "buffers", None)
+        if found is None:
+            hidden, heads = self._hidden, self._heads.out
+            shapes = ((hidden, np.float32), (3 * hidden, np.uint16), (hidden, np.float32), (heads, np.float32))
+            found = tuple(dnnl.aligned((ONEDNN_CHUNK, w), t) for w, t in shapes)
+            for b in found:
+                b[:] = 0  # the rows past a short run's own are multiplied too, so never NaN
+            self._local.buffers = found
+        return found  # type: ignore[return-value]
+
+    def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
+        if self.sparse:
+            return self.after_first(self.first_layer(features), mask)
+        w, b = self._stem
+        return self.after_first(features @ w + b, mask)
+
+    def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
+        """The network from the first layer's output h (n, hidden) float32, ``ONEDNN_CHUNK`` rows
+        at a time; a short run's products take ``padded_rows`` rows (one kept primitive per size)."""
+        n = len(h)
+        n_actions = mask.shape[1]
+        priors = np.empty(mask.shape, np.float32)
+        values = np.empty((n, len(self._value2[1])), np.float32)
+        x, parts, out, heads = self._buffers()
+        for i in range(0, n, ONEDNN_CHUNK):
+            j = min(i + ONEDNN_CHUNK, n)
+            m, padded = j - i, padded_rows(j - i)
+            np.maximum(h[i:j], 0, out=x[:m])
+            for (w, b, eps), fc1, fc2 in self._blocks:
+                dnnl.norm_split3(x[:m], w, b, eps, False, parts[:m])
+                fc1(parts[:padded], out[:padded])
+                dnnl.split3(out[:m], True, parts[:m])
+                fc2(parts[:padded], out[:padded])
+                dnnl.add_rows(x[:m], out[:m])
+            w, b, eps = self._norm
+            dnnl.norm_split3(x[:m], w, b, eps, True, parts[:m])
+            self._heads(parts[:padded], heads[:padded])
+            dnnl.value_head(heads[:m], n_actions, *self._value2, values[i:j])
+            legal_softmax(heads[:m, :n_actions], mask[i:j], priors[i:j])
+        return priors, values
+
+
 class CompiledEngine(Engine):
     """``torch.compile`` of the model (inductor; it needs a C++ compiler and compiles on the first
     batches, for any batch size). Loaded weights reach it without a recompile. Dense only."""
@@ -340,7 +440,9 @@ class CompiledEngine(Engine):
 
 
 # CPU forward engines by name
-ENGINES: dict[str, type[Engine]] = {"eager": Engine, "onnx": OnnxEngine, "compile": CompiledEngine}
+ENGINES: dict[str, type[Engine]] = {
+    "eager": Engine, "onnx": OnnxEngine, "onednn": OnednnEngine, "compile": CompiledEngine,
+}  # fmt: skip
 
 
 def cpu_engine_for(dtype: torch.dtype | str | None) -> str:

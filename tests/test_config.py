@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from blobnet import config
 from blobnet.config import ConfigError, RunConfig, load_config
+from blobnet.dnnl import available as onednn_available
+from blobnet.dnnl import unavailable_reason as onednn_unavailable
 from clients.players import make_bot
 
 ROOT = Path(__file__).resolve().parents[1]
+NEEDS_ONEDNN = pytest.mark.skipif(not onednn_available(), reason=f"engine onednn cannot run: {onednn_unavailable()}")
 
 
 def test_shipped_configs_load():
@@ -53,14 +57,24 @@ def test_bad_settings_are_refused_naming_the_key(override, named):
         load_config(ROOT / "configs" / "default.toml", override)
 
 
-def test_a_low_precision_network_on_a_cpu_needs_an_engine_that_runs_it():
+@pytest.mark.parametrize("engine", [pytest.param("onednn", marks=NEEDS_ONEDNN), "onnx"])
+def test_a_low_precision_network_on_a_cpu_needs_an_engine_that_runs_it(engine):
     default = ROOT / "configs" / "default.toml"
-    expected = r"server\.engine = 'onnx' is not valid: \"eager\" or \"compile\" with network\.dtype = \"bfloat16\""
+    expected = rf"server\.engine = '{engine}' is not valid: \"eager\" or \"compile\" with network\.dtype = \"bfloat16\""
     with pytest.raises(ConfigError, match=expected):
-        load_config(default, ["network.dtype=bfloat16"])
+        load_config(default, ["network.dtype=bfloat16", f"server.engine={engine}"])
     assert load_config(default, ["network.dtype=bfloat16", "server.engine=eager"]).server.engine == "eager"
-    on_gpu = load_config(default, ["network.dtype=bfloat16", "server.device=cuda"])  # runs the model as it is
-    assert on_gpu.network.dtype == "bfloat16" and on_gpu.server.engine == "onnx"
+    on_gpu = load_config(default, ["network.dtype=bfloat16", "server.device=cuda", f"server.engine={engine}"])
+    assert on_gpu.network.dtype == "bfloat16" and on_gpu.server.engine == engine  # a GPU runs the model as it is
+
+
+def test_engine_onednn_where_it_cannot_run_is_refused_saying_why(monkeypatch):
+    monkeypatch.setattr(config, "onednn_available", lambda: False)
+    monkeypatch.setattr(config, "onednn_unavailable", lambda: "this CPU has no AMX bf16 units")
+    expected = r"server\.engine = 'onednn' is not valid: onnx or eager here: this CPU has no AMX bf16 units"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(ROOT / "configs" / "default.toml", ["server.engine=onednn"])
+    assert load_config(ROOT / "configs" / "default.toml", ["server.engine=onnx"]).server.engine == "onnx"
 
 
 def test_unknown_key_in_a_file_lists_the_valid_ones(tmp_path):

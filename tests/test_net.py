@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 
 import numpy as np
 import pytest
 import torch
 
+from blobnet import dnnl
 from blobnet.cards import N_ACTIONS, N_VALUES
 from blobnet.config import DEFAULT_PRESET, PRESETS
 from blobnet.encode import WIDTH, encode_rounds
 from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.net import (
+    ONEDNN_CHUNK,
     ONNX_CHUNK,
     BlobNet,
     DirectEvaluator,
@@ -208,11 +211,18 @@ def test_the_softmax_over_legal_ids_is_torchs_masked_softmax() -> None:
     assert (got[~legal] == 0).all() and got[0, 3] == 1.0
 
 
-@pytest.mark.parametrize(("name", "sparse"), [("eager", True), ("onnx", False), ("onnx", True)])
+NEEDS_ONEDNN = pytest.mark.skipif(not dnnl.available(), reason=f"engine onednn cannot run: {dnnl.unavailable_reason()}")
+
+
+@pytest.mark.parametrize(
+    ("name", "sparse"),
+    [("eager", True), ("onnx", False), ("onnx", True),
+     pytest.param("onednn", False, marks=NEEDS_ONEDNN), pytest.param("onednn", True, marks=NEEDS_ONEDNN)],
+)  # fmt: skip
 def test_every_cpu_engine_answers_what_the_eager_model_does_and_follows_new_weights(name: str, sparse: bool) -> None:
     net = make_net("small", seed=3)
     x, legal = _encoded_rows()
-    reps = ONNX_CHUNK // len(x) + 2  # more rows than ONNX Runtime takes in one run, and a part run
+    reps = max(ONNX_CHUNK, ONEDNN_CHUNK) // len(x) + 2  # more rows than one run takes, and a part run
     x, legal = np.tile(x, (reps, 1)), np.tile(legal, (reps, 1))
     engine = make_engine(name, net, threads=1, sparse=sparse)
     for want, got in zip(forward_rows(net, x, legal), engine(x, legal), strict=True):
@@ -224,11 +234,49 @@ def test_every_cpu_engine_answers_what_the_eager_model_does_and_follows_new_weig
         assert np.abs(got - want).max() < 1e-4
 
 
+@NEEDS_ONEDNN
+@pytest.mark.parametrize("rows", [1, 7, ONEDNN_CHUNK + 1])
+def test_the_onednn_engine_on_any_net_and_row_count_and_on_threads_at_once(rows: int) -> None:
+    """Other widths than small's (tiny's), runs shorter than a chunk (their products pad the rows),
+    and two threads on one engine (the batcher's thread mode): each answer within 1e-4 of eager's."""
+    net = make_net("tiny", seed=5)
+    x, legal = _encoded_rows()
+    x, legal = np.tile(x, (rows // len(x) + 1, 1))[:rows], np.tile(legal, (rows // len(x) + 1, 1))[:rows]
+    engine = make_engine("onednn", net, threads=1, sparse=True)
+    want = forward_rows(net, x, legal)
+    answers: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def run() -> None:
+        for _ in range(5):
+            answers.append(engine(x, legal))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 10
+    for got in answers:
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+
+
+def test_engine_onednn_where_it_cannot_run_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dnnl, "available", lambda: False)
+    monkeypatch.setattr(dnnl, "unavailable_reason", lambda: "this CPU has no AMX bf16 units")
+    with pytest.raises(ValueError, match="engine onednn: this CPU has no AMX bf16 units; use engine onnx"):
+        make_engine("onednn", make_net("tiny"))
+
+
 def test_engines_refuse_what_they_cannot_run_by_name() -> None:
     with pytest.raises(ValueError, match="engine 'tpu'"):
         make_engine("tpu", make_net("tiny"))
-    with pytest.raises(ValueError, match="float32 only"):
-        make_engine("onnx", make_net("tiny"), dtype=torch.bfloat16)
+    for name in ("onnx", "onednn") if dnnl.available() else ("onnx",):
+        with pytest.raises(ValueError, match=f"engine {name} runs float32 only"):
+            make_engine(name, make_net("tiny"), dtype=torch.bfloat16)
+    if dnnl.available():
+        with pytest.raises(ValueError, match="engine onednn runs a BlobNet, not a Linear"):
+            make_engine("onednn", torch.nn.Linear(3, 3))
     with pytest.raises(ValueError, match="no sparse first layer"):
         make_engine("compile", make_net("tiny"), sparse=True)
     with pytest.raises(ValueError, match="needs a BlobNet"):
