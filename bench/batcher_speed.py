@@ -10,7 +10,7 @@ ratio = batcher rate / raw rate. Two kinds of requester: one row per request (ea
 into its row, ``await evaluate_many`` of that one row), and waves of ``--wave`` rows per ``await
 evaluate_many`` (how blobnet.search asks: a wave of leaves across a decision's trees). Then the
 same requesters side by side, their runs interleaved (``side_by_side``): an in-process batcher
-(the first of ``--modes``, on the server's engine: ONNX Runtime, sparse first layer) against
+(the first of ``--modes``, on the server's default engine, sparse first layer) against
 ``python -m servers`` in a subprocess reached by ``clients.remote.RemoteEvaluator`` each way of
 ``--remote``: "shm" (a Unix socket carrying notices, the rows packed in a shared-memory ring),
 "shm-late" (the same without eager frames: a frame leaves only at the end of the loop iteration

@@ -1,4 +1,5 @@
-"""Which CPU forward engine serves the network fastest: PyTorch eager, ``torch.compile``, ONNX Runtime.
+"""Which CPU forward engine serves the network fastest: PyTorch eager, ``torch.compile``, ONNX Runtime,
+and (where the CPU has AMX units) float32 products as bf16 ones through oneDNN.
 
     python -m bench.forward_engines [--preset small] [--batches 16,64,256,1024,4096] [--threads 1] [--json]
 
@@ -38,6 +39,7 @@ import onnxruntime
 import torch
 
 from bench.common import sample_inputs
+from blobnet import dnnl
 from blobnet.net import ENGINES, ONNX_CHUNK, BlobNet, OnnxEngine, make_engine, make_net, onnx_graph
 
 TOLERANCE = 1e-4
@@ -134,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
     p.add_argument("--batches", default="16,64,256,1024,4096")
-    p.add_argument("--engines", default="eager,eager-sparse,onnx,onnx-sparse,compile,eager-sparse-bf16",
+    engines = "eager,eager-sparse,onnx,onnx-sparse,compile,eager-sparse-bf16"
+    if dnnl.available():
+        engines += ",onednn-sparse"
+    p.add_argument("--engines", default=engines,
                    help=f"engines of {', '.join(ENGINES)}; -sparse: sparse first layer; -bf16: in bf16")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=0.5)

@@ -18,7 +18,7 @@ would take hours), but four sweeps that each answer one question, 4 players thro
 3. hands: 1 to 7 cards at the best configuration of sweep 1.
 4. precision: the best configuration of sweep 1 in float32 and then with its network in bf16 (where
    its strategy runs batchers of its own: asyncio, asyncio-thread, asyncio-pool), on the engine the
-   product takes for each (eager for bf16; ONNX Runtime runs float32 only), the two points one after
+   product takes for each (eager for bf16; onednn and onnx run float32 only), the two points one after
    the other with the same timing. The advice says whether bf16 pays on this CPU, from that pair.
 
 Before them, a calibration plays complete rounds with the free evaluator: searched decisions per

@@ -165,27 +165,26 @@ class Product:
     same buffers), so a run is one call into oneDNN. Its oneDNN objects go with it."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self._owned: list[tuple[str, ctypes.c_void_p]] = []  # (oneDNN's destroy function, handle)
+        self._runs: dict[tuple[int, int, int], _Run] = {}
+        self._primitives: dict[int, _Primitive] = {}
+        self._layouts: list[tuple[ctypes.c_void_p, np.ndarray]] = []  # (layout, the weights in it)
+        self._lock = threading.Lock()
         rt = self._rt = _runtime()
         self.out, self.k = weight.shape
-        self._owned: list[tuple[str, ctypes.c_void_p]] = []  # (oneDNN's destroy function, handle)
         self._plain = split_weight(weight)  # (3k, out) bf16 bits
         self.bias = aligned((1, self.out), np.float32)
         self.bias[0] = bias
         self._bias_md = self._own("dnnl_memory_desc_destroy", rt.desc((1, self.out), _F32))
-        self._layouts: list[tuple[ctypes.c_void_p, np.ndarray]] = []  # (layout, the weights in it)
-        self._primitives: dict[int, _Primitive] = {}
-        self._runs: dict[tuple[int, int, int], _Run] = {}
-        self._lock = threading.Lock()
 
     def _own(self, destroy: str, handle: ctypes.c_void_p) -> ctypes.c_void_p:
         self._owned.append((destroy, handle))
         return handle
 
     def __del__(self) -> None:
-        lib = self._rt.lib
         self._drop_runs()
         for destroy, handle in reversed(self._owned):
-            getattr(lib, destroy)(handle)
+            getattr(self._rt.lib, destroy)(handle)
         self._owned.clear()
 
     def _drop_runs(self) -> None:

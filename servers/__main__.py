@@ -16,7 +16,7 @@ import signal
 import sys
 
 from blobnet.checkpoint import load_model
-from blobnet.config import DEFAULT_PRESET, PRESETS
+from blobnet.config import CPU_ENGINE, DEFAULT_PRESET, PRESETS
 from blobnet.net import ENGINES, cpu_engine_for, make_net
 from servers.batcher import MODES, Batcher
 from servers.socket import Server
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--mode", default="auto", choices=MODES, help="where the CPU forward pass runs")
     p.add_argument("--dtype", default=None, help="bf16 or fp16 (default float32)")
-    p.add_argument("--engine", choices=list(ENGINES), help="CPU forward engine (default: onnx in float32, else eager)")
+    p.add_argument(
+        "--engine", choices=list(ENGINES), help=f"CPU forward engine (default: {CPU_ENGINE} in float32, else eager)"
+    )
     p.add_argument(
         "--dense", dest="sparse", action="store_false",
         help="the first layer as one dense product (default: over each row's nonzero entries)",

@@ -79,7 +79,7 @@ class Batcher:
     max_inflight: batches launched and not finished at most (default 1 in-line, else 2).
     threads: torch intra-op threads on a CPU; None leaves torch's choice (every core) in-line, and
     gives each worker thread its share of the cores in thread mode. It is process-wide.
-    engine: the CPU forward engine (``blobnet.net.ENGINES``: "eager", "onnx", "compile"); sparse: its
+    engine: the CPU forward engine (``blobnet.net.ENGINES``: "onednn", "onnx", "eager", "compile"); sparse: its
     first layer over the rows' nonzero entries (``blobnet.stem``; the model must be a BlobNet). A
     CUDA device runs the model as it is and ignores both.
     Call every method from the event loop's thread; the batcher serves one event loop at a time.

@@ -3,6 +3,11 @@ against float64 references."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +68,25 @@ def test_a_product_is_float32_s_within_its_rounding(rows, k, out):
         assert (np.abs(dst - want) <= 4e-5 * scale).all()
     with pytest.raises(AssertionError):
         product(src[:, :-1], dst)  # a source of the wrong width
+
+
+_ENGINE_CHECK = """
+import numpy as np
+from bench.common import sample_inputs
+from blobnet.net import forward_rows, make_engine, make_net
+net = make_net("tiny", seed=1)
+x, legal = sample_inputs(19, net.width, np.random.default_rng(0))
+got = make_engine("onednn", net, threads=1, sparse=True)(x, legal)
+print(max(float(np.abs(a - b).max()) for a, b in zip(got, forward_rows(net, x, legal))))
+"""
+
+
+@pytest.mark.parametrize("setting", ["NUMBA_BOUNDSCHECK", "NUMBA_DISABLE_JIT"])
+def test_the_engine_s_kernels_pass_bounds_checks_and_run_as_plain_python(setting, tmp_path):
+    """The kernels recompiled with bounds checking (an index bug fails here instead of corrupting
+    memory), and run as plain Python (how to debug them), still answer as eager does."""
+    env = {**os.environ, setting: "1", "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    proc = subprocess.run([sys.executable, "-c", _ENGINE_CHECK], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) < 1e-4
