@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
     p.add_argument("--batches", default="16,64,256,1024,4096")
-    engines = "eager,eager-sparse,onnx,onnx-sparse,compile,eager-sparse-bf16"
+    default = "eager,eager-sparse,onnx,onnx-sparse,compile,eager-sparse-bf16"
     if dnnl.available():
-        engines += ",onednn-sparse"
-    p.add_argument("--engines", default=engines,
+        default += ",onednn-sparse"
+    p.add_argument("--engines", default=default,
                    help=f"engines of {', '.join(ENGINES)}; -sparse: sparse first layer; -bf16: in bf16")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=0.5)
