@@ -374,7 +374,6 @@ class OnednnEngine(Engine):
         self._norm = norm(m.norm)
         self._heads = product(m.policy, m.value1)  # one product: logits, then the value head's hidden layer
         self._value2 = _array(m.value2.weight), _array(m.value2.bias)
-        self._stem = _array(m.stem.weight).T.copy(), _array(m.stem.bias)
         self._local = threading.local()  # each thread's buffers, made at its first run
 
     def _buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -393,8 +392,10 @@ class OnednnEngine(Engine):
     def __call__(self, features: np.ndarray, mask: np.ndarray) -> Priors:
         if self.sparse:
             return self.after_first(self.first_layer(features), mask)
-        w, b = self._stem
-        return self.after_first(features @ w + b, mask)
+        assert isinstance(self.model, BlobNet)
+        with torch.inference_mode():  # in float32, on torch's threads
+            h = self.model.stem(torch.from_numpy(features)).numpy()
+        return self.after_first(h, mask)
 
     def after_first(self, h: np.ndarray, mask: np.ndarray) -> Priors:
         """The network from the first layer's output h (n, hidden) float32, ``ONEDNN_CHUNK`` rows
