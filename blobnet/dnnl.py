@@ -275,35 +275,20 @@ def aligned(shape: int | tuple[int, ...], dtype: type) -> np.ndarray:
 
 def split_weight(weight: np.ndarray) -> np.ndarray:
     """[w_hi; w_hi; w_lo] (3k, out) as bf16 bits (uint16) for a float32 weight (out, k)."""
-    w = np.ascontiguousarray(weight, np.float32).T.copy()  # (k, out)
-    hi = np.empty_like(w, np.uint16)
-    lo = np.empty_like(w, np.uint16)
-    _split_pairs(w.reshape(-1), hi.reshape(-1), lo.reshape(-1))
-    out = aligned((3 * len(w), w.shape[1]), np.uint16)
-    out[: len(w)] = hi
-    out[len(w) : 2 * len(w)] = hi
-    out[2 * len(w) :] = lo
-    return out
+    w = np.ascontiguousarray(weight, np.float32)
+    out, k = w.shape
+    parts = np.empty((out, 3 * k), np.uint16)
+    split3(w, False, parts)  # each output's row of weights as [hi | lo | hi]
+    stacked = aligned((3 * k, out), np.uint16)
+    stacked[:k] = stacked[k : 2 * k] = parts[:, :k].T
+    stacked[2 * k :] = parts[:, k : 2 * k].T
+    return stacked
 
 
 @njit(cache=True, inline="always")
 def _bf16(u: np.uint32) -> np.uint32:
     """The bf16 bits (in the low half) of the float32 whose bits are u, rounded to nearest even."""
     return (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-
-
-@njit(cache=True)
-def _split_pairs(x: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> None:
-    """hi, lo (uint16, bf16 bits) of float32 x: hi its rounding, lo the rounding of the rest."""
-    bits = x.view(np.uint32)
-    rest = np.empty(1, np.float32)
-    rest_bits = rest.view(np.uint32)
-    for i in range(x.shape[0]):
-        h = _bf16(bits[i])
-        hi[i] = h
-        rest_bits[0] = h << np.uint32(16)
-        rest[0] = x[i] - rest[0]
-        lo[i] = _bf16(rest_bits[0])
 
 
 # Reassociation lets numba vectorise the layer norm's sums (a float32 sum in another order); it
