@@ -12,10 +12,11 @@ import torch
 
 from blobnet import dnnl
 from blobnet.cards import N_ACTIONS, N_VALUES
-from blobnet.config import DEFAULT_PRESET, PRESETS
+from blobnet.config import DEFAULT_PRESET, ENGINE_NAMES, PRESETS
 from blobnet.encode import WIDTH, encode_rounds
 from blobnet.evaluator import Evaluator, FreeEvaluator
 from blobnet.net import (
+    ENGINES,
     ONEDNN_CHUNK,
     ONNX_CHUNK,
     BlobNet,
@@ -266,6 +267,10 @@ def test_engine_onednn_where_it_cannot_run_says_why(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(dnnl, "unavailable_reason", lambda: "this CPU has no AMX bf16 units")
     with pytest.raises(ValueError, match="engine onednn: this CPU has no AMX bf16 units; use engine onnx"):
         make_engine("onednn", make_net("tiny"))
+
+
+def test_the_config_knows_every_engine_by_name() -> None:
+    assert sorted(ENGINE_NAMES) == sorted(ENGINES)  # server.engine is checked against the one, run by the other
 
 
 def test_engines_refuse_what_they_cannot_run_by_name() -> None:
