@@ -29,6 +29,7 @@ __all__ = [
     "CPU_ENGINE",
     "CPU_SPARSE",
     "ENGINE_NAMES",
+    "PLAYER_ENGINE",
     "preset",
     "GameConfig",
     "SearchConfig",
@@ -67,6 +68,10 @@ def _check(cond: bool, key: str, valid: str, value: object) -> None:
 CPU_ENGINE = "onednn" if onednn_available() else "onnx"
 ENGINE_NAMES = ("onednn", "onnx", "eager", "compile")  # blobnet.net.ENGINES
 FLOAT32_ENGINES = ("onednn", "onnx")  # engines that run float32 alone
+# A lone player's engine (the arena, the web app, the terminal): a search's waves are a few dozen
+# rows, where ONNX Runtime's fixed costs a run are the lower; make train's model at 3 x 30 thought
+# 2.07 to 2.19 ms a decision on it against 2.62 on onednn (python -m bench.think_time, two runs each).
+PLAYER_ENGINE = "onnx"
 CPU_SPARSE = True
 POLICY_TARGETS = ("visits", "completed_q")  # self-play's policy target (SearchConfig.policy_target)
 

@@ -31,7 +31,7 @@ import numpy as np
 from torch import nn
 
 from blobnet.checkpoint import load_model
-from blobnet.config import CPU_ENGINE, SearchConfig
+from blobnet.config import PLAYER_ENGINE, SearchConfig
 from blobnet.evaluator import Evaluator
 from blobnet.net import BlobNet, DirectEvaluator
 from blobnet.rules import View
@@ -49,10 +49,11 @@ T = TypeVar("T")
 
 def direct(model: nn.Module, max_batch: int) -> Evaluator:
     """The default ``EvaluatorFactory``: a ``DirectEvaluator`` (no batching across searches). A
-    ``BlobNet`` runs on the CPU's default engine, dense: a lone search's forward passes then use no
-    torch thread pool, whose threads stall a pass while another process holds a core."""
+    ``BlobNet`` runs on a lone player's engine (``PLAYER_ENGINE``), dense: a lone search's forward
+    passes then use no torch thread pool, whose threads stall a pass while another process holds a
+    core."""
     if isinstance(model, BlobNet):
-        return DirectEvaluator(model, engine=CPU_ENGINE)
+        return DirectEvaluator(model, engine=PLAYER_ENGINE)
     return DirectEvaluator(model)
 
 

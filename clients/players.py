@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from blobnet.bots import HeuristicBot, RandomBot
-from blobnet.config import CPU_ENGINE, CPU_SPARSE, SearchConfig
+from blobnet.config import CPU_SPARSE, PLAYER_ENGINE, SearchConfig
 from blobnet.evaluator import Evaluator
 from blobnet.ismcts import ISMCTSBot
 from blobnet.net import make_net
@@ -111,7 +111,7 @@ def batched(device: str = "cpu") -> EvaluatorFactory:
 
 
 def _batcher(model: nn.Module, max_batch: int, *, device: str) -> Evaluator:
-    return Batcher(model, device=device, max_batch=max_batch, mode="inline", engine=CPU_ENGINE, sparse=CPU_SPARSE)
+    return Batcher(model, device=device, max_batch=max_batch, mode="inline", engine=PLAYER_ENGINE, sparse=CPU_SPARSE)
 
 
 class BotSeat(msgspec.Struct, tag="bot", frozen=True):

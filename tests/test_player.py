@@ -12,7 +12,7 @@ import pytest
 from blobnet.bots import HeuristicBot, RandomBot
 from blobnet.cards import BID0, N_ACTIONS
 from blobnet.checkpoint import save_checkpoint
-from blobnet.config import CPU_ENGINE, SearchConfig
+from blobnet.config import PLAYER_ENGINE, SearchConfig
 from blobnet.encode import WIDTH
 from blobnet.net import DirectEvaluator, make_net
 from blobnet.player import NetworkPlayer, aclose_player, act_async, direct, load_player
@@ -226,7 +226,7 @@ def test_the_default_evaluator_answers_as_the_network_does() -> None:
     want_p, want_v = DirectEvaluator(model).run_rows(x, legal)
     evaluator = direct(model, 24)
     priors, values = evaluator.run_rows(x, legal)  # type: ignore[attr-defined]
-    assert evaluator.engine.name == CPU_ENGINE  # type: ignore[attr-defined]
+    assert evaluator.engine.name == PLAYER_ENGINE  # type: ignore[attr-defined]
     np.testing.assert_allclose(priors, want_p, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(values, want_v, rtol=1e-5, atol=1e-6)
 
