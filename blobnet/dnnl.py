@@ -10,14 +10,15 @@ times as fast as float32's one product (256 x 256 weights, 256 to 2,048 rows, on
 
 PyTorch has no CPU product of bf16 operands with a float32 result (``torch.mm`` rounds it to bf16),
 so the product is oneDNN's matmul primitive (the library PyTorch's CPU products use), called
-through its C API from its own wheel, ``onednn-cpu-gomp`` (its OpenMP runtime is the libgomp that
-PyTorch has loaded already). ``available()`` says whether this process can use it; the kernels here
+through its C API from its own wheel, ``onednn-cpu-gomp`` (its OpenMP runtime is PyTorch's libgomp,
+loaded before it). ``available()`` says whether this process can use it; the kernels here
 split rows into the bf16 layout (numba; the layer norm and the ReLU fused in front).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import sysconfig
 import threading
 from functools import cache
@@ -44,18 +45,27 @@ class _Arg(ctypes.Structure):  # dnnl_exec_arg_t
 
 
 @cache
-def _library() -> ctypes.CDLL | None:
+def _loaded() -> tuple[ctypes.CDLL | None, str]:
     """oneDNN from the ``onednn-cpu-gomp`` wheel (its lib/ among the environment's data files), else
-    wherever the loader finds it; None if nowhere."""
+    wherever the loader finds it, and why not if nowhere. PyTorch's own libgomp is loaded first when
+    there is one, so oneDNN and PyTorch share one OpenMP runtime whichever of them this process
+    loads first."""
+    torch_spec = importlib.util.find_spec("torch")
+    if torch_spec is not None and torch_spec.origin is not None:
+        gomp = Path(torch_spec.origin).parent / "lib" / "libgomp.so.1"
+        if gomp.is_file():
+            ctypes.CDLL(str(gomp), mode=ctypes.RTLD_GLOBAL)
+    error = ""
     for path in (Path(sysconfig.get_path("data")) / "lib" / "libdnnl.so.3", "libdnnl.so.3"):
         try:
             lib = ctypes.CDLL(str(path))
-        except OSError:
+        except OSError as e:
+            error = error or str(e)
             continue
         lib.dnnl_primitive_desc_query_md.restype = ctypes.c_void_p
         lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
-        return lib
-    return None
+        return lib, ""
+    return None, error
 
 
 def _cpu_flags() -> set[str]:
@@ -72,8 +82,9 @@ def _cpu_flags() -> set[str]:
 def unavailable_reason() -> str | None:
     """Why this process cannot use the products here, or None: oneDNN must load, and the CPU must
     have AMX bf16 units (without them oneDNN's bf16 products are no faster than float32's)."""
-    if _library() is None:
-        return "oneDNN's library is not installed (pip install onednn-cpu-gomp)"
+    lib, error = _loaded()
+    if lib is None:
+        return f"oneDNN's library did not load ({error}; it comes with pip install onednn-cpu-gomp)"
     if "amx_bf16" not in _cpu_flags():
         return "this CPU has no AMX bf16 units (amx_bf16 in /proc/cpuinfo)"
     return None
@@ -94,9 +105,9 @@ class _Runtime:
     """The CPU engine and, per thread, a stream (a oneDNN stream is not to be shared by threads)."""
 
     def __init__(self) -> None:
-        lib = _library()
+        lib, _ = _loaded()
         if lib is None:
-            raise RuntimeError("oneDNN is not installed: pip install onednn-cpu-gomp")
+            raise RuntimeError(f"oneDNN cannot run here: {unavailable_reason()}")
         self.lib = lib
         self.engine = ctypes.c_void_p()
         _check(lib.dnnl_engine_create(ctypes.byref(self.engine), 1, ctypes.c_size_t(0)), "engine_create")
