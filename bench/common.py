@@ -16,7 +16,7 @@ import math
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,17 @@ def sample_inputs(
     return x, legal
 
 
+def repeat_for(call: Callable[[], object], seconds: float, *, at_least: int = 1) -> tuple[int, float]:
+    """Call ``call`` until at least ``at_least`` calls and ``seconds`` have passed: (calls, seconds taken)."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        call()
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds and calls >= at_least:
+            return calls, elapsed
+
+
 def raw_forward_rate(model: nn.Module, batch: int, seconds: float, *, seed: int = 0) -> float:
     """Evaluations per second of the forward pass alone, as the product runs it on a CPU (the engine
     and first layer of ``blobnet.config``: the model and the softmax) on a ready batch of ``batch``
@@ -127,14 +138,8 @@ def raw_forward_rate(model: nn.Module, batch: int, seconds: float, *, seed: int 
     forward = make_engine(CPU_ENGINE, model, sparse=CPU_SPARSE)
     for _ in range(2):
         forward(x, mask)
-    reps = 0
-    t0 = time.perf_counter()
-    while True:
-        forward(x, mask)
-        reps += 1
-        dt = time.perf_counter() - t0
-        if dt >= seconds and reps >= 3:
-            return reps * batch / dt
+    reps, dt = repeat_for(lambda: forward(x, mask), seconds, at_least=3)
+    return reps * batch / dt
 
 
 class Timed:

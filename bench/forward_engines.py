@@ -29,7 +29,6 @@ import copy
 import json
 import statistics
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -38,7 +37,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from bench.common import sample_inputs
+from bench.common import repeat_for, sample_inputs
 from blobnet import dnnl
 from blobnet.net import ENGINES, ONNX_CHUNK, BlobNet, OnnxEngine, make_engine, make_net, onnx_graph
 
@@ -49,13 +48,8 @@ BF16_TOLERANCE = 2e-2  # bfloat16 keeps 8 bits of mantissa: about 3e-3 off on th
 def time_rows(run, features: np.ndarray, legal: np.ndarray, seconds: float) -> float:  # type: ignore[no-untyped-def]
     """Microseconds a row of ``run(features, legal)``, over at least ``seconds`` of calls."""
     run(features, legal)
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        run(features, legal)
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            return 1e6 * elapsed / (calls * len(features))
+    calls, elapsed = repeat_for(lambda: run(features, legal), seconds)
+    return 1e6 * elapsed / (calls * len(features))
 
 
 class Node(NamedTuple):
@@ -80,10 +74,7 @@ def op_profile(model: BlobNet, batch: int, seconds: float) -> list[Node]:
         options.profile_file_prefix = str(Path(tmp) / "ops")
         engine.session = onnxruntime.InferenceSession(onnx_graph(model, sparse=True), options,
                                                       providers=["CPUExecutionProvider"])  # fmt: skip
-        calls, t0 = 0, time.perf_counter()
-        while calls < 3 or time.perf_counter() - t0 < seconds:
-            engine.after_first(h, legal)
-            calls += 1
+        calls, _ = repeat_for(lambda: engine.after_first(h, legal), seconds, at_least=3)
         events = json.loads(Path(engine.session.end_profiling()).read_text())
     micros: dict[str, float] = defaultdict(float)
     flops: dict[str, float] = defaultdict(float)
@@ -106,11 +97,8 @@ def product_gflops(rows: int, hidden: int, seconds: float) -> float:
     """GFLOP/s of a plain float32 product (rows x hidden) @ (hidden x hidden), PyTorch's."""
     a, w = torch.randn(rows, hidden), torch.randn(hidden, hidden)
     a @ w
-    calls, t0 = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - t0 < seconds:
-        a @ w
-        calls += 1
-    return 2.0 * rows * hidden * hidden * calls / (time.perf_counter() - t0) / 1e9
+    calls, elapsed = repeat_for(lambda: a @ w, seconds, at_least=3)
+    return 2.0 * rows * hidden * hidden * calls / elapsed / 1e9
 
 
 def print_ops(model: BlobNet, batches: list[int], seconds: float, as_json: bool) -> None:

@@ -144,16 +144,18 @@ class _Runtime:
     def execute(self, primitive: ctypes.c_void_p, args: list[tuple[int, ctypes.c_void_p, np.ndarray]]) -> None:
         """Run ``primitive`` on (argument, descriptor, array) triples, each array as a memory object
         made for this call alone."""
-        lib = self.lib
         memories = [self.memory(md, array) for _, md, array in args]
         try:
-            arr = (_Arg * len(args))(*(_Arg(a, m) for (a, _, _), m in zip(args, memories)))
-            stream = self.stream()
-            _check(lib.dnnl_primitive_execute(primitive, stream, len(args), arr), "primitive_execute")
-            _check(lib.dnnl_stream_wait(stream), "stream_wait")
+            self.run(primitive, (_Arg * len(args))(*(_Arg(a, m) for (a, _, _), m in zip(args, memories))))
         finally:
             for m in memories:
-                lib.dnnl_memory_destroy(m)
+                self.lib.dnnl_memory_destroy(m)
+
+    def run(self, primitive: ctypes.c_void_p, args: ctypes.Array[_Arg]) -> None:
+        """Run ``primitive`` on its arguments' memory objects, on this thread's stream, to the end."""
+        stream = self.stream()
+        _check(self.lib.dnnl_primitive_execute(primitive, stream, len(args), args), "primitive_execute")
+        _check(self.lib.dnnl_stream_wait(stream), "stream_wait")
 
 
 @cache
@@ -210,6 +212,9 @@ class Product:
         if found is not None:
             return found
         with self._lock:
+            found = self._primitives.get(n)  # another thread may have made it meanwhile
+            if found is not None:
+                return found
             rt, lib = self._rt, self._rt.lib
             src = self._own("dnnl_memory_desc_destroy", rt.desc((n, 3 * self.k), _BF16))
             dst = self._own("dnnl_memory_desc_destroy", rt.desc((n, self.out), _F32))
@@ -267,11 +272,7 @@ class Product:
                 names = (_ARG_SRC, _ARG_DST, _ARG_WEIGHTS, _ARG_BIAS)
                 args = (_Arg * 4)(*(_Arg(a, m) for a, m in zip(names, memories)))
                 run = self._runs[key] = (primitive, args, memories, arrays)  # the arrays live as long
-        primitive, args, _, _ = run
-        lib = self._rt.lib
-        stream = self._rt.stream()
-        _check(lib.dnnl_primitive_execute(primitive, stream, 4, args), "primitive_execute")
-        _check(lib.dnnl_stream_wait(stream), "stream_wait")
+        self._rt.run(run[0], run[1])
 
 
 def aligned(shape: int | tuple[int, ...], dtype: type) -> np.ndarray:
